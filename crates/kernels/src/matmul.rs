@@ -1,0 +1,89 @@
+//! `out = x · Wᵀ`: activations `x` [t, k] times a weight matrix W [n, k]
+//! stored row-major (one row per output feature, as in PyTorch and GGUF).
+
+use half::{bf16, f16};
+
+use crate::dot::{bf16_to_f32, dot_f32, f16_to_f32};
+
+/// A weight matrix's elements, borrowed from the model file.
+#[derive(Clone, Copy, Debug)]
+pub enum WeightRef<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    BF16(&'a [bf16]),
+}
+
+impl WeightRef<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            WeightRef::F32(w) => w.len(),
+            WeightRef::F16(w) => w.len(),
+            WeightRef::BF16(w) => w.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row `r` (of length `k`) widened to f32 into `buf`, or borrowed when
+    /// the weights already are f32.
+    pub fn row<'b>(&'b self, r: usize, k: usize, buf: &'b mut [f32]) -> &'b [f32] {
+        let range = r * k..(r + 1) * k;
+        match self {
+            WeightRef::F32(w) => &w[range],
+            WeightRef::F16(w) => {
+                f16_to_f32(&w[range], &mut buf[..k]);
+                &buf[..k]
+            }
+            WeightRef::BF16(w) => {
+                bf16_to_f32(&w[range], &mut buf[..k]);
+                &buf[..k]
+            }
+        }
+    }
+}
+
+/// `out[i, j] = Σ_c x[i, c] · w[j, c]` for `t` rows of `x`, `n` rows of `w`
+/// and inner size `k`. Each weight row is read once for all `t` activations.
+/// `scratch` needs `k` elements (used to widen half-precision rows).
+pub fn matmul(w: WeightRef, n: usize, k: usize, x: &[f32], t: usize, out: &mut [f32], scratch: &mut [f32]) {
+    assert_eq!(w.len(), n * k, "weight size");
+    assert_eq!(x.len(), t * k, "activation size");
+    assert_eq!(out.len(), t * n, "output size");
+    for j in 0..n {
+        let row = w.row(j, k, scratch);
+        for i in 0..t {
+            out[i * n + j] = dot_f32(&x[i * k..(i + 1) * k], row);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_matches_naive_for_every_weight_type() {
+        let (n, k, t) = (5, 37, 3);
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
+        let x: Vec<f32> = (0..t * k).map(|i| ((i * 13 % 7) as f32 - 3.0) / 2.0).collect();
+        let mut expected = vec![0f32; t * n];
+        for i in 0..t {
+            for j in 0..n {
+                expected[i * n + j] = (0..k).map(|c| x[i * k + c] * w[j * k + c]).sum();
+            }
+        }
+        let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let wb16: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+        let mut scratch = vec![0f32; k];
+        for weights in [WeightRef::F32(&w), WeightRef::F16(&w16), WeightRef::BF16(&wb16)] {
+            let mut out = vec![0f32; t * n];
+            matmul(weights, n, k, &x, t, &mut out, &mut scratch);
+            for (a, b) in out.iter().zip(&expected) {
+                // these weights are exact in f16 and bf16
+                assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The Phi-3 decoder forward pass (PHI3_FAMILY.md §2), for a batch of new
+//! tokens at consecutive positions after what the KV cache already holds.
+
+use phi3_kernels::activation::swiglu;
+use phi3_kernels::attention::{attend, KvSegment};
+use phi3_kernels::norm::rms_norm;
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::kv_cache::KvCache;
+use crate::rope::Rope;
+use crate::weights::Weights;
+
+/// Which positions' logits a forward call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Every new position: `[t, vocab]`.
+    All,
+    /// Only the last position: `[vocab]`.
+    Last,
+}
+
+/// Activation buffers, grown on demand and reused across calls so that
+/// decoding does not allocate per token.
+#[derive(Default, Debug)]
+pub struct Scratch {
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    gate_up: Vec<f32>,
+    act: Vec<f32>,
+    row: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
+/// Runs `tokens` through the model, appending their keys and values to
+/// `cache`, and writes the requested logits into `out`.
+pub fn forward(
+    cfg: &ModelConfig,
+    w: &Weights,
+    rope: &Rope,
+    tokens: &[u32],
+    cache: &mut KvCache,
+    s: &mut Scratch,
+    which: Logits,
+    out: &mut Vec<f32>,
+) -> Result<()> {
+    let t = tokens.len();
+    if t == 0 {
+        out.clear();
+        return Ok(());
+    }
+    if let Some(&id) = tokens.iter().find(|&&id| id as usize >= cfg.vocab_size) {
+        return Err(ModelError::TokenOutOfRange {
+            id,
+            vocab: cfg.vocab_size,
+        });
+    }
+    let (h, d) = (cfg.hidden_size, cfg.head_dim);
+    let (nh, nkv) = (cfg.num_heads, cfg.num_kv_heads);
+    let qkv_dim = cfg.qkv_dim();
+    let ffn = cfg.intermediate_size;
+    let start = cache.len();
+    let window = cfg.attention_window();
+    let scale = 1.0 / (d as f32).sqrt();
+    let widest = h.max(ffn).max(cfg.vocab_size);
+
+    let x = grow(&mut s.x, t * h);
+    for (i, &id) in tokens.iter().enumerate() {
+        w.embed.row_f32(id as usize, &mut x[i * h..(i + 1) * h]);
+    }
+    let x = &mut s.x[..t * h];
+    grow(&mut s.xn, t * h);
+    grow(&mut s.qkv, t * qkv_dim);
+    grow(&mut s.attn, t * nh * d);
+    grow(&mut s.proj, t * h);
+    grow(&mut s.gate_up, t * 2 * ffn);
+    grow(&mut s.act, t * ffn);
+    grow(&mut s.row, widest);
+    grow(&mut s.cos, rope.half_dim());
+    grow(&mut s.sin, rope.half_dim());
+
+    for (l, lw) in w.layers.iter().enumerate() {
+        // attention block
+        let xn = &mut s.xn[..t * h];
+        for i in 0..t {
+            rms_norm(&x[i * h..(i + 1) * h], &lw.attn_norm, cfg.rms_norm_eps, &mut xn[i * h..(i + 1) * h]);
+        }
+        let qkv = &mut s.qkv[..t * qkv_dim];
+        lw.qkv.forward(xn, t, qkv, &mut s.row);
+        for i in 0..t {
+            rope.cos_sin(start + i, &mut s.cos, &mut s.sin);
+            let row = &mut qkv[i * qkv_dim..(i + 1) * qkv_dim];
+            // Q heads then K heads are contiguous at the start of the row
+            for head in row[..(nh + nkv) * d].chunks_exact_mut(d) {
+                rope.apply(head, &s.cos, &s.sin);
+            }
+        }
+        let attn = &mut s.attn[..t * nh * d];
+        let qkv = &s.qkv[..t * qkv_dim];
+        for i in 0..t {
+            let pos = start + i;
+            let lo = window.map_or(0, |wk| (pos + 1).saturating_sub(wk));
+            let past_from = lo.max(cache.first_held()).min(start);
+            let batch_from = lo.max(start) - start; // first visible row of this batch
+            for head in 0..nh {
+                let kvh = head / cfg.group_size();
+                let [a, b] = cache.segments(l, kvh, d, past_from);
+                let current = KvSegment {
+                    keys: &qkv[batch_from * qkv_dim..],
+                    values: &qkv[batch_from * qkv_dim..],
+                    stride: qkv_dim,
+                    offset: 0,
+                    len: i + 1 - batch_from,
+                };
+                let k_cur = KvSegment {
+                    offset: nh * d + kvh * d,
+                    ..current
+                };
+                let v_off = (nh + nkv) * d + kvh * d;
+                let q = &qkv[i * qkv_dim + head * d..i * qkv_dim + (head + 1) * d];
+                let o = &mut attn[i * nh * d + head * d..i * nh * d + (head + 1) * d];
+                attend_split(q, &[a, b], k_cur, v_off, scale, o);
+            }
+        }
+        cache.write(l, &qkv[nh * d..], &qkv[(nh + nkv) * d..], qkv_dim, t);
+        let proj = &mut s.proj[..t * h];
+        lw.o_proj.forward(attn, t, proj, &mut s.row);
+        for (xv, p) in x.iter_mut().zip(proj.iter()) {
+            *xv += p;
+        }
+
+        // MLP block
+        let xn = &mut s.xn[..t * h];
+        for i in 0..t {
+            rms_norm(&x[i * h..(i + 1) * h], &lw.ffn_norm, cfg.rms_norm_eps, &mut xn[i * h..(i + 1) * h]);
+        }
+        let gate_up = &mut s.gate_up[..t * 2 * ffn];
+        lw.gate_up.forward(xn, t, gate_up, &mut s.row);
+        let act = &mut s.act[..t * ffn];
+        for i in 0..t {
+            swiglu(&gate_up[i * 2 * ffn..(i + 1) * 2 * ffn], &mut act[i * ffn..(i + 1) * ffn]);
+        }
+        let proj = &mut s.proj[..t * h];
+        lw.down.forward(act, t, proj, &mut s.row);
+        for (xv, p) in x.iter_mut().zip(proj.iter()) {
+            *xv += p;
+        }
+    }
+    cache.advance(t);
+
+    let first = match which {
+        Logits::All => 0,
+        Logits::Last => t - 1,
+    };
+    let rows = t - first;
+    let xn = &mut s.xn[..rows * h];
+    for i in 0..rows {
+        rms_norm(&x[(first + i) * h..(first + i + 1) * h], &w.final_norm, cfg.rms_norm_eps, &mut xn[i * h..(i + 1) * h]);
+    }
+    out.clear();
+    out.resize(rows * cfg.vocab_size, 0.0);
+    w.lm_head.forward(xn, rows, out, &mut s.row);
+    Ok(())
+}
+
+/// Attention over cached segments plus the current batch, whose keys and
+/// values live in the same qkv rows at different offsets.
+fn attend_split(q: &[f32], cached: &[KvSegment; 2], k_cur: KvSegment, v_off: usize, scale: f32, out: &mut [f32]) {
+    // The current batch's keys and values are interleaved in the qkv rows:
+    // view them as a segment whose "values" slice is shifted to the V offset.
+    let shift = v_off - k_cur.offset;
+    let cur = KvSegment {
+        keys: k_cur.keys,
+        values: &k_cur.values[shift..],
+        ..k_cur
+    };
+    attend(q, &[cached[0], cached[1], cur], scale, out);
+}

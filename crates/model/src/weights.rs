@@ -1,0 +1,184 @@
+//! Binds a model file's tensors to the typed weights of the forward pass.
+//! GGUF and Hugging Face names map to the same struct (DESIGN.md principle 3).
+
+use std::path::Path;
+
+use half::{bf16, f16};
+use phi3_formats::{DType, GgufFile, HfFolder, Tensor};
+use phi3_kernels::WeightRef;
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+
+/// A weight matrix `[rows, cols]` (PyTorch order) used as `y = x · Wᵀ`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub rows: usize,
+    pub cols: usize,
+    pub tensor: Tensor,
+}
+
+impl Linear {
+    /// The elements as a typed slice over the file mapping.
+    pub fn weight_ref(&self) -> WeightRef<'_> {
+        let b = self.tensor.bytes();
+        // Tensor guarantees alignment for its dtype; dtypes were checked at bind time.
+        match self.tensor.dtype {
+            DType::F32 => WeightRef::F32(bytemuck::cast_slice::<u8, f32>(b)),
+            DType::F16 => WeightRef::F16(bytemuck::cast_slice::<u8, f16>(b)),
+            DType::BF16 => WeightRef::BF16(bytemuck::cast_slice::<u8, bf16>(b)),
+            other => unreachable!("dtype {other} rejected when binding"),
+        }
+    }
+
+    /// `out[t, rows] = x[t, cols] · Wᵀ`.
+    pub fn forward(&self, x: &[f32], t: usize, out: &mut [f32], scratch: &mut [f32]) {
+        phi3_kernels::matmul(self.weight_ref(), self.rows, self.cols, x, t, out, scratch);
+    }
+
+    /// Row `r` as f32 (used for embedding lookups).
+    pub fn row_f32(&self, r: usize, out: &mut [f32]) {
+        let range = r * self.cols..(r + 1) * self.cols;
+        match self.weight_ref() {
+            WeightRef::F32(w) => out.copy_from_slice(&w[range]),
+            WeightRef::F16(w) => phi3_kernels::dot::f16_to_f32(&w[range], out),
+            WeightRef::BF16(w) => phi3_kernels::dot::bf16_to_f32(&w[range], out),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerWeights {
+    pub attn_norm: Vec<f32>,
+    pub qkv: Linear,
+    pub o_proj: Linear,
+    pub ffn_norm: Vec<f32>,
+    pub gate_up: Linear,
+    pub down: Linear,
+}
+
+#[derive(Debug, Clone)]
+pub struct Weights {
+    /// `[vocab, hidden]`.
+    pub embed: Linear,
+    pub layers: Vec<LayerWeights>,
+    pub final_norm: Vec<f32>,
+    /// `[vocab, hidden]`; the embedding itself when tied.
+    pub lm_head: Linear,
+}
+
+/// The tensor names of one file format.
+pub struct NameMap {
+    pub embed: &'static str,
+    pub final_norm: &'static str,
+    pub lm_head: &'static str,
+    /// Per-layer names with `{}` for the layer index.
+    pub attn_norm: &'static str,
+    pub qkv: &'static str,
+    pub o_proj: &'static str,
+    pub ffn_norm: &'static str,
+    pub gate_up: &'static str,
+    pub down: &'static str,
+}
+
+/// Hugging Face `Phi3ForCausalLM` names (PHI3_FAMILY.md §2).
+pub const HF_NAMES: NameMap = NameMap {
+    embed: "model.embed_tokens.weight",
+    final_norm: "model.norm.weight",
+    lm_head: "lm_head.weight",
+    attn_norm: "model.layers.{}.input_layernorm.weight",
+    qkv: "model.layers.{}.self_attn.qkv_proj.weight",
+    o_proj: "model.layers.{}.self_attn.o_proj.weight",
+    ffn_norm: "model.layers.{}.post_attention_layernorm.weight",
+    gate_up: "model.layers.{}.mlp.gate_up_proj.weight",
+    down: "model.layers.{}.mlp.down_proj.weight",
+};
+
+/// llama.cpp `phi3` names (GGUF_PHI3.md §4.1).
+pub const GGUF_NAMES: NameMap = NameMap {
+    embed: "token_embd.weight",
+    final_norm: "output_norm.weight",
+    lm_head: "output.weight",
+    attn_norm: "blk.{}.attn_norm.weight",
+    qkv: "blk.{}.attn_qkv.weight",
+    o_proj: "blk.{}.attn_output.weight",
+    ffn_norm: "blk.{}.ffn_norm.weight",
+    gate_up: "blk.{}.ffn_up.weight",
+    down: "blk.{}.ffn_down.weight",
+};
+
+pub fn layer_name(pattern: &str, layer: usize) -> String {
+    pattern.replace("{}", &layer.to_string())
+}
+
+impl Weights {
+    pub fn from_gguf(cfg: &ModelConfig, gguf: &GgufFile) -> Result<Weights> {
+        bind(cfg, &gguf.path, &GGUF_NAMES, |n| gguf.tensor(n))
+    }
+
+    pub fn from_hf(cfg: &ModelConfig, folder: &HfFolder) -> Result<Weights> {
+        bind(cfg, &folder.dir, &HF_NAMES, |n| folder.weights.tensor(n).cloned())
+    }
+}
+
+fn bind(cfg: &ModelConfig, path: &Path, names: &NameMap, get: impl Fn(&str) -> Option<Tensor>) -> Result<Weights> {
+    let fetch = |name: &str, shape: &[usize]| -> Result<Tensor> {
+        let t = get(name).ok_or_else(|| ModelError::MissingTensor {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+        })?;
+        if t.shape != shape {
+            return Err(ModelError::TensorShape {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: t.shape.clone(),
+            });
+        }
+        Ok(t)
+    };
+    let linear = |name: &str, rows: usize, cols: usize| -> Result<Linear> {
+        let tensor = fetch(name, &[rows, cols])?;
+        if !matches!(tensor.dtype, DType::F32 | DType::F16 | DType::BF16) {
+            return Err(ModelError::UnsupportedDType {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                dtype: tensor.dtype.to_string(),
+            });
+        }
+        Ok(Linear { rows, cols, tensor })
+    };
+    let vector = |name: &str, len: usize| -> Result<Vec<f32>> {
+        let t = fetch(name, &[len])?;
+        t.to_f32_vec().ok_or_else(|| ModelError::UnsupportedDType {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            dtype: t.dtype.to_string(),
+        })
+    };
+    let h = cfg.hidden_size;
+    let embed = linear(names.embed, cfg.vocab_size, h)?;
+    let mut layers = Vec::with_capacity(cfg.num_layers);
+    for l in 0..cfg.num_layers {
+        let n = |p: &str| layer_name(p, l);
+        layers.push(LayerWeights {
+            attn_norm: vector(&n(names.attn_norm), h)?,
+            qkv: linear(&n(names.qkv), cfg.qkv_dim(), h)?,
+            o_proj: linear(&n(names.o_proj), h, cfg.num_heads * cfg.head_dim)?,
+            ffn_norm: vector(&n(names.ffn_norm), h)?,
+            gate_up: linear(&n(names.gate_up), 2 * cfg.intermediate_size, h)?,
+            down: linear(&n(names.down), h, cfg.intermediate_size)?,
+        });
+    }
+    let lm_head = if cfg.tie_word_embeddings {
+        embed.clone()
+    } else {
+        linear(names.lm_head, cfg.vocab_size, h)?
+    };
+    Ok(Weights {
+        embed,
+        layers,
+        final_norm: vector(names.final_norm, h)?,
+        lm_head,
+    })
+}
