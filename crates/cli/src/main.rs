@@ -1,1 +1,57 @@
-fn main() {}
+//! `phi3`: run Phi-3 family models on phones and laptops.
+//!
+//! This is the only place that parses flags; each subcommand lives in its own
+//! module and calls into the library crates.
+
+mod convert;
+mod inspect;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "phi3",
+    version,
+    about = "Run Microsoft's Phi-3 family of models on CPUs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a model's architecture, size, tensor types and memory needs.
+    Inspect(inspect::Args),
+    /// Run the model on token ids and print the generated ids.
+    Run(run::Args),
+    /// Write a model (GGUF or Hugging Face folder) as a GGUF file.
+    Convert(convert::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => inspect::main(a),
+        Command::Run(a) => run::main(a),
+        Command::Convert(a) => convert::main(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes `text` to stdout; a closed pipe (`phi3 inspect … | head`) is not an error.
+pub(crate) fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}

@@ -18,7 +18,9 @@ pub struct FormatError {
 pub enum ErrorKind {
     #[error("cannot read: {0}")]
     Io(#[from] std::io::Error),
-    #[error("file ends early: needed {needed} bytes at offset {offset} for {what}, file has {len}")]
+    #[error(
+        "file ends early: needed {needed} bytes at offset {offset} for {what}, file has {len}"
+    )]
     Truncated {
         what: String,
         offset: u64,
@@ -51,7 +53,9 @@ pub enum ErrorKind {
     },
     #[error("tensor {name:?}: element count of shape {shape:?} overflows")]
     ElementCountOverflow { name: String, shape: Vec<i64> },
-    #[error("tensor {name:?}: data offset {offset} is not a multiple of the alignment {alignment}")]
+    #[error(
+        "tensor {name:?}: data offset {offset} is not a multiple of the alignment {alignment}"
+    )]
     MisalignedOffset {
         name: String,
         offset: u64,

@@ -97,7 +97,8 @@ impl SafetensorsModel {
         for file in files {
             let f = std::fs::File::open(file).map_err(|e| FormatError::new(file, e.into()))?;
             // SAFETY: read-only mapping of a file phi3 does not modify.
-            let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| FormatError::new(file, e.into()))?;
+            let map =
+                unsafe { memmap2::Mmap::map(&f) }.map_err(|e| FormatError::new(file, e.into()))?;
             for t in parse(Arc::new(Storage::Mapped(map))).map_err(|k| FormatError::new(file, k))? {
                 let name = t.name.clone();
                 if tensors.insert(name.clone(), t).is_some() {
@@ -138,10 +139,11 @@ fn parse(storage: Arc<Storage>) -> Result<Vec<Tensor>, ErrorKind> {
     let base = bytes.as_ptr() as usize;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
-        let dtype = DType::from_safetensors(view.dtype()).ok_or_else(|| ErrorKind::UnsupportedDType {
-            name: name.clone(),
-            dtype: format!("{:?}", view.dtype()),
-        })?;
+        let dtype =
+            DType::from_safetensors(view.dtype()).ok_or_else(|| ErrorKind::UnsupportedDType {
+                name: name.clone(),
+                dtype: format!("{:?}", view.dtype()),
+            })?;
         let data = view.data();
         let offset = data.as_ptr() as usize - base;
         out.push(Tensor::new(

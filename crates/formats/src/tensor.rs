@@ -11,7 +11,10 @@ use crate::DType;
 pub enum Storage {
     Mapped(memmap2::Mmap),
     /// Held as `u64` words so that every plain element type is aligned.
-    Owned { words: Vec<u64>, len: usize },
+    Owned {
+        words: Vec<u64>,
+        len: usize,
+    },
 }
 
 impl Storage {
@@ -71,7 +74,12 @@ impl Tensor {
     }
 
     /// A tensor that owns its bytes.
-    pub fn from_bytes(name: impl Into<String>, dtype: DType, shape: Vec<usize>, bytes: &[u8]) -> Self {
+    pub fn from_bytes(
+        name: impl Into<String>,
+        dtype: DType,
+        shape: Vec<usize>,
+        bytes: &[u8],
+    ) -> Self {
         Tensor::new(
             name.into(),
             dtype,
@@ -142,7 +150,7 @@ impl Tensor {
     /// aligned buffer (the only case where weights are copied).
     fn ensure_aligned(&mut self) {
         let align = self.required_alignment();
-        if (self.bytes().as_ptr() as usize) % align == 0 {
+        if (self.bytes().as_ptr() as usize).is_multiple_of(align) {
             return;
         }
         self.storage = Arc::new(Storage::owned(self.bytes()));

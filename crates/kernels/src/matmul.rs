@@ -47,7 +47,15 @@ impl WeightRef<'_> {
 /// `out[i, j] = Σ_c x[i, c] · w[j, c]` for `t` rows of `x`, `n` rows of `w`
 /// and inner size `k`. Each weight row is read once for all `t` activations.
 /// `scratch` needs `k` elements (used to widen half-precision rows).
-pub fn matmul(w: WeightRef, n: usize, k: usize, x: &[f32], t: usize, out: &mut [f32], scratch: &mut [f32]) {
+pub fn matmul(
+    w: WeightRef,
+    n: usize,
+    k: usize,
+    x: &[f32],
+    t: usize,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
     assert_eq!(w.len(), n * k, "weight size");
     assert_eq!(x.len(), t * k, "activation size");
     assert_eq!(out.len(), t * n, "output size");
@@ -66,8 +74,12 @@ mod tests {
     #[test]
     fn matmul_matches_naive_for_every_weight_type() {
         let (n, k, t) = (5, 37, 3);
-        let w: Vec<f32> = (0..n * k).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
-        let x: Vec<f32> = (0..t * k).map(|i| ((i * 13 % 7) as f32 - 3.0) / 2.0).collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0)
+            .collect();
+        let x: Vec<f32> = (0..t * k)
+            .map(|i| ((i * 13 % 7) as f32 - 3.0) / 2.0)
+            .collect();
         let mut expected = vec![0f32; t * n];
         for i in 0..t {
             for j in 0..n {
@@ -77,7 +89,11 @@ mod tests {
         let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
         let wb16: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
         let mut scratch = vec![0f32; k];
-        for weights in [WeightRef::F32(&w), WeightRef::F16(&w16), WeightRef::BF16(&wb16)] {
+        for weights in [
+            WeightRef::F32(&w),
+            WeightRef::F16(&w16),
+            WeightRef::BF16(&wb16),
+        ] {
             let mut out = vec![0f32; t * n];
             matmul(weights, n, k, &x, t, &mut out, &mut scratch);
             for (a, b) in out.iter().zip(&expected) {

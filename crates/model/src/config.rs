@@ -123,7 +123,9 @@ impl ModelConfig {
         }
         let rotary_dim = (head_dim as f64 * partial) as usize;
         let max_pos = r.usize("max_position_embeddings")?;
-        let orig = r.opt_usize("original_max_position_embeddings")?.unwrap_or(max_pos);
+        let orig = r
+            .opt_usize("original_max_position_embeddings")?
+            .unwrap_or(max_pos);
         // transformers 5 writes rope_parameters (with rope_theta inside); real checkpoints
         // use rope_scaling + rope_theta. Both are read.
         let params = json.get("rope_parameters").filter(|v| v.is_object());
@@ -240,12 +242,12 @@ impl ModelConfig {
                     attention_factor,
                 })
             }
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(ModelError::MissingTensor {
-                    path: path.to_path_buf(),
-                    name: "rope_factors_long.weight and rope_factors_short.weight (only one is present)".into(),
-                })
-            }
+            (Some(_), None) | (None, Some(_)) => return Err(ModelError::MissingTensor {
+                path: path.to_path_buf(),
+                name:
+                    "rope_factors_long.weight and rope_factors_short.weight (only one is present)"
+                        .into(),
+            }),
         };
         let cfg = ModelConfig {
             architecture: Architecture::Phi3,
@@ -302,13 +304,17 @@ impl ModelConfig {
             ("intermediate_size", self.intermediate_size, 1 << 20),
             ("num_hidden_layers", self.num_layers, 1 << 12),
             ("num_attention_heads", self.num_heads, 1 << 12),
-            ("max_position_embeddings", self.max_position_embeddings, 1 << 24),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                1 << 24,
+            ),
         ] {
             if v > max {
                 return Err(bad(field, format!("{v} is implausibly large")));
             }
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(bad(
                 "num_key_value_heads",
                 format!(
@@ -317,7 +323,10 @@ impl ModelConfig {
                 ),
             ));
         }
-        if self.rotary_dim == 0 || self.rotary_dim % 2 != 0 || self.rotary_dim > self.head_dim {
+        if self.rotary_dim == 0
+            || !self.rotary_dim.is_multiple_of(2)
+            || self.rotary_dim > self.head_dim
+        {
             return Err(bad(
                 "partial_rotary_factor",
                 format!(
@@ -336,22 +345,39 @@ impl ModelConfig {
             return Err(bad("sliding_window", "must be positive".into()));
         }
         if let Some(lr) = &self.long_rope {
-            for (field, f) in [("short_factor", &lr.short_factor), ("long_factor", &lr.long_factor)] {
+            for (field, f) in [
+                ("short_factor", &lr.short_factor),
+                ("long_factor", &lr.long_factor),
+            ] {
                 if f.len() != self.rotary_dim / 2 {
                     return Err(bad(
                         &format!("rope_scaling.{field}"),
-                        format!("has {} values, the rotary dimension {} needs {}", f.len(), self.rotary_dim, self.rotary_dim / 2),
+                        format!(
+                            "has {} values, the rotary dimension {} needs {}",
+                            f.len(),
+                            self.rotary_dim,
+                            self.rotary_dim / 2
+                        ),
                     ));
                 }
                 if f.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-                    return Err(bad(&format!("rope_scaling.{field}"), "values must be positive numbers".into()));
+                    return Err(bad(
+                        &format!("rope_scaling.{field}"),
+                        "values must be positive numbers".into(),
+                    ));
                 }
             }
             if !(lr.attention_factor.is_finite() && lr.attention_factor > 0.0) {
-                return Err(bad("rope_scaling.attention_factor", "must be positive".into()));
+                return Err(bad(
+                    "rope_scaling.attention_factor",
+                    "must be positive".into(),
+                ));
             }
             if self.original_max_position_embeddings == 0 {
-                return Err(bad("original_max_position_embeddings", "must be positive".into()));
+                return Err(bad(
+                    "original_max_position_embeddings",
+                    "must be positive".into(),
+                ));
             }
         }
         Ok(())
@@ -369,7 +395,13 @@ pub fn default_attention_factor(max_pos: usize, original: usize) -> f32 {
     }
 }
 
-fn parse_hf_long_rope(r: &JsonReader, s: &Json, rotary_dim: usize, max_pos: usize, orig: usize) -> Result<LongRope> {
+fn parse_hf_long_rope(
+    r: &JsonReader,
+    s: &Json,
+    rotary_dim: usize,
+    max_pos: usize,
+    orig: usize,
+) -> Result<LongRope> {
     let ty = s
         .get("type")
         .or_else(|| s.get("rope_type"))
@@ -388,9 +420,12 @@ fn parse_hf_long_rope(r: &JsonReader, s: &Json, rotary_dim: usize, max_pos: usiz
             .ok_or_else(|| r.bad(&format!("rope_scaling.{key}"), "missing or not a list"))?;
         arr.iter()
             .map(|v| {
-                v.as_f64()
-                    .map(|x| x as f32)
-                    .ok_or_else(|| r.bad(&format!("rope_scaling.{key}"), "holds a value that is not a number"))
+                v.as_f64().map(|x| x as f32).ok_or_else(|| {
+                    r.bad(
+                        &format!("rope_scaling.{key}"),
+                        "holds a value that is not a number",
+                    )
+                })
             })
             .collect()
     };
@@ -484,7 +519,10 @@ impl GgufReader<'_> {
     fn opt_f64(&self, k: &str) -> Result<Option<f64>> {
         match self.gguf.get(&self.key(k)) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.bad(k, "must be a number")),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.bad(k, "must be a number")),
         }
     }
 

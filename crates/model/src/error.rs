@@ -37,7 +37,9 @@ pub enum ModelError {
     },
     #[error("token id {id} is outside the vocabulary (size {vocab})")]
     TokenOutOfRange { id: u32, vocab: usize },
-    #[error("the sequence would reach {needed} tokens, more than the context of {limit} tokens ({why})")]
+    #[error(
+        "the sequence would reach {needed} tokens, more than the context of {limit} tokens ({why})"
+    )]
     ContextFull {
         needed: usize,
         limit: usize,

@@ -5,11 +5,10 @@ use phi3_kernels::activation::swiglu;
 use phi3_kernels::attention::{attend, KvSegment};
 use phi3_kernels::norm::rms_norm;
 
-use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
 use crate::rope::Rope;
-use crate::weights::Weights;
+use crate::Model;
 
 /// Which positions' logits a forward call returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +45,7 @@ fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 /// Runs `tokens` through the model, appending their keys and values to
 /// `cache`, and writes the requested logits into `out`.
 pub fn forward(
-    cfg: &ModelConfig,
-    w: &Weights,
+    model: &Model,
     rope: &Rope,
     tokens: &[u32],
     cache: &mut KvCache,
@@ -55,6 +53,7 @@ pub fn forward(
     which: Logits,
     out: &mut Vec<f32>,
 ) -> Result<()> {
+    let (cfg, w) = (&model.config, &model.weights);
     let t = tokens.len();
     if t == 0 {
         out.clear();
@@ -94,7 +93,12 @@ pub fn forward(
         // attention block
         let xn = &mut s.xn[..t * h];
         for i in 0..t {
-            rms_norm(&x[i * h..(i + 1) * h], &lw.attn_norm, cfg.rms_norm_eps, &mut xn[i * h..(i + 1) * h]);
+            rms_norm(
+                &x[i * h..(i + 1) * h],
+                &lw.attn_norm,
+                cfg.rms_norm_eps,
+                &mut xn[i * h..(i + 1) * h],
+            );
         }
         let qkv = &mut s.qkv[..t * qkv_dim];
         lw.qkv.forward(xn, t, qkv, &mut s.row);
@@ -143,13 +147,21 @@ pub fn forward(
         // MLP block
         let xn = &mut s.xn[..t * h];
         for i in 0..t {
-            rms_norm(&x[i * h..(i + 1) * h], &lw.ffn_norm, cfg.rms_norm_eps, &mut xn[i * h..(i + 1) * h]);
+            rms_norm(
+                &x[i * h..(i + 1) * h],
+                &lw.ffn_norm,
+                cfg.rms_norm_eps,
+                &mut xn[i * h..(i + 1) * h],
+            );
         }
         let gate_up = &mut s.gate_up[..t * 2 * ffn];
         lw.gate_up.forward(xn, t, gate_up, &mut s.row);
         let act = &mut s.act[..t * ffn];
         for i in 0..t {
-            swiglu(&gate_up[i * 2 * ffn..(i + 1) * 2 * ffn], &mut act[i * ffn..(i + 1) * ffn]);
+            swiglu(
+                &gate_up[i * 2 * ffn..(i + 1) * 2 * ffn],
+                &mut act[i * ffn..(i + 1) * ffn],
+            );
         }
         let proj = &mut s.proj[..t * h];
         lw.down.forward(act, t, proj, &mut s.row);
@@ -166,7 +178,12 @@ pub fn forward(
     let rows = t - first;
     let xn = &mut s.xn[..rows * h];
     for i in 0..rows {
-        rms_norm(&x[(first + i) * h..(first + i + 1) * h], &w.final_norm, cfg.rms_norm_eps, &mut xn[i * h..(i + 1) * h]);
+        rms_norm(
+            &x[(first + i) * h..(first + i + 1) * h],
+            &w.final_norm,
+            cfg.rms_norm_eps,
+            &mut xn[i * h..(i + 1) * h],
+        );
     }
     out.clear();
     out.resize(rows * cfg.vocab_size, 0.0);
@@ -176,7 +193,14 @@ pub fn forward(
 
 /// Attention over cached segments plus the current batch, whose keys and
 /// values live in the same qkv rows at different offsets.
-fn attend_split(q: &[f32], cached: &[KvSegment; 2], k_cur: KvSegment, v_off: usize, scale: f32, out: &mut [f32]) {
+fn attend_split(
+    q: &[f32],
+    cached: &[KvSegment; 2],
+    k_cur: KvSegment,
+    v_off: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
     // The current batch's keys and values are interleaved in the qkv rows:
     // view them as a segment whose "values" slice is shifted to the V offset.
     let shift = v_off - k_cur.offset;

@@ -11,6 +11,7 @@ pub mod memory;
 mod model;
 pub mod rope;
 pub mod session;
+pub mod variant;
 pub mod weights;
 
 pub use config::{Architecture, LongRope, ModelConfig};

@@ -124,8 +124,15 @@ impl<'m> Session<'m> {
             RopeTable::Short => &self.short,
             RopeTable::Long => &self.long,
         };
-        let m = self.model;
-        forward(&m.config, &m.weights, rope, tokens, &mut self.cache, &mut self.scratch, which, out)
+        forward(
+            self.model,
+            rope,
+            tokens,
+            &mut self.cache,
+            &mut self.scratch,
+            which,
+            out,
+        )
     }
 
     fn table_for(&self, total: usize) -> RopeTable {
@@ -147,7 +154,11 @@ impl<'m> Session<'m> {
 fn initial_table(model: &Model, options: &SessionOptions) -> RopeTable {
     let cfg = &model.config;
     match (options.rope_policy, &cfg.long_rope) {
-        (RopePolicy::FixedByContext, Some(_)) if options.context > cfg.original_max_position_embeddings => RopeTable::Long,
+        (RopePolicy::FixedByContext, Some(_))
+            if options.context > cfg.original_max_position_embeddings =>
+        {
+            RopeTable::Long
+        }
         _ => RopeTable::Short,
     }
 }

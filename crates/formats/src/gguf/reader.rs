@@ -158,7 +158,10 @@ impl<'a> Cursor<'a> {
     }
 
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], ErrorKind> {
-        Ok(self.take(N as u64, what)?.try_into().expect("length checked"))
+        Ok(self
+            .take(N as u64, what)?
+            .try_into()
+            .expect("length checked"))
     }
 
     fn u32(&mut self, what: &str) -> Result<u32, ErrorKind> {
@@ -310,7 +313,7 @@ fn parse(bytes: &[u8]) -> Result<Header, ErrorKind> {
         });
     }
     for t in &tensors {
-        let end = t.offset.checked_add(t.size).unwrap_or(u64::MAX);
+        let end = t.offset.saturating_add(t.size);
         if end > data_len {
             return Err(ErrorKind::DataPastEnd {
                 name: t.name.clone(),

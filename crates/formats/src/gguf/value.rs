@@ -107,7 +107,11 @@ impl Value {
     /// A short human-readable rendering (arrays are summarised).
     pub fn summary(&self) -> String {
         match self {
-            Value::String(s) if s.len() > 60 => format!("{:?}… ({} bytes)", &s[..s.floor_char_boundary_compat(60)], s.len()),
+            Value::String(s) if s.len() > 60 => format!(
+                "{:?}… ({} bytes)",
+                &s[..s.floor_char_boundary_compat(60)],
+                s.len()
+            ),
             Value::String(s) => format!("{s:?}"),
             Value::Array(a) if a.len() > 8 => format!("[{} values]", a.len()),
             Value::Array(a) => format!(

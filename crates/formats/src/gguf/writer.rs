@@ -53,7 +53,13 @@ impl GgufWriter {
     }
 
     /// Adds a tensor from raw bytes in `dtype`'s layout, shape row-major.
-    pub fn add_bytes(&mut self, name: impl Into<String>, dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) {
+    pub fn add_bytes(
+        &mut self,
+        name: impl Into<String>,
+        dtype: DType,
+        shape: Vec<usize>,
+        bytes: Vec<u8>,
+    ) {
         self.tensors.push(Entry {
             name: name.into(),
             dtype,
@@ -94,7 +100,10 @@ impl GgufWriter {
                 ));
             }
         }
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let tmp = tempfile_in(dir).map_err(io)?;
         {
             let mut w = BufWriter::new(tmp.as_file());
