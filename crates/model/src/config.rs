@@ -309,6 +309,12 @@ impl ModelConfig {
                 self.max_position_embeddings,
                 1 << 24,
             ),
+            ("head_dim", self.head_dim, 1 << 14),
+            (
+                "num_attention_heads",
+                self.num_heads * self.head_dim,
+                1 << 20,
+            ),
         ] {
             if v > max {
                 return Err(bad(field, format!("{v} is implausibly large")));

@@ -89,6 +89,11 @@ impl<'m> Session<'m> {
     /// logits of every new position (`Logits::All`, `[new.len(), vocab]`) or
     /// of the last one (`Logits::Last`).
     pub fn feed(&mut self, new: &[u32], which: Logits) -> Result<Vec<f32>> {
+        // Validate before touching the cache, so a rejected call changes nothing.
+        let vocab = self.model.config.vocab_size;
+        if let Some(&id) = new.iter().find(|&&id| id as usize >= vocab) {
+            return Err(ModelError::TokenOutOfRange { id, vocab });
+        }
         let total = self.tokens.len() + new.len();
         if total > self.options.context {
             return Err(ModelError::ContextFull {

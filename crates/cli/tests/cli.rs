@@ -1,0 +1,265 @@
+//! Tier 4: the `phi3` binary driven as a user would, on the fixture models.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use phi3_formats::SafetensorsModel;
+
+fn testdata() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
+}
+
+fn phi3(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_phi3"))
+        .args(args)
+        .output()
+        .expect("run phi3")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Reference ids from testdata/reference/<model>.safetensors.
+fn ref_ids(model: &str, tensor: &str) -> Vec<u32> {
+    let m =
+        SafetensorsModel::open_files(&[testdata().join(format!("reference/{model}.safetensors"))])
+            .unwrap();
+    m.tensor(tensor)
+        .unwrap()
+        .bytes()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+        .collect()
+}
+
+fn join(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+#[test]
+fn run_prints_the_reference_greedy_ids() {
+    for model in ["phi-3-mini-4k", "phi-3.5-mini", "phi-4-mini"] {
+        let prompt = join(&ref_ids(model, "gen.prompt"));
+        let want = join(&ref_ids(model, "gen.output"));
+        let dir = testdata().join("models").join(model);
+        let o = phi3(&[
+            "run",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt-ids",
+            &prompt,
+            "-n",
+            "32",
+            "--greedy",
+            "--print-ids",
+            "--ignore-eos",
+        ]);
+        assert!(o.status.success(), "{model}: {}", stderr(&o));
+        assert_eq!(stdout(&o).trim(), want, "{model}");
+        assert!(stderr(&o).contains("tok/s"), "speed is reported on stderr");
+    }
+}
+
+#[test]
+fn run_on_the_gguf_written_by_the_gguf_package() {
+    let model = testdata().join("models/phi-3.5-mini-gguf-py.gguf");
+    let prompt = join(&ref_ids("phi-3.5-mini", "gen.prompt"));
+    let o = phi3(&[
+        "run",
+        "-m",
+        model.to_str().unwrap(),
+        "--prompt-ids",
+        &prompt,
+        "-n",
+        "32",
+        "--greedy",
+        "--print-ids",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).trim(),
+        join(&ref_ids("phi-3.5-mini", "gen.output"))
+    );
+    assert!(stderr(&o).contains("re-prefilled 1 time"), "{}", stderr(&o));
+}
+
+#[test]
+fn run_stops_at_the_models_stop_token() {
+    // The fixtures' generation_config.json lists eos id 2; with this prompt
+    // the greedy continuation of phi-3-mini-4k reaches id 2 at step 17.
+    let model = testdata().join("models/phi-3-mini-4k");
+    let m = model.to_str().unwrap();
+    let ids = |o: &Output| -> Vec<u32> {
+        stdout(o)
+            .trim()
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().unwrap())
+            .collect()
+    };
+    let base = [
+        "run",
+        "-m",
+        m,
+        "--prompt-ids",
+        "1,2,3",
+        "-n",
+        "40",
+        "--greedy",
+        "--print-ids",
+    ];
+    let all = phi3(&[&base[..], &["--ignore-eos"]].concat());
+    assert!(all.status.success(), "{}", stderr(&all));
+    let all = ids(&all);
+    let at = all
+        .iter()
+        .position(|&t| t == 2)
+        .expect("the continuation reaches the stop id");
+    let stopped = phi3(&base);
+    assert!(stopped.status.success(), "{}", stderr(&stopped));
+    assert_eq!(ids(&stopped), all[..at].to_vec());
+    assert!(
+        stderr(&stopped).contains("stopped: stop token"),
+        "{}",
+        stderr(&stopped)
+    );
+}
+
+#[test]
+fn inspect_reports_the_model() {
+    let model = testdata().join("models/phi-4-mini");
+    let o = phi3(&["inspect", model.to_str().unwrap(), "--ctx", "100"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for needle in [
+        "6 query heads, 2 KV heads (group 3), head dim 16",
+        "rotary:         12 of 16 dims",
+        "LongRoPE (\"longrope\"), original context 32",
+        "tied embedding: yes",
+        "KV cache: 50.00 KiB (100 positions",
+        "F32",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    let o = phi3(&[
+        "inspect",
+        testdata().join("models/phi-3-mini-4k").to_str().unwrap(),
+    ]);
+    assert!(
+        stdout(&o).contains("sliding window: 11 keys per query (KV cache holds 10 positions)"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn convert_then_inspect_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.gguf");
+    let src = testdata().join("models/phi-3-medium-4k");
+    let o = phi3(&[
+        "convert",
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--type",
+        "bf16",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = phi3(&["inspect", out.to_str().unwrap()]);
+    assert!(stdout(&o).contains("BF16"), "{}", stdout(&o));
+    let o = phi3(&[
+        "run",
+        "-m",
+        out.to_str().unwrap(),
+        "--prompt-ids",
+        "3,4",
+        "-n",
+        "5",
+        "--greedy",
+        "--print-ids",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = phi3(&[
+        "convert",
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--type",
+        "q4_0",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("expected f32, f16 or bf16"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn user_errors_are_clear_and_exit_non_zero() {
+    let model = testdata().join("models/phi-3-mini-4k");
+    let m = model.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["inspect", "/no/such/model.gguf"],
+            "/no/such/model.gguf",
+        ),
+        (
+            vec!["run", "-m", m, "--prompt-ids", "1,2", "--print-ids"],
+            "--greedy",
+        ),
+        (
+            vec!["run", "-m", m, "--prompt-ids", "1,2", "--greedy"],
+            "--print-ids",
+        ),
+        (
+            vec![
+                "run",
+                "-m",
+                m,
+                "--prompt-ids",
+                "1,999",
+                "--greedy",
+                "--print-ids",
+            ],
+            "outside the vocabulary",
+        ),
+        (
+            vec![
+                "run",
+                "-m",
+                m,
+                "--prompt-ids",
+                "1,x",
+                "--greedy",
+                "--print-ids",
+            ],
+            "invalid digit",
+        ),
+        (
+            vec![
+                "run",
+                "-m",
+                m,
+                "--prompt-ids",
+                "1",
+                "--ctx",
+                "100000",
+                "--greedy",
+                "--print-ids",
+            ],
+            "context length",
+        ),
+        (vec!["inspect", m, "--ctx", "0"], "--ctx"),
+    ];
+    for (args, needle) in cases {
+        let o = phi3(&args);
+        assert!(!o.status.success(), "{args:?} must fail");
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
+    }
+}

@@ -1,0 +1,148 @@
+//! KV cache and LongRoPE policy behaviour of sessions.
+
+mod common;
+
+use common::*;
+use phi3_model::memory::{estimate, kv_bytes_per_position};
+use phi3_model::{Logits, Model, RopePolicy, RopeTable, Session, SessionOptions};
+
+#[test]
+fn windowed_cache_stops_growing_at_the_window() {
+    let model = Model::open(model_dir("phi-3-mini-4k")).unwrap();
+    let w = model
+        .config
+        .attention_window()
+        .expect("the 4k fixture has a window");
+    let s = session(&model);
+    // a session over the whole context holds only W-1 positions
+    assert_eq!(
+        s.kv_cache_bytes() as u64,
+        (w as u64 - 1) * kv_bytes_per_position(&model.config)
+    );
+    let est = estimate(&model.config, 0, model.config.max_position_embeddings, 1);
+    assert_eq!(est.kv_cache, s.kv_cache_bytes() as u64);
+    // and a model without a window holds the whole context
+    let long = Model::open(model_dir("phi-3-mini-128k")).unwrap();
+    let s = Session::new(
+        &long,
+        SessionOptions {
+            context: 100,
+            rope_policy: RopePolicy::Reference,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        s.kv_cache_bytes() as u64,
+        100 * kv_bytes_per_position(&long.config)
+    );
+}
+
+#[test]
+fn chunked_prefill_equals_one_shot_across_the_window() {
+    // prefill in uneven chunks that wrap the ring buffer, then compare
+    let model = Model::open(model_dir("phi-3-medium-4k")).unwrap();
+    let reference = Reference::load("phi-3-medium-4k");
+    let seq = reference
+        .sequences()
+        .into_iter()
+        .find(|s| s.key == "window")
+        .unwrap();
+    let v = model.config.vocab_size;
+    let mut s = session(&model);
+    let mut got = Vec::new();
+    let mut i = 0;
+    for chunk in [3usize, 13, 1, 9, 14] {
+        got.extend(s.feed(&seq.ids[i..i + chunk], Logits::All).unwrap());
+        i += chunk;
+    }
+    assert_eq!(i, seq.ids.len());
+    assert_eq!(got.len(), seq.ids.len() * v);
+    let err = max_abs_diff(&got, &seq.logits);
+    assert!(err < 1e-4, "chunked prefill error {err}");
+}
+
+#[test]
+fn reference_policy_switches_once_and_re_prefills() {
+    let model = Model::open(model_dir("phi-3.5-mini")).unwrap();
+    let orig = model.config.original_max_position_embeddings;
+    let mut s = session(&model);
+    s.feed(&vec![5; orig], Logits::Last).unwrap();
+    assert_eq!(s.rope_table(), RopeTable::Short);
+    assert_eq!(s.reprefills, 0);
+    s.feed(&[6], Logits::Last).unwrap();
+    assert_eq!(s.rope_table(), RopeTable::Long);
+    assert_eq!(s.reprefills, 1);
+    s.feed(&[7, 8], Logits::Last).unwrap();
+    assert_eq!(s.reprefills, 1, "the switch happens once");
+    s.reset();
+    assert_eq!(s.rope_table(), RopeTable::Short);
+}
+
+#[test]
+fn fixed_policy_uses_one_table_for_the_whole_session() {
+    // llama.cpp's choice: a context above the original length means long
+    // factors from the first token; the prefix logits then equal the rows of
+    // the full-sequence forward (which transformers runs with long factors).
+    for name in ["phi-3-mini-128k", "phi-4-mini"] {
+        let model = Model::open(model_dir(name)).unwrap();
+        let reference = Reference::load(name);
+        let seq = reference
+            .sequences()
+            .into_iter()
+            .find(|s| s.key == "cross")
+            .unwrap();
+        let opts = SessionOptions {
+            context: model.config.max_position_embeddings,
+            rope_policy: RopePolicy::FixedByContext,
+        };
+        let mut s = Session::new(&model, opts).unwrap();
+        assert_eq!(s.rope_table(), RopeTable::Long);
+        let mut got = Vec::new();
+        for &id in &seq.ids {
+            got.extend(s.feed(&[id], Logits::Last).unwrap());
+        }
+        assert_eq!(s.reprefills, 0);
+        let err = max_abs_diff(&got, &seq.logits);
+        assert!(err < 1e-4 * 4.0, "{name}: {err}");
+
+        // a context within the original length keeps the short table
+        let short = Reference::load(name)
+            .sequences()
+            .into_iter()
+            .find(|s| s.key == "short")
+            .unwrap();
+        let opts = SessionOptions {
+            context: model.config.original_max_position_embeddings,
+            rope_policy: RopePolicy::FixedByContext,
+        };
+        let mut s = Session::new(&model, opts).unwrap();
+        assert_eq!(s.rope_table(), RopeTable::Short);
+        let got = s.feed(&short.ids, Logits::All).unwrap();
+        assert!(max_abs_diff(&got, &short.logits) < 1e-4 * 4.0);
+    }
+}
+
+#[test]
+fn fixture_configs_are_read_from_files() {
+    // every fixture loads with the config facts it was built with
+    for name in MODELS {
+        let model = Model::open(model_dir(name)).unwrap();
+        let c = &model.config;
+        assert_eq!(c.vocab_size, 256);
+        assert_eq!(c.head_dim, 16, "{name}");
+        match name {
+            "phi-4-mini" => {
+                assert_eq!((c.num_heads, c.num_kv_heads, c.rotary_dim), (6, 2, 12));
+                assert!(c.tie_word_embeddings);
+            }
+            "phi-3-medium-4k" | "phi-3-medium-128k" => {
+                assert_eq!((c.num_heads, c.num_kv_heads), (8, 2))
+            }
+            _ => assert_eq!(c.num_heads, c.num_kv_heads),
+        }
+        assert_eq!(c.long_rope.is_some(), !name.ends_with("4k"), "{name}");
+        if name == "phi-3-mini-128k-su" {
+            assert_eq!(c.long_rope.as_ref().unwrap().type_name, "su");
+        }
+    }
+}
