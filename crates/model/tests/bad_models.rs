@@ -69,7 +69,8 @@ fn unknown_or_unsupported_architecture() {
 
 #[test]
 fn config_field_errors() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "missing layers",
             Box::new(|c| {
@@ -298,7 +299,7 @@ fn unsupported_safetensors_weight_dtype() {
         offset += bytes.len();
     }
     let mut h = serde_json::to_vec(&header).unwrap();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut file = (h.len() as u64).to_le_bytes().to_vec();

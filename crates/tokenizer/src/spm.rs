@@ -1,0 +1,126 @@
+//! SentencePiece BPE over a piece vocabulary with scores, with byte fallback
+//! (shared/testdata/tokenizer/README.md, "How Phi-3 handles spaces").
+//!
+//! Start from single characters; repeatedly merge the adjacent pair whose
+//! concatenation is a normal piece with the highest score (ties: leftmost);
+//! characters that end up as no piece become their UTF-8 bytes' `<0xNN>` tokens.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use crate::vocab::Vocab;
+
+/// U+2581, SentencePiece's visible space.
+pub const SPACE: char = '\u{2581}';
+
+#[derive(Clone, Copy)]
+struct Symbol {
+    start: usize,
+    end: usize,
+    prev: Option<usize>,
+    next: Option<usize>,
+}
+
+/// A candidate merge of symbols `left` and `right`.
+struct Pair {
+    score: f32,
+    left: usize,
+    right: usize,
+    /// Combined byte length when queued; a different length now means stale.
+    len: usize,
+}
+
+impl PartialEq for Pair {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Pair {}
+impl PartialOrd for Pair {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pair {
+    fn cmp(&self, o: &Self) -> Ordering {
+        // higher score first, then the leftmost pair
+        self.score
+            .total_cmp(&o.score)
+            .then_with(|| o.left.cmp(&self.left))
+    }
+}
+
+/// Encodes already-normalised text (spaces replaced by ▁, prefix added).
+pub fn encode_normalized(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
+    if text.is_empty() {
+        return;
+    }
+    let mut symbols: Vec<Symbol> = Vec::with_capacity(text.len());
+    for (start, c) in text.char_indices() {
+        let i = symbols.len();
+        symbols.push(Symbol {
+            start,
+            end: start + c.len_utf8(),
+            prev: i.checked_sub(1),
+            next: None,
+        });
+        if i > 0 {
+            symbols[i - 1].next = Some(i);
+        }
+    }
+    let mut heap = BinaryHeap::new();
+    let try_pair = |heap: &mut BinaryHeap<Pair>, symbols: &[Symbol], left: usize, right: usize| {
+        let (s, e) = (symbols[left].start, symbols[right].end);
+        if let Some(&id) = vocab.normal.get(&text[s..e]) {
+            heap.push(Pair {
+                score: vocab.scores[id as usize],
+                left,
+                right,
+                len: e - s,
+            });
+        }
+    };
+    for i in 1..symbols.len() {
+        try_pair(&mut heap, &symbols, i - 1, i);
+    }
+    while let Some(p) = heap.pop() {
+        let (l, r) = (symbols[p.left], symbols[p.right]);
+        // stale: one side was merged away or grew since this pair was queued
+        if l.end == l.start
+            || r.end == r.start
+            || l.next != Some(p.right)
+            || r.end - l.start != p.len
+        {
+            continue;
+        }
+        symbols[p.left].end = r.end;
+        symbols[p.left].next = r.next;
+        symbols[p.right].end = symbols[p.right].start; // mark as merged away
+        if let Some(n) = r.next {
+            symbols[n].prev = Some(p.left);
+        }
+        if let Some(prev) = symbols[p.left].prev {
+            try_pair(&mut heap, &symbols, prev, p.left);
+        }
+        if let Some(next) = symbols[p.left].next {
+            try_pair(&mut heap, &symbols, p.left, next);
+        }
+    }
+    let mut i = Some(0);
+    while let Some(k) = i {
+        let s = symbols[k];
+        let piece = &text[s.start..s.end];
+        match vocab.normal.get(piece) {
+            Some(&id) => out.push(id),
+            None => {
+                for b in piece.bytes() {
+                    match (vocab.byte_ids[b as usize], vocab.unk) {
+                        (Some(id), _) | (None, Some(id)) => out.push(id),
+                        (None, None) => {}
+                    }
+                }
+            }
+        }
+        i = s.next;
+    }
+}
