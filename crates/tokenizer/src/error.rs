@@ -12,6 +12,8 @@ pub enum TokenizerError {
     },
     #[error("{source_name}: tokenizer model {model:?} is not supported yet (phi3 reads SentencePiece \"llama\" vocabularies)")]
     UnsupportedModel { source_name: String, model: String },
+    #[error("chat template{}: {why}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    Template { line: Option<usize>, why: String },
     #[error("token id {id} is outside the vocabulary (size {size})")]
     UnknownId { id: u32, size: usize },
 }

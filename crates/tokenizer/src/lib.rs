@@ -6,11 +6,14 @@
 //! * [`Tokenizer::decode`] and [`StreamDecoder`]: the exact inverse, and a
 //!   streaming version that never emits a broken character.
 
+mod chat;
 mod error;
+mod hf;
 mod spm;
 mod stream;
 mod vocab;
 
+pub use chat::{ChatTemplate, Message, BUILTIN_PHI3_TEMPLATE};
 pub use error::{Result, TokenizerError};
 pub use stream::StreamDecoder;
 pub use vocab::{SpecialToken, TokenKind, Vocab};
@@ -90,8 +93,12 @@ impl Tokenizer {
                 let b = v.byte_ids.iter().position(|&x| x == Some(id));
                 b.map(|b| vec![b as u8]).unwrap_or_default()
             }
-            TokenKind::UserDefined => piece.clone().into_bytes(),
-            TokenKind::Control | TokenKind::Unknown | TokenKind::Unused => {
+            // Hugging Face's skip_special_tokens drops every added token,
+            // user-defined ones (Phi-3's `</s>`) included
+            TokenKind::UserDefined
+            | TokenKind::Control
+            | TokenKind::Unknown
+            | TokenKind::Unused => {
                 if render_special {
                     piece.clone().into_bytes()
                 } else {
@@ -114,6 +121,8 @@ impl Tokenizer {
     }
 
     fn split_specials<'t>(&self, text: &'t str, parse: bool) -> Vec<Fragment<'t>> {
+        // Hugging Face's split_special_tokens=True treats every added token,
+        // special or not, as plain text.
         if !parse || self.vocab.specials.is_empty() {
             return vec![Fragment::Text(text)];
         }

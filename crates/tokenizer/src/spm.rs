@@ -17,6 +17,8 @@ pub const SPACE: char = '\u{2581}';
 struct Symbol {
     start: usize,
     end: usize,
+    /// The symbol's token id when it is a piece (needed for rank merges).
+    id: Option<u32>,
     prev: Option<usize>,
     next: Option<usize>,
 }
@@ -28,6 +30,8 @@ struct Pair {
     right: usize,
     /// Combined byte length when queued; a different length now means stale.
     len: usize,
+    /// The merged token.
+    id: u32,
 }
 
 impl PartialEq for Pair {
@@ -58,9 +62,11 @@ pub fn encode_normalized(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
     let mut symbols: Vec<Symbol> = Vec::with_capacity(text.len());
     for (start, c) in text.char_indices() {
         let i = symbols.len();
+        let end = start + c.len_utf8();
         symbols.push(Symbol {
             start,
-            end: start + c.len_utf8(),
+            end,
+            id: vocab.normal.get(&text[start..end]).copied(),
             prev: i.checked_sub(1),
             next: None,
         });
@@ -71,12 +77,25 @@ pub fn encode_normalized(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
     let mut heap = BinaryHeap::new();
     let try_pair = |heap: &mut BinaryHeap<Pair>, symbols: &[Symbol], left: usize, right: usize| {
         let (s, e) = (symbols[left].start, symbols[right].end);
-        if let Some(&id) = vocab.normal.get(&text[s..e]) {
+        let found = match &vocab.merges {
+            // Hugging Face BPE: the pair's merge rank decides (lower first)
+            Some(merges) => match (symbols[left].id, symbols[right].id) {
+                (Some(a), Some(b)) => merges.get(&(a, b)).map(|&(rank, id)| (-(rank as f32), id)),
+                _ => None,
+            },
+            // SentencePiece: the merged piece's score decides (higher first)
+            None => vocab
+                .normal
+                .get(&text[s..e])
+                .map(|&id| (vocab.scores[id as usize], id)),
+        };
+        if let Some((score, id)) = found {
             heap.push(Pair {
-                score: vocab.scores[id as usize],
+                score,
                 left,
                 right,
                 len: e - s,
+                id,
             });
         }
     };
@@ -95,6 +114,7 @@ pub fn encode_normalized(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
         }
         symbols[p.left].end = r.end;
         symbols[p.left].next = r.next;
+        symbols[p.left].id = Some(p.id);
         symbols[p.right].end = symbols[p.right].start; // mark as merged away
         if let Some(n) = r.next {
             symbols[n].prev = Some(p.left);
@@ -110,8 +130,8 @@ pub fn encode_normalized(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
     while let Some(k) = i {
         let s = symbols[k];
         let piece = &text[s.start..s.end];
-        match vocab.normal.get(piece) {
-            Some(&id) => out.push(id),
+        match s.id.or_else(|| vocab.normal.get(piece).copied()) {
+            Some(id) => out.push(id),
             None => {
                 for b in piece.bytes() {
                     match (vocab.byte_ids[b as usize], vocab.unk) {

@@ -58,8 +58,16 @@ pub struct Vocab {
     pub unk: Option<u32>,
     pub add_bos: bool,
     pub add_eos: bool,
-    /// SentencePiece's dummy prefix: a space before the text.
+    /// SentencePiece's dummy prefix: a space before each run of text (the
+    /// start of the input and every fragment after a special token, as both
+    /// llama.cpp and the Hugging Face `Prepend("▁")` normalizer do).
     pub add_space_prefix: bool,
+    /// Hugging Face BPE merges: (left id, right id) → (rank, merged id).
+    /// When present, pairs merge by rank (lowest first) instead of by the
+    /// merged piece's score.
+    pub merges: Option<HashMap<(u32, u32), (u32, u32)>>,
+    /// A Jinja chat template shipped with the vocabulary, if any.
+    pub chat_template: Option<String>,
     /// Control and user-defined tokens, longest text first.
     pub specials: Vec<SpecialToken>,
 }
@@ -135,6 +143,8 @@ impl Vocab {
             add_bos: false,
             add_eos: false,
             add_space_prefix: true,
+            merges: None,
+            chat_template: None,
             specials,
         })
     }
@@ -214,21 +224,20 @@ impl Vocab {
         vocab.add_bos = flag("add_bos_token", true);
         vocab.add_eos = flag("add_eos_token", false);
         vocab.add_space_prefix = flag("add_space_prefix", true);
-        let model_name = gguf
-            .get("general.name")
+        vocab.chat_template = gguf
+            .get("tokenizer.chat_template")
             .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_lowercase();
-        if model_name.contains("phi-3") || model_name.contains("phi3") {
-            vocab.apply_phi3_rstrip();
-        }
+            .map(str::to_string);
+        // GGUF holds no rstrip/lstrip flags: like the Hugging Face tokenizer that
+        // transformers builds from the same file, no whitespace is swallowed.
+        // `apply_llama_cpp_phi3_rstrip` gives llama.cpp's behaviour instead.
         Ok(vocab)
     }
 
-    /// llama.cpp's Phi-3 rule (GGUF_PHI3.md §6): whitespace after a special
-    /// token is swallowed, except after `<unk>`, `<s>` and `<|endoftext|>`;
-    /// `</s>` swallows it too.
-    pub fn apply_phi3_rstrip(&mut self) {
+    /// llama.cpp's rule for models named Phi-3 (GGUF_PHI3.md §6): whitespace
+    /// after a special token is swallowed, except after `<unk>`, `<s>` and
+    /// `<|endoftext|>`; `</s>` swallows it too.
+    pub fn apply_llama_cpp_phi3_rstrip(&mut self) {
         for s in &mut self.specials {
             s.rstrip = !matches!(s.text.as_str(), "<unk>" | "<s>" | "<|endoftext|>");
         }
@@ -249,7 +258,7 @@ impl Vocab {
 }
 
 /// `<0x41>` → 0x41.
-fn parse_byte_piece(piece: &str) -> Option<u8> {
+pub(crate) fn parse_byte_piece(piece: &str) -> Option<u8> {
     let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;
     if hex.len() != 2 {
         return None;
