@@ -6,6 +6,7 @@
 mod convert;
 mod inspect;
 mod run;
+mod tokenize;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +29,10 @@ enum Command {
     Run(run::Args),
     /// Write a model (GGUF or Hugging Face folder) as a GGUF file.
     Convert(convert::Args),
+    /// Show the token ids (and pieces) of a text.
+    Tokenize(tokenize::TokenizeArgs),
+    /// Turn token ids back into text.
+    Detokenize(tokenize::DetokenizeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -36,6 +41,8 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(a) => inspect::main(a),
         Command::Run(a) => run::main(a),
         Command::Convert(a) => convert::main(a),
+        Command::Tokenize(a) => tokenize::tokenize(a),
+        Command::Detokenize(a) => tokenize::detokenize(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

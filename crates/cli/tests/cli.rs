@@ -263,3 +263,80 @@ fn user_errors_are_clear_and_exit_non_zero() {
         assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
     }
 }
+
+fn vocab_gguf() -> String {
+    testdata()
+        .join("../../shared/testdata/tokenizer/ggml-vocab-phi-3.gguf")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn tokenize_and_detokenize() {
+    let v = vocab_gguf();
+    let hf = testdata().join("tokenizer/phi-3-hf");
+    let text = "<|user|>\nHello world<|end|>";
+    for model in [v.as_str(), hf.to_str().unwrap()] {
+        let o = phi3(&["tokenize", "-m", model, text]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(stdout(&o).trim(), "1,32010,29871,13,10994,3186,32007");
+        let o = phi3(&[
+            "tokenize",
+            "-m",
+            model,
+            "--no-bos",
+            "--no-parse-special",
+            "<|end|>",
+        ]);
+        assert_eq!(stdout(&o).trim(), "529,29989,355,29989,29958");
+        let o = phi3(&[
+            "detokenize",
+            "-m",
+            model,
+            "1,32010,29871,13,10994,3186,32007",
+        ]);
+        assert_eq!(stdout(&o), "\nHello world\n");
+        let o = phi3(&[
+            "detokenize",
+            "-m",
+            model,
+            "--special",
+            "32010,29871,13,10994",
+        ]);
+        assert_eq!(stdout(&o), "<|user|> \nHello\n");
+    }
+    let o = phi3(&["tokenize", "-m", &v, "--pieces", "--no-bos", "Hi"]);
+    assert_eq!(stdout(&o), "6324\t\"▁Hi\"\n");
+}
+
+#[test]
+fn tokenizer_errors() {
+    let v = vocab_gguf();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, b"ok\xff").unwrap();
+    let o = phi3(&["tokenize", "-m", &v, "--file", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not valid UTF-8 at byte 2"),
+        "{}",
+        stderr(&o)
+    );
+    let o = phi3(&["detokenize", "-m", &v, "5,40000"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("40000 is outside the vocabulary"),
+        "{}",
+        stderr(&o)
+    );
+    // a model file without a vocabulary
+    let m = testdata().join("models/phi-3.5-mini-gguf-py.gguf");
+    let o = phi3(&["tokenize", "-m", m.to_str().unwrap(), "hi"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("tokenizer.ggml.model"),
+        "{}",
+        stderr(&o)
+    );
+}

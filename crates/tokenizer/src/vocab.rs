@@ -251,6 +251,21 @@ impl Vocab {
         self.pieces.is_empty()
     }
 
+    /// Ids that end a reply: the vocabulary's eos, plus the tokens whose text
+    /// is `<|end|>` or `<|endoftext|>`, which files often fail to list
+    /// (PHI3_FAMILY.md §9 P3). A model's generation_config adds to these.
+    pub fn end_of_generation_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.eos.into_iter().collect();
+        for text in ["<|end|>", "<|endoftext|>"] {
+            if let Some(id) = self.specials.iter().find(|s| s.text == text).map(|s| s.id) {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        ids
+    }
+
     /// The id of a token by its exact text (any kind).
     pub fn id_of(&self, text: &str) -> Option<u32> {
         self.pieces.iter().position(|p| p == text).map(|i| i as u32)
