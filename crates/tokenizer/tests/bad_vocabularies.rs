@@ -46,7 +46,8 @@ fn the_baseline_loads() {
 
 #[test]
 fn broken_fields_are_named() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut GgufWriter)>)> = vec![
+    type Edit = Box<dyn Fn(&mut GgufWriter)>;
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "tokenizer.ggml.tokens",
             Box::new(|w| {
