@@ -3,7 +3,7 @@
 //! `tokenizer_config.json` (BOS/EOS flags, chat template),
 //! `chat_template.jinja` and `added_tokens.json` when present.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::path::Path;
 
 use serde_json::Value;
@@ -97,7 +97,7 @@ impl Vocab {
             }
             pieces[id] = Some(piece.clone());
         }
-        let mut rstrip = HashMap::new();
+        let mut rstrip = HashMap::default();
         for a in &added {
             let id = a
                 .get("id")
@@ -140,7 +140,7 @@ impl Vocab {
         }
 
         // merges: ["a b", ...] (older files) or [["a", "b"], ...]
-        let mut merges = HashMap::new();
+        let mut merges = HashMap::default();
         let list = model
             .get("merges")
             .and_then(Value::as_array)

@@ -67,7 +67,7 @@ impl Tokenizer {
                         normalized.push(spm::SPACE);
                     }
                     normalized.extend(t.chars().map(|c| if c == ' ' { spm::SPACE } else { c }));
-                    spm::encode_normalized(v, &normalized, &mut out);
+                    spm::encode_text(v, &normalized, &mut out);
                     prev_special = false;
                 }
             }

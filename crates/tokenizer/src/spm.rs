@@ -8,6 +8,8 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
+use rustc_hash::FxHashMap;
+
 use crate::vocab::Vocab;
 
 /// U+2581, SentencePiece's visible space.
@@ -55,6 +57,35 @@ impl Ord for Pair {
 }
 
 /// Encodes already-normalised text (spaces replaced by ▁, prefix added).
+/// When the vocabulary allows it, the text is cut before every ▁ that follows
+/// another character and each word is encoded once (repeats come from a cache).
+pub fn encode_text<'t>(vocab: &Vocab, text: &'t str, out: &mut Vec<u32>) {
+    if !vocab.word_split_safe || text.len() < 256 {
+        return encode_normalized(vocab, text, out);
+    }
+    let mut cache: FxHashMap<&str, (usize, usize)> = FxHashMap::default();
+    let mut store: Vec<u32> = Vec::new();
+    let mut start = 0;
+    let mut prev_other = false;
+    let mut emit = |word: &'t str, out: &mut Vec<u32>| {
+        let (a, b) = *cache.entry(word).or_insert_with(|| {
+            let a = store.len();
+            encode_normalized(vocab, word, &mut store);
+            (a, store.len())
+        });
+        out.extend_from_slice(&store[a..b]);
+    };
+    for (i, c) in text.char_indices() {
+        if c == SPACE && prev_other {
+            emit(&text[start..i], out);
+            start = i;
+        }
+        prev_other = c != SPACE;
+    }
+    emit(&text[start..], out);
+}
+
+/// Encodes one run of normalised text with the merge loop.
 pub fn encode_normalized(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
     if text.is_empty() {
         return;
@@ -142,5 +173,54 @@ pub fn encode_normalized(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
             }
         }
         i = s.next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vocab() -> Vocab {
+        let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/testdata/tokenizer/ggml-vocab-phi-3.gguf");
+        Vocab::from_gguf(&phi3_formats::GgufFile::open(p).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn word_by_word_equals_one_merge_loop_on_long_text() {
+        let v = vocab();
+        assert!(
+            v.word_split_safe,
+            "the Phi-3 vocabulary has no piece with an inner ▁"
+        );
+        let mut text = String::new();
+        let words = [
+            "the",
+            "  Hello",
+            "世界",
+            "😀",
+            "\n\n",
+            "   ",
+            "don't",
+            "x",
+            "42",
+            "▁▁",
+            "ünïcödé",
+        ];
+        let mut state = 12345u32;
+        while text.len() < 5000 {
+            state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+            text.push_str(words[(state >> 16) as usize % words.len()]);
+            if state & 1 == 0 {
+                text.push(' ');
+            }
+        }
+        let normalized: String = std::iter::once(SPACE)
+            .chain(text.chars().map(|c| if c == ' ' { SPACE } else { c }))
+            .collect();
+        let (mut split, mut whole) = (Vec::new(), Vec::new());
+        encode_text(&v, &normalized, &mut split);
+        encode_normalized(&v, &normalized, &mut whole);
+        assert_eq!(split, whole);
     }
 }

@@ -1,7 +1,7 @@
 //! The vocabulary: pieces, scores and kinds, loaded from GGUF metadata
 //! (`tokenizer.ggml.*`, GGUF_PHI3.md §6).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use phi3_formats::gguf::Value;
 use phi3_formats::GgufFile;
@@ -68,6 +68,10 @@ pub struct Vocab {
     pub merges: Option<HashMap<(u32, u32), (u32, u32)>>,
     /// A Jinja chat template shipped with the vocabulary, if any.
     pub chat_template: Option<String>,
+    /// No normal piece has a ▁ right after another character, so no merge
+    /// can cross the start of a ▁-led word: text may be encoded word by word
+    /// (and repeated words from a cache) with identical results.
+    pub(crate) word_split_safe: bool,
     /// Control and user-defined tokens, longest text first.
     pub specials: Vec<SpecialToken>,
 }
@@ -100,7 +104,7 @@ impl Vocab {
                 format!("has {} entries for {} tokens", kinds.len(), pieces.len()),
             ));
         }
-        let mut normal = HashMap::new();
+        let mut normal = HashMap::default();
         let mut byte_ids = [None; 256];
         let mut specials = Vec::new();
         for (id, (piece, kind)) in pieces.iter().zip(&kinds).enumerate() {
@@ -131,6 +135,7 @@ impl Vocab {
             }
         }
         specials.sort_by(|a, b| b.text.len().cmp(&a.text.len()).then(a.id.cmp(&b.id)));
+        let word_split_safe = pieces_split_safe(&pieces, &kinds);
         Ok(Vocab {
             pieces,
             scores,
@@ -145,6 +150,7 @@ impl Vocab {
             add_space_prefix: true,
             merges: None,
             chat_template: None,
+            word_split_safe,
             specials,
         })
     }
@@ -270,6 +276,20 @@ impl Vocab {
     pub fn id_of(&self, text: &str) -> Option<u32> {
         self.pieces.iter().position(|p| p == text).map(|i| i as u32)
     }
+}
+
+/// Whether no normal piece contains a ▁ preceded by a non-▁ character.
+fn pieces_split_safe(pieces: &[String], kinds: &[TokenKind]) -> bool {
+    pieces.iter().zip(kinds).all(|(p, k)| {
+        *k != TokenKind::Normal || {
+            let mut prev_other = false;
+            p.chars().all(|c| {
+                let ok = !(c == crate::spm::SPACE && prev_other);
+                prev_other = c != crate::spm::SPACE;
+                ok
+            })
+        }
+    })
 }
 
 /// `<0x41>` → 0x41.
