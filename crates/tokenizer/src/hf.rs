@@ -82,6 +82,14 @@ impl Vocab {
                 size = size.max(id as usize + 1);
             }
         }
+        // added_tokens.json (older checkpoints): must agree with tokenizer.json
+        let at_path = dir.join("added_tokens.json");
+        let added_json = read_json(&at_path)?;
+        if let Some(map) = added_json.as_ref().and_then(Value::as_object) {
+            for id in map.values().filter_map(Value::as_u64) {
+                size = size.max(id as usize + 1);
+            }
+        }
         if size > 1 << 24 {
             return Err(bad("model.vocab", "ids are implausibly large"));
         }
@@ -118,6 +126,7 @@ impl Vocab {
             let flag = |k: &str| a.get(k).and_then(Value::as_bool).unwrap_or(false);
             rstrip.insert(id as u32, (flag("rstrip"), flag("lstrip")));
         }
+        apply_added_tokens_json(&at_path, added_json.as_ref(), &mut pieces, &mut kinds)?;
         if let Some(unk) = token_text(model.get("unk_token")) {
             if let Some(id) = vocab_map.get(&unk).and_then(Value::as_u64) {
                 if kinds[id as usize] == TokenKind::Normal {
@@ -237,4 +246,39 @@ impl Vocab {
         }
         Ok(vocab)
     }
+}
+
+/// Merges `added_tokens.json` (token → id) into the table; an id that names a
+/// different token in tokenizer.json is an error.
+fn apply_added_tokens_json(
+    path: &Path,
+    json: Option<&Value>,
+    pieces: &mut [Option<String>],
+    kinds: &mut [TokenKind],
+) -> Result<()> {
+    let Some(json) = json else { return Ok(()) };
+    let bad = |field: &str, why: String| TokenizerError::Vocab {
+        source_name: path.display().to_string(),
+        field: field.to_string(),
+        why,
+    };
+    let map = json
+        .as_object()
+        .ok_or_else(|| bad("(json)", "not an object of token → id".into()))?;
+    for (content, id) in map {
+        let id = id
+            .as_u64()
+            .map(|i| i as usize)
+            .filter(|&i| i < pieces.len())
+            .ok_or_else(|| bad(content, "id is not a non-negative integer".into()))?;
+        match &pieces[id] {
+            Some(p) if p == content => {}
+            Some(p) => return Err(bad(content, format!("id {id} is {p:?} in tokenizer.json"))),
+            None => {
+                pieces[id] = Some(content.clone());
+                kinds[id] = TokenKind::UserDefined;
+            }
+        }
+    }
+    Ok(())
 }

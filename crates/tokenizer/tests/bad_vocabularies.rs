@@ -142,3 +142,23 @@ fn broken_hugging_face_files() {
     let e = Vocab::from_hf_dir(d).unwrap_err();
     assert!(e.to_string().contains("model.merges"), "{e}");
 }
+
+#[test]
+fn added_tokens_json_must_agree_with_tokenizer_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("tokenizer.json"),
+        r#"{"model": {"type": "BPE", "byte_fallback": true, "vocab": {"a": 0, "b": 1}, "merges": []}}"#,
+    )
+    .unwrap();
+    std::fs::write(d.join("added_tokens.json"), r#"{"<|end|>": 2}"#).unwrap();
+    let v = Vocab::from_hf_dir(d).unwrap();
+    assert_eq!(v.id_of("<|end|>"), Some(2));
+    std::fs::write(d.join("added_tokens.json"), r#"{"<|end|>": 1}"#).unwrap();
+    let e = Vocab::from_hf_dir(d).unwrap_err();
+    assert!(
+        e.to_string().contains("added_tokens.json") && e.to_string().contains("\"b\""),
+        "{e}"
+    );
+}
