@@ -24,12 +24,11 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Widens f16 values to f32.
+/// Widens f16 values to f32 (the `half` crate picks F16C at run time where
+/// the CPU has it).
 pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
-    assert_eq!(src.len(), dst.len());
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = s.to_f32();
-    }
+    use half::slice::HalfFloatSliceExt;
+    src.convert_to_f32_slice(dst);
 }
 
 /// Widens bf16 values to f32 (exact: a shift of the bits).
