@@ -166,3 +166,75 @@ fn gguf_written_by_the_gguf_package_matches_its_safetensors_twin() {
     let prompt = reference.ids("gen.prompt");
     assert_eq!(greedy(&model, &prompt, 32), reference.ids("gen.output"));
 }
+
+/// Writes a copy of a fixture folder whose safetensors hold `dtype` (F16 or
+/// BF16) weights, as Hugging Face checkpoints ship them.
+fn half_precision_folder(name: &str, dtype: safetensors::Dtype, out: &std::path::Path) {
+    let src = phi3_formats::SafetensorsModel::open_dir(model_dir(name)).unwrap();
+    let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (tname, t) in &src.tensors {
+        let values = t.to_f32_vec().unwrap();
+        let bytes: Vec<u8> = match dtype {
+            safetensors::Dtype::BF16 => values
+                .iter()
+                .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                .collect(),
+            _ => values
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect(),
+        };
+        data.push((tname.clone(), t.shape.clone(), bytes));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(dtype, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::create_dir_all(out).unwrap();
+    safetensors::serialize_to_file(views, &None, &out.join("model.safetensors")).unwrap();
+    for f in ["config.json", "generation_config.json"] {
+        std::fs::copy(model_dir(name).join(f), out.join(f)).unwrap();
+    }
+}
+
+#[test]
+fn half_precision_safetensors_folders_load_mapped_and_match() {
+    let dir = tempfile::tempdir().unwrap();
+    for (dtype, bound) in [
+        (safetensors::Dtype::BF16, BF16_NMSE),
+        (safetensors::Dtype::F16, F16_NMSE),
+    ] {
+        let path = dir.path().join(format!("{dtype:?}"));
+        half_precision_folder("phi-3-mini-128k", dtype, &path);
+        let m = Model::open(&path).unwrap();
+        let qkv = &m.weights.layers[0].qkv.tensor;
+        assert_eq!(qkv.dtype.name(), format!("{dtype:?}"));
+        assert!(
+            qkv.is_mapped(),
+            "weights must be used from the mapping, not copied"
+        );
+        for seq in Reference::load("phi-3-mini-128k").sequences() {
+            let err = nmse(&full_logits(&m, &seq.ids), &seq.logits);
+            assert!(err <= bound, "{dtype:?} {}: NMSE {err:e}", seq.key);
+        }
+    }
+}
+
+#[test]
+fn weights_are_memory_mapped_not_copied() {
+    let hf = Model::open(model_dir("phi-3-medium-4k")).unwrap();
+    let gguf = Model::open(testdata().join("models/phi-3.5-mini-gguf-py.gguf")).unwrap();
+    for m in [&hf, &gguf] {
+        assert!(m.weights.embed.tensor.is_mapped());
+        for l in &m.weights.layers {
+            for lin in [&l.qkv, &l.o_proj, &l.gate_up, &l.down] {
+                assert!(lin.tensor.is_mapped(), "{}", lin.tensor.name);
+            }
+        }
+    }
+}
