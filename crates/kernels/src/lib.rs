@@ -10,5 +10,6 @@ pub mod attention;
 pub mod dot;
 pub mod matmul;
 pub mod norm;
+pub mod quant;
 
 pub use matmul::{matmul, WeightRef};
