@@ -165,9 +165,11 @@ def save_folder(out, cfg, sd, shards, gen_eos):
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
-def write_gguf_py(path, cfg, sd):
-    """The same model written by the gguf package, with llama.cpp's phi3 names and keys."""
+def write_gguf_py(path, cfg, sd, qtype=None):
+    """The same model written by the gguf package, with llama.cpp's phi3 names and keys;
+    with `qtype` (a gguf.GGMLQuantizationType), every matrix quantized by gguf's quantizer."""
     import gguf
+    from gguf import quants
 
     w = gguf.GGUFWriter(str(path), "phi3")
     heads, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
@@ -183,7 +185,8 @@ def write_gguf_py(path, cfg, sd):
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_rope_dimension_count(rot)
     w.add_rope_freq_base(cfg["rope_theta"])
-    w.add_file_type(0)
+    file_types = {None: 0, "Q8_0": 7, "Q4_0": 2, "Q4_1": 3, "Q5_0": 8, "Q5_1": 9}
+    w.add_file_type(file_types[qtype.name if qtype is not None else None])
     w.add_sliding_window(cfg["sliding_window"])
     rs = cfg["rope_scaling"]
     orig = cfg["original_max_position_embeddings"]
@@ -211,7 +214,11 @@ def write_gguf_py(path, cfg, sd):
         else:
             parts = k.split(".")
             gname = f"blk.{parts[2]}." + per_layer[".".join(parts[3:])]
-        w.add_tensor(gname, v.float().numpy())
+        arr = v.float().numpy()
+        if qtype is not None and arr.ndim == 2:
+            w.add_tensor(gname, quants.quantize(arr, qtype), raw_dtype=qtype)
+        else:
+            w.add_tensor(gname, arr)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -1,10 +1,10 @@
-//! `phi3 convert IN OUT.gguf`.
+//! `phi3 convert IN OUT.gguf` (also `phi3 quantize IN OUT --type TYPE`).
 
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 use phi3_formats::DType;
-use phi3_model::convert::write_gguf;
+use phi3_model::convert::{write_gguf, WRITABLE};
 use phi3_model::Model;
 
 #[derive(clap::Args)]
@@ -13,8 +13,8 @@ pub struct Args {
     input: PathBuf,
     /// The GGUF file to write.
     output: PathBuf,
-    /// Type of the weight matrices: f32, f16 or bf16 (default: keep each
-    /// matrix's type where it is one of these, otherwise f32).
+    /// Type of the weight matrices: f32, f16, bf16, q8_0, q5_1, q5_0, q4_1 or
+    /// q4_0 (default: the type of the first layer's matrices, or f32).
     #[arg(long = "type")]
     dtype: Option<String>,
 }
@@ -26,10 +26,17 @@ pub fn main(args: Args) -> Result<()> {
             .weights
             .layers
             .first()
-            .map_or(DType::F32, |l| l.qkv.tensor.dtype),
+            .map(|l| l.qkv.tensor.dtype)
+            .filter(|t| WRITABLE.contains(t))
+            .unwrap_or(DType::F32),
         Some(name) => DType::parse(name)
-            .filter(|t| matches!(t, DType::F32 | DType::F16 | DType::BF16))
-            .ok_or_else(|| anyhow!("--type {name}: expected f32, f16 or bf16"))?,
+            .filter(|t| WRITABLE.contains(t))
+            .ok_or_else(|| {
+                anyhow!(
+                    "--type {name}: expected one of {}",
+                    WRITABLE.map(|t| t.name().to_lowercase()).join(", ")
+                )
+            })?,
     };
     write_gguf(&model, &args.output, dtype)?;
     eprintln!("wrote {} ({dtype})", args.output.display());

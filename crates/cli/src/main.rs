@@ -29,6 +29,8 @@ enum Command {
     Run(run::Args),
     /// Write a model (GGUF or Hugging Face folder) as a GGUF file.
     Convert(convert::Args),
+    /// Quantize a model to a GGUF file (same as convert with --type).
+    Quantize(convert::Args),
     /// Show the token ids (and pieces) of a text.
     Tokenize(tokenize::TokenizeArgs),
     /// Turn token ids back into text.
@@ -40,7 +42,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Inspect(a) => inspect::main(a),
         Command::Run(a) => run::main(a),
-        Command::Convert(a) => convert::main(a),
+        Command::Convert(a) | Command::Quantize(a) => convert::main(a),
         Command::Tokenize(a) => tokenize::tokenize(a),
         Command::Detokenize(a) => tokenize::detokenize(a),
     };

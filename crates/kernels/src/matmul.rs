@@ -4,6 +4,7 @@
 use half::{bf16, f16};
 
 use crate::dot::{bf16_to_f32, dot_f32, f16_to_f32};
+use crate::quant::QuantKind;
 
 /// A weight matrix's elements, borrowed from the model file.
 #[derive(Clone, Copy, Debug)]
@@ -11,14 +12,18 @@ pub enum WeightRef<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
     BF16(&'a [bf16]),
+    /// Rows of ggml blocks.
+    Quant(QuantKind, &'a [u8]),
 }
 
 impl WeightRef<'_> {
+    /// Number of weights.
     pub fn len(&self) -> usize {
         match self {
             WeightRef::F32(w) => w.len(),
             WeightRef::F16(w) => w.len(),
             WeightRef::BF16(w) => w.len(),
+            WeightRef::Quant(kind, b) => b.len() / kind.block_bytes() * kind.block_len(),
         }
     }
 
@@ -38,6 +43,11 @@ impl WeightRef<'_> {
             }
             WeightRef::BF16(w) => {
                 bf16_to_f32(&w[range], &mut buf[..k]);
+                &buf[..k]
+            }
+            WeightRef::Quant(kind, b) => {
+                let rb = kind.row_bytes(k);
+                kind.dequantize(&b[r * rb..(r + 1) * rb], &mut buf[..k]);
                 &buf[..k]
             }
         }

@@ -5,28 +5,59 @@ use std::path::Path;
 
 use half::{bf16, f16};
 use phi3_formats::gguf::Value;
-use phi3_formats::{DType, GgufWriter, Tensor};
+use phi3_formats::{DType, GgufWriter};
 
 use crate::error::{ModelError, Result};
-use crate::weights::{layer_name, Linear, GGUF_NAMES};
+use crate::weights::{layer_name, quant_kind, Linear, GGUF_NAMES};
 use crate::Model;
 
-/// llama.cpp's `general.file_type` for a whole-file type.
+/// llama.cpp's `general.file_type` for a whole-file type
+/// (`LlamaFileType` in gguf-py's constants).
 fn file_type(dtype: DType) -> u32 {
     match dtype {
         DType::F16 => 1,
+        DType::Q4_0 => 2,
+        DType::Q4_1 => 3,
+        DType::Q8_0 => 7,
+        DType::Q5_0 => 8,
+        DType::Q5_1 => 9,
         DType::BF16 => 32,
         _ => 0,
     }
 }
 
-/// Writes `model` to `out` with every matrix stored as `dtype` (F32, F16 or
-/// BF16); norms and rope factors stay F32, as llama.cpp keeps them.
+/// The types `write_gguf` can store matrices in.
+pub const WRITABLE: [DType; 8] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Q8_0,
+    DType::Q5_1,
+    DType::Q5_0,
+    DType::Q4_1,
+    DType::Q4_0,
+];
+
+/// Writes `model` to `out` with every matrix stored as `dtype` (F32, F16,
+/// BF16, or a block type with a reference quantizer: Q8_0, Q5_1, Q5_0, Q4_1,
+/// Q4_0); norms and rope factors stay F32, as llama.cpp keeps them.
 pub fn write_gguf(model: &Model, out: &Path, dtype: DType) -> Result<()> {
-    if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+    if !WRITABLE.contains(&dtype) {
         return Err(ModelError::InvalidOption(format!(
-            "cannot convert to {dtype}: supported types are F32, F16 and BF16"
+            "cannot write matrices as {dtype}: supported types are {}",
+            WRITABLE.map(|t| t.name()).join(", ")
         )));
+    }
+    if let Some(kind) = quant_kind(dtype) {
+        let block = kind.block_len();
+        for lin in all_linears(model) {
+            if lin.cols % block != 0 {
+                return Err(ModelError::InvalidOption(format!(
+                    "cannot quantize {} to {dtype}: its rows of {} weights are not a multiple of the block size {block}",
+                    lin.tensor.name, lin.cols
+                )));
+            }
+        }
     }
     let cfg = &model.config;
     let mut w = GgufWriter::new();
@@ -131,7 +162,7 @@ fn add_linear(w: &mut GgufWriter, name: &str, lin: &Linear, dtype: DType) {
         w.add_tensor(name, &lin.tensor);
         return;
     }
-    let values = convert_values(&lin.tensor);
+    let values = dequantized(lin);
     let bytes: Vec<u8> = match dtype {
         DType::F32 => f32_bytes(&values),
         DType::F16 => values
@@ -142,11 +173,31 @@ fn add_linear(w: &mut GgufWriter, name: &str, lin: &Linear, dtype: DType) {
             .iter()
             .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
             .collect(),
-        _ => unreachable!("checked in write_gguf"),
+        other => {
+            let kind = quant_kind(other).expect("checked in write_gguf");
+            let mut out = vec![0u8; kind.row_bytes(lin.cols) * lin.rows];
+            kind.quantize(&values, &mut out)
+                .expect("WRITABLE types have quantizers");
+            out
+        }
     };
     w.add_bytes(name, dtype, vec![lin.rows, lin.cols], bytes);
 }
 
-fn convert_values(t: &Tensor) -> Vec<f32> {
-    t.to_f32_vec().expect("linear weights are F32, F16 or BF16")
+/// All weights of a matrix as f32, whatever their stored type.
+fn dequantized(lin: &Linear) -> Vec<f32> {
+    let mut out = vec![0f32; lin.rows * lin.cols];
+    for (r, row) in out.chunks_exact_mut(lin.cols).enumerate() {
+        lin.row_f32(r, row);
+    }
+    out
+}
+
+fn all_linears(model: &Model) -> Vec<&Linear> {
+    let w = &model.weights;
+    let mut v = vec![&w.embed, &w.lm_head];
+    for l in &w.layers {
+        v.extend([&l.qkv, &l.o_proj, &l.gate_up, &l.down]);
+    }
+    v
 }

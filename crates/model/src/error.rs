@@ -29,12 +29,14 @@ pub enum ModelError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
-    #[error("{}: tensor {name:?} has type {dtype}, which phi3 cannot compute with yet (supported: F32, F16, BF16)", path.display())]
+    #[error("{}: tensor {name:?} has type {dtype}, which phi3 cannot compute with (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K)", path.display())]
     UnsupportedDType {
         path: PathBuf,
         name: String,
         dtype: String,
     },
+    #[error("{}: tensor {name:?} has a quantization block with a NaN or infinite scale", path.display())]
+    BadQuantScales { path: PathBuf, name: String },
     #[error("token id {id} is outside the vocabulary (size {vocab})")]
     TokenOutOfRange { id: u32, vocab: usize },
     #[error(

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use half::{bf16, f16};
 use phi3_formats::{DType, GgufFile, HfFolder, Tensor};
+use phi3_kernels::quant::QuantKind;
 use phi3_kernels::WeightRef;
 
 use crate::config::ModelConfig;
@@ -27,7 +28,7 @@ impl Linear {
             DType::F32 => WeightRef::F32(bytemuck::cast_slice::<u8, f32>(b)),
             DType::F16 => WeightRef::F16(bytemuck::cast_slice::<u8, f16>(b)),
             DType::BF16 => WeightRef::BF16(bytemuck::cast_slice::<u8, bf16>(b)),
-            other => unreachable!("dtype {other} rejected when binding"),
+            other => WeightRef::Quant(quant_kind(other).expect("dtype checked when binding"), b),
         }
     }
 
@@ -43,6 +44,10 @@ impl Linear {
             WeightRef::F32(w) => out.copy_from_slice(&w[range]),
             WeightRef::F16(w) => phi3_kernels::dot::f16_to_f32(&w[range], out),
             WeightRef::BF16(w) => phi3_kernels::dot::bf16_to_f32(&w[range], out),
+            WeightRef::Quant(kind, b) => {
+                let rb = kind.row_bytes(self.cols);
+                kind.dequantize(&b[r * rb..(r + 1) * rb], out);
+            }
         }
     }
 }
@@ -146,12 +151,25 @@ fn bind(
     };
     let linear = |name: &str, rows: usize, cols: usize| -> Result<Linear> {
         let tensor = fetch(name, &[rows, cols])?;
-        if !matches!(tensor.dtype, DType::F32 | DType::F16 | DType::BF16) {
-            return Err(ModelError::UnsupportedDType {
-                path: path.to_path_buf(),
-                name: name.to_string(),
-                dtype: tensor.dtype.to_string(),
-            });
+        match tensor.dtype {
+            DType::F32 | DType::F16 | DType::BF16 => {}
+            other => match quant_kind(other) {
+                None => {
+                    return Err(ModelError::UnsupportedDType {
+                        path: path.to_path_buf(),
+                        name: name.to_string(),
+                        dtype: other.to_string(),
+                    })
+                }
+                // a NaN or infinite block scale would poison every output it touches
+                Some(kind) if !kind.scales_finite(tensor.bytes()) => {
+                    return Err(ModelError::BadQuantScales {
+                        path: path.to_path_buf(),
+                        name: name.to_string(),
+                    })
+                }
+                Some(_) => {}
+            },
         }
         Ok(Linear { rows, cols, tensor })
     };
@@ -187,5 +205,22 @@ fn bind(
         layers,
         final_norm: vector(names.final_norm, h)?,
         lm_head,
+    })
+}
+
+/// The kernels' block type for a file dtype, if phi3 computes with it.
+pub fn quant_kind(dtype: DType) -> Option<QuantKind> {
+    Some(match dtype {
+        DType::Q4_0 => QuantKind::Q4_0,
+        DType::Q4_1 => QuantKind::Q4_1,
+        DType::Q5_0 => QuantKind::Q5_0,
+        DType::Q5_1 => QuantKind::Q5_1,
+        DType::Q8_0 => QuantKind::Q8_0,
+        DType::Q2K => QuantKind::Q2K,
+        DType::Q3K => QuantKind::Q3K,
+        DType::Q4K => QuantKind::Q4K,
+        DType::Q5K => QuantKind::Q5K,
+        DType::Q6K => QuantKind::Q6K,
+        _ => return None,
     })
 }

@@ -246,7 +246,7 @@ fn gguf_model_errors() {
         "{e}"
     );
 
-    // a weight type phi3 cannot compute with yet (Q8_0 blocks of zeros)
+    // a weight type phi3 does not compute with (Q8_1 is an activation format)
     gguf_variant(&src, &out, |_, t| {
         let i = t
             .iter()
@@ -256,14 +256,32 @@ fn gguf_model_errors() {
         let n: usize = shape.iter().product();
         t[i] = phi3_formats::Tensor::from_bytes(
             t[i].name.clone(),
-            DType::Q8_0,
+            DType::Q8_1,
             shape,
-            &vec![0u8; n / 32 * 34],
+            &vec![0u8; n / 32 * 36],
         );
     });
     let e = open_err(&out);
     assert!(
-        matches!(&e, ModelError::UnsupportedDType { dtype, .. } if dtype == "Q8_0"),
+        matches!(&e, ModelError::UnsupportedDType { dtype, .. } if dtype == "Q8_1"),
+        "{e}"
+    );
+
+    // a Q8_0 matrix with one NaN block scale
+    gguf_variant(&src, &out, |_, t| {
+        let i = t
+            .iter()
+            .position(|t| t.name == "blk.1.ffn_down.weight")
+            .unwrap();
+        let shape = t[i].shape.clone();
+        let n: usize = shape.iter().product();
+        let mut bytes = vec![0u8; n / 32 * 34];
+        bytes[34 * 5..34 * 5 + 2].copy_from_slice(&half::f16::NAN.to_le_bytes());
+        t[i] = phi3_formats::Tensor::from_bytes(t[i].name.clone(), DType::Q8_0, shape, &bytes);
+    });
+    let e = open_err(&out);
+    assert!(
+        matches!(&e, ModelError::BadQuantScales { name, .. } if name == "blk.1.ffn_down.weight"),
         "{e}"
     );
 }
