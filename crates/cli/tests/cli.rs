@@ -185,15 +185,24 @@ fn convert_then_inspect_and_run() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = phi3(&[
-        "convert",
+        "quantize",
         src.to_str().unwrap(),
         out.to_str().unwrap(),
         "--type",
         "q4_0",
     ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&phi3(&["inspect", out.to_str().unwrap()])).contains("Q4_0"));
+    let o = phi3(&[
+        "convert",
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--type",
+        "q4_k",
+    ]);
     assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("expected f32, f16 or bf16"),
+        stderr(&o).contains("expected one of f32, f16, bf16, q8_0"),
         "{}",
         stderr(&o)
     );

@@ -44,11 +44,10 @@ fn main() {
             };
             let x: Vec<f32> = (0..k).map(|i| (i % 7) as f32 / 7.0).collect();
             let mut out = vec![0f32; n];
-            let mut scratch = vec![0f32; k];
             let mut times = Vec::new();
             for _ in 0..reps {
                 let t = Instant::now();
-                matmul(w, n, k, &x, 1, &mut out, &mut scratch);
+                matmul(w, n, k, &x, 1, &mut out);
                 times.push(t.elapsed().as_secs_f64() * 1e3);
             }
             let ms = median(times);

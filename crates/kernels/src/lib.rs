@@ -10,6 +10,7 @@ pub mod attention;
 pub mod dot;
 pub mod matmul;
 pub mod norm;
+pub mod pool;
 pub mod quant;
 
 pub use matmul::{matmul, WeightRef};

@@ -55,26 +55,58 @@ impl WeightRef<'_> {
 }
 
 /// `out[i, j] = Σ_c x[i, c] · w[j, c]` for `t` rows of `x`, `n` rows of `w`
-/// and inner size `k`. Each weight row is read once for all `t` activations.
-/// `scratch` needs `k` elements (used to widen half-precision rows).
-pub fn matmul(
-    w: WeightRef,
-    n: usize,
-    k: usize,
-    x: &[f32],
-    t: usize,
-    out: &mut [f32],
-    scratch: &mut [f32],
-) {
+/// and inner size `k`. Each weight row is read once for all `t` activations;
+/// the weight rows are shared out over the global thread pool.
+pub fn matmul(w: WeightRef, n: usize, k: usize, x: &[f32], t: usize, out: &mut [f32]) {
     assert_eq!(w.len(), n * k, "weight size");
     assert_eq!(x.len(), t * k, "activation size");
     assert_eq!(out.len(), t * n, "output size");
-    for j in 0..n {
-        let row = w.row(j, k, scratch);
-        for i in 0..t {
-            out[i * n + j] = dot_f32(&x[i * k..(i + 1) * k], row);
-        }
+    let pool = crate::pool::global();
+    // a few tasks per thread balance uneven progress; tiny products run inline
+    let tasks = if n * k * t < 1 << 15 {
+        1
+    } else {
+        (pool.threads() * 4).min(n)
+    };
+    let chunk = n.div_ceil(tasks);
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    pool.run(tasks, &|task| {
+        let rows = task * chunk..((task + 1) * chunk).min(n);
+        SCRATCH.with(|s| {
+            let mut scratch = s.borrow_mut();
+            if scratch.len() < k {
+                scratch.resize(k, 0.0);
+            }
+            for j in rows {
+                let row = w.row(j, k, &mut scratch);
+                for i in 0..t {
+                    let v = dot_f32(&x[i * k..(i + 1) * k], row);
+                    // SAFETY: tasks own disjoint ranges of weight rows `j`, so
+                    // the elements written here are disjoint across threads,
+                    // and `out` outlives the pool run.
+                    unsafe { *out_ptr.get().add(i * n + j) = v };
+                }
+            }
+        });
+    });
+}
+
+/// A raw pointer that may cross to the pool's threads (see the SAFETY note
+/// where it is written through).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
     }
+}
+
+thread_local! {
+    /// Per-thread buffer for widening one weight row.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]
@@ -98,14 +130,13 @@ mod tests {
         }
         let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
         let wb16: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
-        let mut scratch = vec![0f32; k];
         for weights in [
             WeightRef::F32(&w),
             WeightRef::F16(&w16),
             WeightRef::BF16(&wb16),
         ] {
             let mut out = vec![0f32; t * n];
-            matmul(weights, n, k, &x, t, &mut out, &mut scratch);
+            matmul(weights, n, k, &x, t, &mut out);
             for (a, b) in out.iter().zip(&expected) {
                 // these weights are exact in f16 and bf16
                 assert!((a - b).abs() < 1e-4, "{a} vs {b}");

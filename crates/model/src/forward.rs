@@ -30,7 +30,6 @@ pub struct Scratch {
     proj: Vec<f32>,
     gate_up: Vec<f32>,
     act: Vec<f32>,
-    row: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
 }
@@ -72,7 +71,6 @@ pub fn forward(
     let start = cache.len();
     let window = cfg.attention_window();
     let scale = 1.0 / (d as f32).sqrt();
-    let widest = h.max(ffn).max(cfg.vocab_size);
 
     let x = grow(&mut s.x, t * h);
     for (i, &id) in tokens.iter().enumerate() {
@@ -85,7 +83,6 @@ pub fn forward(
     grow(&mut s.proj, t * h);
     grow(&mut s.gate_up, t * 2 * ffn);
     grow(&mut s.act, t * ffn);
-    grow(&mut s.row, widest);
     grow(&mut s.cos, rope.half_dim());
     grow(&mut s.sin, rope.half_dim());
 
@@ -101,7 +98,7 @@ pub fn forward(
             );
         }
         let qkv = &mut s.qkv[..t * qkv_dim];
-        lw.qkv.forward(xn, t, qkv, &mut s.row);
+        lw.qkv.forward(xn, t, qkv);
         for i in 0..t {
             rope.cos_sin(start + i, &mut s.cos, &mut s.sin);
             let row = &mut qkv[i * qkv_dim..(i + 1) * qkv_dim];
@@ -139,7 +136,7 @@ pub fn forward(
         }
         cache.write(l, &qkv[nh * d..], &qkv[(nh + nkv) * d..], qkv_dim, t);
         let proj = &mut s.proj[..t * h];
-        lw.o_proj.forward(attn, t, proj, &mut s.row);
+        lw.o_proj.forward(attn, t, proj);
         for (xv, p) in x.iter_mut().zip(proj.iter()) {
             *xv += p;
         }
@@ -155,7 +152,7 @@ pub fn forward(
             );
         }
         let gate_up = &mut s.gate_up[..t * 2 * ffn];
-        lw.gate_up.forward(xn, t, gate_up, &mut s.row);
+        lw.gate_up.forward(xn, t, gate_up);
         let act = &mut s.act[..t * ffn];
         for i in 0..t {
             swiglu(
@@ -164,7 +161,7 @@ pub fn forward(
             );
         }
         let proj = &mut s.proj[..t * h];
-        lw.down.forward(act, t, proj, &mut s.row);
+        lw.down.forward(act, t, proj);
         for (xv, p) in x.iter_mut().zip(proj.iter()) {
             *xv += p;
         }
@@ -187,7 +184,7 @@ pub fn forward(
     }
     out.clear();
     out.resize(rows * cfg.vocab_size, 0.0);
-    w.lm_head.forward(xn, rows, out, &mut s.row);
+    w.lm_head.forward(xn, rows, out);
     Ok(())
 }
 

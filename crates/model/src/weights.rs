@@ -33,8 +33,8 @@ impl Linear {
     }
 
     /// `out[t, rows] = x[t, cols] · Wᵀ`.
-    pub fn forward(&self, x: &[f32], t: usize, out: &mut [f32], scratch: &mut [f32]) {
-        phi3_kernels::matmul(self.weight_ref(), self.rows, self.cols, x, t, out, scratch);
+    pub fn forward(&self, x: &[f32], t: usize, out: &mut [f32]) {
+        phi3_kernels::matmul(self.weight_ref(), self.rows, self.cols, x, t, out);
     }
 
     /// Row `r` as f32 (used for embedding lookups).
