@@ -29,14 +29,12 @@ pub fn main(args: Args) -> Result<()> {
             .map(|l| l.qkv.tensor.dtype)
             .filter(|t| WRITABLE.contains(t))
             .unwrap_or(DType::F32),
-        Some(name) => DType::parse(name)
-            .filter(|t| WRITABLE.contains(t))
-            .ok_or_else(|| {
-                anyhow!(
-                    "--type {name}: expected one of {}",
-                    WRITABLE.map(|t| t.name().to_lowercase()).join(", ")
-                )
-            })?,
+        Some(name) => DType::parse(name).filter(|t| WRITABLE.contains(t)).ok_or_else(|| {
+            anyhow!(
+                "--type {name}: expected one of {}",
+                WRITABLE.map(|t| t.name().to_lowercase()).join(", ")
+            )
+        })?,
     };
     write_gguf(&model, &args.output, dtype)?;
     eprintln!("wrote {} ({dtype})", args.output.display());

@@ -92,10 +92,7 @@ fn report(args: &Args, r: &mut String) -> Result<()> {
             "sliding window: {w} keys per query (KV cache holds {} positions)",
             w - 1
         ),
-        (Some(w), None) => line!(
-            r,
-            "sliding window: {w} (not narrower than the context: no effect)"
-        ),
+        (Some(w), None) => line!(r, "sliding window: {w} (not narrower than the context: no effect)"),
         (None, None) => line!(r, "sliding window: none"),
     }
     line!(
@@ -124,11 +121,7 @@ fn report(args: &Args, r: &mut String) -> Result<()> {
     anyhow::ensure!(ctx > 0, "--ctx must be positive");
     let est = estimate(cfg, weight_bytes, ctx, 512.min(ctx));
     line!(r, "memory at context {ctx}:");
-    line!(
-        r,
-        "  weights:  {} (memory-mapped)",
-        human_bytes(est.weights)
-    );
+    line!(r, "  weights:  {} (memory-mapped)", human_bytes(est.weights));
     line!(
         r,
         "  KV cache: {} ({} positions × {} per position, f32)",

@@ -11,11 +11,7 @@ mod tokenize;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "phi3",
-    version,
-    about = "Run Microsoft's Phi-3 family of models on CPUs"
-)]
+#[command(name = "phi3", version, about = "Run Microsoft's Phi-3 family of models on CPUs")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -62,13 +62,7 @@ pub fn main(args: Args) -> Result<()> {
         "fixed" => RopePolicy::FixedByContext,
         _ => RopePolicy::Reference,
     };
-    let mut session = Session::new(
-        &model,
-        SessionOptions {
-            context,
-            rope_policy,
-        },
-    )?;
+    let mut session = Session::new(&model, SessionOptions { context, rope_policy })?;
 
     let t0 = Instant::now();
     let mut logits = session
@@ -86,11 +80,7 @@ pub fn main(args: Args) -> Result<()> {
             stop_reason = "stop token";
             break;
         }
-        write!(
-            stdout,
-            "{}{next}",
-            if generated.is_empty() { "" } else { "," }
-        )?;
+        write!(stdout, "{}{next}", if generated.is_empty() { "" } else { "," })?;
         stdout.flush()?;
         generated.push(next);
         if generated.len() == args.max_tokens {

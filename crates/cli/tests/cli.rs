@@ -26,9 +26,7 @@ fn stderr(o: &Output) -> String {
 
 /// Reference ids from testdata/reference/<model>.safetensors.
 fn ref_ids(model: &str, tensor: &str) -> Vec<u32> {
-    let m =
-        SafetensorsModel::open_files(&[testdata().join(format!("reference/{model}.safetensors"))])
-            .unwrap();
+    let m = SafetensorsModel::open_files(&[testdata().join(format!("reference/{model}.safetensors"))]).unwrap();
     m.tensor(tensor)
         .unwrap()
         .bytes()
@@ -81,10 +79,7 @@ fn run_on_the_gguf_written_by_the_gguf_package() {
         "--print-ids",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(
-        stdout(&o).trim(),
-        join(&ref_ids("phi-3.5-mini", "gen.output"))
-    );
+    assert_eq!(stdout(&o).trim(), join(&ref_ids("phi-3.5-mini", "gen.output")));
     assert!(stderr(&o).contains("re-prefilled 1 time"), "{}", stderr(&o));
 }
 
@@ -123,11 +118,7 @@ fn run_stops_at_the_models_stop_token() {
     let stopped = phi3(&base);
     assert!(stopped.status.success(), "{}", stderr(&stopped));
     assert_eq!(ids(&stopped), all[..at].to_vec());
-    assert!(
-        stderr(&stopped).contains("stopped: stop token"),
-        "{}",
-        stderr(&stopped)
-    );
+    assert!(stderr(&stopped).contains("stopped: stop token"), "{}", stderr(&stopped));
 }
 
 #[test]
@@ -146,10 +137,7 @@ fn inspect_reports_the_model() {
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }
-    let o = phi3(&[
-        "inspect",
-        testdata().join("models/phi-3-mini-4k").to_str().unwrap(),
-    ]);
+    let o = phi3(&["inspect", testdata().join("models/phi-3-mini-4k").to_str().unwrap()]);
     assert!(
         stdout(&o).contains("sliding window: 11 keys per query (KV cache holds 10 positions)"),
         "{}",
@@ -213,40 +201,15 @@ fn user_errors_are_clear_and_exit_non_zero() {
     let model = testdata().join("models/phi-3-mini-4k");
     let m = model.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["inspect", "/no/such/model.gguf"], "/no/such/model.gguf"),
+        (vec!["run", "-m", m, "--prompt-ids", "1,2", "--print-ids"], "--greedy"),
+        (vec!["run", "-m", m, "--prompt-ids", "1,2", "--greedy"], "--print-ids"),
         (
-            vec!["inspect", "/no/such/model.gguf"],
-            "/no/such/model.gguf",
-        ),
-        (
-            vec!["run", "-m", m, "--prompt-ids", "1,2", "--print-ids"],
-            "--greedy",
-        ),
-        (
-            vec!["run", "-m", m, "--prompt-ids", "1,2", "--greedy"],
-            "--print-ids",
-        ),
-        (
-            vec![
-                "run",
-                "-m",
-                m,
-                "--prompt-ids",
-                "1,999",
-                "--greedy",
-                "--print-ids",
-            ],
+            vec!["run", "-m", m, "--prompt-ids", "1,999", "--greedy", "--print-ids"],
             "outside the vocabulary",
         ),
         (
-            vec![
-                "run",
-                "-m",
-                m,
-                "--prompt-ids",
-                "1,x",
-                "--greedy",
-                "--print-ids",
-            ],
+            vec!["run", "-m", m, "--prompt-ids", "1,x", "--greedy", "--print-ids"],
             "invalid digit",
         ),
         (
@@ -290,29 +253,11 @@ fn tokenize_and_detokenize() {
         let o = phi3(&["tokenize", "-m", model, text]);
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(stdout(&o).trim(), "1,32010,29871,13,10994,3186,32007");
-        let o = phi3(&[
-            "tokenize",
-            "-m",
-            model,
-            "--no-bos",
-            "--no-parse-special",
-            "<|end|>",
-        ]);
+        let o = phi3(&["tokenize", "-m", model, "--no-bos", "--no-parse-special", "<|end|>"]);
         assert_eq!(stdout(&o).trim(), "529,29989,355,29989,29958");
-        let o = phi3(&[
-            "detokenize",
-            "-m",
-            model,
-            "1,32010,29871,13,10994,3186,32007",
-        ]);
+        let o = phi3(&["detokenize", "-m", model, "1,32010,29871,13,10994,3186,32007"]);
         assert_eq!(stdout(&o), "\nHello world\n");
-        let o = phi3(&[
-            "detokenize",
-            "-m",
-            model,
-            "--special",
-            "32010,29871,13,10994",
-        ]);
+        let o = phi3(&["detokenize", "-m", model, "--special", "32010,29871,13,10994"]);
         assert_eq!(stdout(&o), "<|user|> \nHello\n");
     }
     let o = phi3(&["tokenize", "-m", &v, "--pieces", "--no-bos", "Hi"]);
@@ -327,25 +272,13 @@ fn tokenizer_errors() {
     std::fs::write(&bad, b"ok\xff").unwrap();
     let o = phi3(&["tokenize", "-m", &v, "--file", bad.to_str().unwrap()]);
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("not valid UTF-8 at byte 2"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("not valid UTF-8 at byte 2"), "{}", stderr(&o));
     let o = phi3(&["detokenize", "-m", &v, "5,40000"]);
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("40000 is outside the vocabulary"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("40000 is outside the vocabulary"), "{}", stderr(&o));
     // a model file without a vocabulary
     let m = testdata().join("models/phi-3.5-mini-gguf-py.gguf");
     let o = phi3(&["tokenize", "-m", m.to_str().unwrap(), "hi"]);
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("tokenizer.ggml.model"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("tokenizer.ggml.model"), "{}", stderr(&o));
 }

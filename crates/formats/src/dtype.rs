@@ -178,9 +178,7 @@ impl DType {
 
     /// Parses a type name as [`DType::name`] writes it (case-insensitive).
     pub fn parse(name: &str) -> Option<DType> {
-        DType::ALL
-            .into_iter()
-            .find(|t| t.name().eq_ignore_ascii_case(name))
+        DType::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(name))
     }
 }
 

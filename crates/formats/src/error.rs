@@ -18,9 +18,7 @@ pub struct FormatError {
 pub enum ErrorKind {
     #[error("cannot read: {0}")]
     Io(#[from] std::io::Error),
-    #[error(
-        "file ends early: needed {needed} bytes at offset {offset} for {what}, file has {len}"
-    )]
+    #[error("file ends early: needed {needed} bytes at offset {offset} for {what}, file has {len}")]
     Truncated {
         what: String,
         offset: u64,
@@ -46,21 +44,11 @@ pub enum ErrorKind {
     #[error("tensor {name:?} has {n_dims} dimensions (at most 4 are allowed)")]
     TooManyDims { name: String, n_dims: u32 },
     #[error("tensor {name:?}: shape {shape:?} is invalid: {why}")]
-    BadShape {
-        name: String,
-        shape: Vec<i64>,
-        why: String,
-    },
+    BadShape { name: String, shape: Vec<i64>, why: String },
     #[error("tensor {name:?}: element count of shape {shape:?} overflows")]
     ElementCountOverflow { name: String, shape: Vec<i64> },
-    #[error(
-        "tensor {name:?}: data offset {offset} is not a multiple of the alignment {alignment}"
-    )]
-    MisalignedOffset {
-        name: String,
-        offset: u64,
-        alignment: u64,
-    },
+    #[error("tensor {name:?}: data offset {offset} is not a multiple of the alignment {alignment}")]
+    MisalignedOffset { name: String, offset: u64, alignment: u64 },
     #[error("tensor {name:?}: data [{start}, {end}) lies past the end of the data ({len} bytes)")]
     DataPastEnd {
         name: String,

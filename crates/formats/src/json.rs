@@ -7,8 +7,7 @@ use crate::error::{ErrorKind, FormatError, Result};
 /// Reads and parses a JSON file; errors name the file and the position.
 pub fn read(path: &Path) -> Result<serde_json::Value> {
     let text = std::fs::read(path).map_err(|e| FormatError::new(path, e.into()))?;
-    serde_json::from_slice(&text)
-        .map_err(|e| FormatError::new(path, ErrorKind::Json(e.to_string())))
+    serde_json::from_slice(&text).map_err(|e| FormatError::new(path, ErrorKind::Json(e.to_string())))
 }
 
 /// Reads a JSON file if it exists.

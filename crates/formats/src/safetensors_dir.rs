@@ -48,20 +48,12 @@ impl SafetensorsModel {
         let map = doc
             .get("weight_map")
             .and_then(|m| m.as_object())
-            .ok_or_else(|| {
-                FormatError::new(
-                    index,
-                    ErrorKind::Json("missing object \"weight_map\"".into()),
-                )
-            })?;
+            .ok_or_else(|| FormatError::new(index, ErrorKind::Json("missing object \"weight_map\"".into())))?;
         let dir = index.parent().unwrap_or(Path::new("."));
         let mut shards: Vec<String> = Vec::new();
         for (name, shard) in map {
             let shard = shard.as_str().ok_or_else(|| {
-                FormatError::new(
-                    index,
-                    ErrorKind::Json(format!("weight_map[{name:?}] is not a string")),
-                )
+                FormatError::new(index, ErrorKind::Json(format!("weight_map[{name:?}] is not a string")))
             })?;
             if shard.contains('/') || shard.contains('\\') || shard.starts_with('.') {
                 return Err(FormatError::new(
@@ -97,8 +89,7 @@ impl SafetensorsModel {
         for file in files {
             let f = std::fs::File::open(file).map_err(|e| FormatError::new(file, e.into()))?;
             // SAFETY: read-only mapping of a file phi3 does not modify.
-            let map =
-                unsafe { memmap2::Mmap::map(&f) }.map_err(|e| FormatError::new(file, e.into()))?;
+            let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| FormatError::new(file, e.into()))?;
             for t in parse(Arc::new(Storage::Mapped(map))).map_err(|k| FormatError::new(file, k))? {
                 let name = t.name.clone();
                 if tensors.insert(name.clone(), t).is_some() {
@@ -134,16 +125,14 @@ impl SafetensorsModel {
 /// offsets and sizes) and returns views of its tensors.
 fn parse(storage: Arc<Storage>) -> Result<Vec<Tensor>, ErrorKind> {
     let bytes = storage.bytes();
-    let st = safetensors::SafeTensors::deserialize(bytes)
-        .map_err(|e| ErrorKind::Safetensors(e.to_string()))?;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| ErrorKind::Safetensors(e.to_string()))?;
     let base = bytes.as_ptr() as usize;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
-        let dtype =
-            DType::from_safetensors(view.dtype()).ok_or_else(|| ErrorKind::UnsupportedDType {
-                name: name.clone(),
-                dtype: format!("{:?}", view.dtype()),
-            })?;
+        let dtype = DType::from_safetensors(view.dtype()).ok_or_else(|| ErrorKind::UnsupportedDType {
+            name: name.clone(),
+            dtype: format!("{:?}", view.dtype()),
+        })?;
         let data = view.data();
         let offset = data.as_ptr() as usize - base;
         out.push(Tensor::new(

@@ -44,9 +44,7 @@ impl ModelFiles {
         {
             use std::io::Read;
             let mut f = std::fs::File::open(path).map_err(|e| FormatError::new(path, e.into()))?;
-            let n = f
-                .read(&mut magic)
-                .map_err(|e| FormatError::new(path, e.into()))?;
+            let n = f.read(&mut magic).map_err(|e| FormatError::new(path, e.into()))?;
             if n < 4 {
                 return Err(FormatError::new(
                     path,
@@ -62,9 +60,7 @@ impl ModelFiles {
         if &magic == b"GGUF" || path.extension().is_some_and(|e| e == "gguf") {
             return GgufFile::open(path).map(ModelFiles::Gguf);
         }
-        if path.extension().is_some_and(|e| e == "safetensors")
-            || path.ends_with(crate::safetensors_dir::INDEX_NAME)
-        {
+        if path.extension().is_some_and(|e| e == "safetensors") || path.ends_with(crate::safetensors_dir::INDEX_NAME) {
             let dir = path.parent().unwrap_or(Path::new("."));
             return HfFolder::open(dir).map(ModelFiles::HuggingFace);
         }

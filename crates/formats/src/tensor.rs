@@ -74,12 +74,7 @@ impl Tensor {
     }
 
     /// A tensor that owns its bytes.
-    pub fn from_bytes(
-        name: impl Into<String>,
-        dtype: DType,
-        shape: Vec<usize>,
-        bytes: &[u8],
-    ) -> Self {
+    pub fn from_bytes(name: impl Into<String>, dtype: DType, shape: Vec<usize>, bytes: &[u8]) -> Self {
         Tensor::new(
             name.into(),
             dtype,

@@ -4,9 +4,7 @@
 use std::path::Path;
 
 use phi3_formats::gguf::Value;
-use phi3_formats::{
-    DType, ErrorKind, FormatError, GgufFile, GgufWriter, ModelFiles, SafetensorsModel,
-};
+use phi3_formats::{DType, ErrorKind, FormatError, GgufFile, GgufWriter, ModelFiles, SafetensorsModel};
 
 /// A GGUF image assembled field by field, so any field can be made wrong.
 struct Gguf {
@@ -46,12 +44,7 @@ impl Gguf {
                 .unwrap_or(self.tensors.len() as u64)
                 .to_le_bytes(),
         );
-        b.extend_from_slice(
-            &self
-                .n_kv_override
-                .unwrap_or(self.kv.len() as u64)
-                .to_le_bytes(),
-        );
+        b.extend_from_slice(&self.n_kv_override.unwrap_or(self.kv.len() as u64).to_le_bytes());
         for (k, ty, v) in &self.kv {
             b.extend(string(k.as_bytes()));
             b.extend_from_slice(&ty.to_le_bytes());
@@ -82,10 +75,7 @@ fn open(g: &Gguf) -> Result<GgufFile, FormatError> {
 
 fn expect_err(r: Result<GgufFile, FormatError>) -> FormatError {
     let e = r.expect_err("the file must be rejected");
-    assert!(
-        e.to_string().contains(NAME),
-        "error must name the file: {e}"
-    );
+    assert!(e.to_string().contains(NAME), "error must name the file: {e}");
     e
 }
 
@@ -110,10 +100,7 @@ fn unsupported_versions() {
         let mut g = Gguf::valid();
         g.version = v;
         let e = expect_err(open(&g));
-        assert!(
-            matches!(e.kind, ErrorKind::UnsupportedVersion(x) if x == v),
-            "{e}"
-        );
+        assert!(matches!(e.kind, ErrorKind::UnsupportedVersion(x) if x == v), "{e}");
     }
 }
 
@@ -125,9 +112,7 @@ fn truncated_at_every_length_is_an_error_not_a_panic() {
         assert!(
             matches!(
                 e.kind,
-                ErrorKind::Truncated { .. }
-                    | ErrorKind::DataPastEnd { .. }
-                    | ErrorKind::ImplausibleCount { .. }
+                ErrorKind::Truncated { .. } | ErrorKind::DataPastEnd { .. } | ErrorKind::ImplausibleCount { .. }
             ),
             "cut at {len}: {e}"
         );
@@ -215,10 +200,7 @@ fn overlapping_tensors() {
     g.tensors.push(("v".into(), vec![4, 8], 0, 64));
     g.data.extend_from_slice(&[0u8; 64]);
     let e = expect_err(open(&g));
-    assert!(
-        matches!(e.kind, ErrorKind::OverlappingTensors { .. }),
-        "{e}"
-    );
+    assert!(matches!(e.kind, ErrorKind::OverlappingTensors { .. }), "{e}");
 }
 
 #[test]
@@ -226,10 +208,7 @@ fn element_count_overflow() {
     let mut g = Gguf::valid();
     g.tensors[0].1 = vec![1 << 32, 1 << 32, 1 << 8];
     let e = expect_err(open(&g));
-    assert!(
-        matches!(e.kind, ErrorKind::ElementCountOverflow { .. }),
-        "{e}"
-    );
+    assert!(matches!(e.kind, ErrorKind::ElementCountOverflow { .. }), "{e}");
     // fits in u64 elements but not in bytes
     g.tensors[0].1 = vec![1 << 31, 1 << 31];
     let e = expect_err(open(&g));
@@ -250,10 +229,7 @@ fn negative_dimension_and_too_many_dimensions() {
     assert!(matches!(e.kind, ErrorKind::BadShape { .. }), "{e}");
     g.tensors[0].1 = vec![1, 1, 1, 1, 1];
     let e = expect_err(open(&g));
-    assert!(
-        matches!(e.kind, ErrorKind::TooManyDims { n_dims: 5, .. }),
-        "{e}"
-    );
+    assert!(matches!(e.kind, ErrorKind::TooManyDims { n_dims: 5, .. }), "{e}");
 }
 
 #[test]
@@ -261,10 +237,7 @@ fn unknown_tensor_type() {
     let mut g = Gguf::valid();
     g.tensors[0].2 = 4; // Q4_2, removed from ggml
     let e = expect_err(open(&g));
-    assert!(
-        matches!(e.kind, ErrorKind::UnknownTensorType { type_id: 4, .. }),
-        "{e}"
-    );
+    assert!(matches!(e.kind, ErrorKind::UnknownTensorType { type_id: 4, .. }), "{e}");
 }
 
 #[test]
@@ -281,10 +254,7 @@ fn unknown_value_type() {
     let mut g = Gguf::valid();
     g.kv.push(("x".into(), 13, vec![0; 8]));
     let e = expect_err(open(&g));
-    assert!(
-        matches!(e.kind, ErrorKind::UnknownValueType { type_id: 13, .. }),
-        "{e}"
-    );
+    assert!(matches!(e.kind, ErrorKind::UnknownValueType { type_id: 13, .. }), "{e}");
 }
 
 #[test]
@@ -399,8 +369,7 @@ fn safetensors_bytes(header: &str, data: &[u8]) -> Vec<u8> {
 }
 
 fn st_err(bytes: &[u8]) -> FormatError {
-    let e =
-        SafetensorsModel::from_bytes("broken.safetensors", bytes).expect_err("must be rejected");
+    let e = SafetensorsModel::from_bytes("broken.safetensors", bytes).expect_err("must be rejected");
     assert!(e.to_string().contains("broken.safetensors"), "{e}");
     e
 }
@@ -447,16 +416,10 @@ fn safetensors_malformed_cases() {
     );
     assert!(matches!(st_err(&b).kind, ErrorKind::Safetensors(_)));
     // unsupported dtype
-    let b = safetensors_bytes(
-        r#"{"w":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}"#,
-        &[0u8; 4],
-    );
+    let b = safetensors_bytes(r#"{"w":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}"#, &[0u8; 4]);
     assert!(matches!(&st_err(&b).kind, ErrorKind::UnsupportedDType { name, .. } if name == "w"));
     // invalid UTF-8 in the header
-    let mut b = safetensors_bytes(
-        r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
-        &[0u8; 4],
-    );
+    let mut b = safetensors_bytes(r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, &[0u8; 4]);
     b[10] = 0xff;
     assert!(matches!(st_err(&b).kind, ErrorKind::Safetensors(_)));
 }
@@ -481,10 +444,7 @@ fn write(path: &Path, bytes: &[u8]) {
 fn sharded_folder_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let shard = safetensors_bytes(
-        r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
-        &[0u8; 4],
-    );
+    let shard = safetensors_bytes(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, &[0u8; 4]);
     write(&d.join("s1.safetensors"), &shard);
     write(&d.join("s2.safetensors"), &shard);
     // index names a tensor its shard lacks

@@ -22,10 +22,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let reps: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(7);
+    let reps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(7);
     println!("| weights | matrix | median ms | GB/s of weights |");
     println!("|---|---|---|---|");
     for dtype in ["f32", "f16", "bf16"] {
@@ -53,10 +50,7 @@ fn main() {
             let ms = median(times);
             layer_ms += ms;
             layer_bytes += bytes;
-            println!(
-                "| {dtype} | {name} | {ms:.2} | {:.1} |",
-                bytes as f64 / ms / 1e6
-            );
+            println!("| {dtype} | {name} | {ms:.2} | {:.1} |", bytes as f64 / ms / 1e6);
         }
         println!(
             "| {dtype} | one layer ({:.0} MB) | {layer_ms:.2} | {:.1} |",

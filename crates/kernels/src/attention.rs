@@ -62,12 +62,8 @@ mod tests {
     fn online_softmax_matches_two_pass() {
         let dim = 4;
         let n = 9;
-        let keys: Vec<f32> = (0..n * dim)
-            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 2.0)
-            .collect();
-        let values: Vec<f32> = (0..n * dim)
-            .map(|i| ((i * 3 % 5) as f32 - 2.0) / 3.0)
-            .collect();
+        let keys: Vec<f32> = (0..n * dim).map(|i| ((i * 7 % 11) as f32 - 5.0) / 2.0).collect();
+        let values: Vec<f32> = (0..n * dim).map(|i| ((i * 3 % 5) as f32 - 2.0) / 3.0).collect();
         let q = [0.3f32, -1.0, 0.7, 2.0];
         let mut scores: Vec<f32> = (0..n)
             .map(|r| (0..dim).map(|c| q[c] * keys[r * dim + c]).sum::<f32>() * 0.5)

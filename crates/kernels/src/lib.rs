@@ -12,5 +12,6 @@ pub mod matmul;
 pub mod norm;
 pub mod pool;
 pub mod quant;
+pub mod simd;
 
 pub use matmul::{matmul, WeightRef};

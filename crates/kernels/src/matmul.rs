@@ -61,6 +61,11 @@ pub fn matmul(w: WeightRef, n: usize, k: usize, x: &[f32], t: usize, out: &mut [
     assert_eq!(w.len(), n * k, "weight size");
     assert_eq!(x.len(), t * k, "activation size");
     assert_eq!(out.len(), t * n, "output size");
+    if let WeightRef::Quant(kind, bytes) = w {
+        if crate::quant::dot::has_q8_0_dot(kind) {
+            return matmul_q8_0(kind, bytes, n, k, x, t, out);
+        }
+    }
     let pool = crate::pool::global();
     // a few tasks per thread balance uneven progress; tiny products run inline
     let tasks = if n * k * t < 1 << 15 {
@@ -91,6 +96,35 @@ pub fn matmul(w: WeightRef, n: usize, k: usize, x: &[f32], t: usize, out: &mut [
     });
 }
 
+/// The integer path (as ggml's): activations quantized to Q8_0 once, then
+/// block dot products against the quantized weight rows.
+fn matmul_q8_0(kind: QuantKind, w: &[u8], n: usize, k: usize, x: &[f32], t: usize, out: &mut [f32]) {
+    let xrow = QuantKind::Q8_0.row_bytes(k);
+    let mut xq = vec![0u8; t * xrow];
+    for (xi, qi) in x.chunks_exact(k).zip(xq.chunks_exact_mut(xrow)) {
+        QuantKind::Q8_0.quantize(xi, qi).expect("Q8_0 has a quantizer");
+    }
+    let wrow = kind.row_bytes(k);
+    let pool = crate::pool::global();
+    let tasks = if n * k * t < 1 << 15 {
+        1
+    } else {
+        (pool.threads() * 4).min(n)
+    };
+    let chunk = n.div_ceil(tasks);
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    pool.run(tasks, &|task| {
+        for j in task * chunk..((task + 1) * chunk).min(n) {
+            let wr = &w[j * wrow..(j + 1) * wrow];
+            for i in 0..t {
+                let v = crate::quant::dot::dot_q8_0(kind, wr, &xq[i * xrow..(i + 1) * xrow]);
+                // SAFETY: as in `matmul`: disjoint rows `j` per task.
+                unsafe { *out_ptr.get().add(i * n + j) = v };
+            }
+        }
+    });
+}
+
 /// A raw pointer that may cross to the pool's threads (see the SAFETY note
 /// where it is written through).
 #[derive(Clone, Copy)]
@@ -116,12 +150,8 @@ mod tests {
     #[test]
     fn matmul_matches_naive_for_every_weight_type() {
         let (n, k, t) = (5, 37, 3);
-        let w: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0)
-            .collect();
-        let x: Vec<f32> = (0..t * k)
-            .map(|i| ((i * 13 % 7) as f32 - 3.0) / 2.0)
-            .collect();
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
+        let x: Vec<f32> = (0..t * k).map(|i| ((i * 13 % 7) as f32 - 3.0) / 2.0).collect();
         let mut expected = vec![0f32; t * n];
         for i in 0..t {
             for j in 0..n {
@@ -130,11 +160,7 @@ mod tests {
         }
         let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
         let wb16: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
-        for weights in [
-            WeightRef::F32(&w),
-            WeightRef::F16(&w16),
-            WeightRef::BF16(&wb16),
-        ] {
+        for weights in [WeightRef::F32(&w), WeightRef::F16(&w16), WeightRef::BF16(&wb16)] {
             let mut out = vec![0f32; t * n];
             matmul(weights, n, k, &x, t, &mut out);
             for (a, b) in out.iter().zip(&expected) {

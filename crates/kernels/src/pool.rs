@@ -94,10 +94,9 @@ impl ThreadPool {
         let erased: *const (dyn Fn(usize) + Sync + '_) = f;
         let job = Job {
             f: unsafe {
-                std::mem::transmute::<
-                    *const (dyn Fn(usize) + Sync + '_),
-                    *const (dyn Fn(usize) + Sync + 'static),
-                >(erased)
+                std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const (dyn Fn(usize) + Sync + 'static)>(
+                    erased,
+                )
             },
             n_tasks,
         };
@@ -156,11 +155,7 @@ fn worker(shared: &Shared) {
 
 impl Drop for ThreadPool {
     fn drop(&mut self) {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .shutdown = true;
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).shutdown = true;
         self.shared.work.notify_all();
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -183,9 +178,7 @@ pub fn set_global_threads(threads: usize) -> bool {
 pub fn global() -> &'static ThreadPool {
     GLOBAL.get_or_init(|| {
         let requested = REQUESTED.load(Ordering::SeqCst);
-        let from_env = std::env::var("PHI3_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok());
+        let from_env = std::env::var("PHI3_THREADS").ok().and_then(|v| v.parse().ok());
         ThreadPool::new(if requested > 0 {
             requested
         } else {

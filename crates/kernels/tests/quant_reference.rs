@@ -57,8 +57,7 @@ fn reference_quantizers_match_ggml_bytes() {
         };
         let x = f32s(&input);
         let mut got = vec![0u8; want.len()];
-        kind.quantize(&x, &mut got)
-            .expect("has a reference quantizer");
+        kind.quantize(&x, &mut got).expect("has a reference quantizer");
         assert_eq!(got, want, "{}", kind.name());
         checked += 1;
     }
@@ -71,9 +70,7 @@ fn quantize_dequantize_error_is_within_the_format_bound() {
     // whose largest value maps to −8/−16 so the other sign clips at +7/+15:
     // one full step d there. (Plus the f16 rounding of the scale.)
     let n = 32 * 64;
-    let x: Vec<f32> = (0..n)
-        .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
-        .collect();
+    let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0).collect();
     // (type, step as a fraction of max|x| (or of max−min), steps of error allowed)
     for (kind, step, allowed) in [
         (QuantKind::Q4_0, 1.0 / 8.0, 1.0),

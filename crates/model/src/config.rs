@@ -68,8 +68,7 @@ impl ModelConfig {
     /// `None`. transformers masks keys j with j ≤ i − W, so W keys are visible
     /// including the query's own (PHI3_FAMILY.md §4).
     pub fn attention_window(&self) -> Option<usize> {
-        self.sliding_window
-            .filter(|&w| w < self.max_position_embeddings)
+        self.sliding_window.filter(|&w| w < self.max_position_embeddings)
     }
 
     /// Parameter count (embedding and output counted separately unless tied).
@@ -123,9 +122,7 @@ impl ModelConfig {
         }
         let rotary_dim = (head_dim as f64 * partial) as usize;
         let max_pos = r.usize("max_position_embeddings")?;
-        let orig = r
-            .opt_usize("original_max_position_embeddings")?
-            .unwrap_or(max_pos);
+        let orig = r.opt_usize("original_max_position_embeddings")?.unwrap_or(max_pos);
         // transformers 5 writes rope_parameters (with rope_theta inside); real checkpoints
         // use rope_scaling + rope_theta. Both are read.
         let params = json.get("rope_parameters").filter(|v| v.is_object());
@@ -146,10 +143,7 @@ impl ModelConfig {
         };
         let cfg = ModelConfig {
             architecture: Architecture::Phi3,
-            name: json
-                .get("_name_or_path")
-                .and_then(Json::as_str)
-                .map(str::to_string),
+            name: json.get("_name_or_path").and_then(Json::as_str).map(str::to_string),
             vocab_size: r.usize("vocab_size")?,
             hidden_size,
             intermediate_size: r.usize("intermediate_size")?,
@@ -164,10 +158,7 @@ impl ModelConfig {
             max_position_embeddings: max_pos,
             original_max_position_embeddings: orig,
             sliding_window: r.opt_usize("sliding_window")?,
-            tie_word_embeddings: json
-                .get("tie_word_embeddings")
-                .and_then(Json::as_bool)
-                .unwrap_or(false),
+            tie_word_embeddings: json.get("tie_word_embeddings").and_then(Json::as_bool).unwrap_or(false),
         };
         cfg.validate(path)?;
         Ok(cfg)
@@ -198,9 +189,7 @@ impl ModelConfig {
             .unwrap_or(hidden_size / num_heads.max(1));
         let rotary_dim = r.opt_usize("rope.dimension_count")?.unwrap_or(head_dim);
         let max_pos = r.usize("context_length")?;
-        let orig = r
-            .opt_usize("rope.scaling.original_context_length")?
-            .unwrap_or(max_pos);
+        let orig = r.opt_usize("rope.scaling.original_context_length")?.unwrap_or(max_pos);
         let vocab_size = match gguf.info("token_embd.weight") {
             Some(info) if info.ne.len() == 2 => info.ne[1] as usize,
             Some(info) => {
@@ -242,19 +231,16 @@ impl ModelConfig {
                     attention_factor,
                 })
             }
-            (Some(_), None) | (None, Some(_)) => return Err(ModelError::MissingTensor {
-                path: path.to_path_buf(),
-                name:
-                    "rope_factors_long.weight and rope_factors_short.weight (only one is present)"
-                        .into(),
-            }),
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ModelError::MissingTensor {
+                    path: path.to_path_buf(),
+                    name: "rope_factors_long.weight and rope_factors_short.weight (only one is present)".into(),
+                })
+            }
         };
         let cfg = ModelConfig {
             architecture: Architecture::Phi3,
-            name: gguf
-                .get("general.name")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            name: gguf.get("general.name").and_then(Value::as_str).map(str::to_string),
             vocab_size,
             hidden_size,
             intermediate_size: r.usize("feed_forward_length")?,
@@ -304,17 +290,9 @@ impl ModelConfig {
             ("intermediate_size", self.intermediate_size, 1 << 20),
             ("num_hidden_layers", self.num_layers, 1 << 12),
             ("num_attention_heads", self.num_heads, 1 << 12),
-            (
-                "max_position_embeddings",
-                self.max_position_embeddings,
-                1 << 24,
-            ),
+            ("max_position_embeddings", self.max_position_embeddings, 1 << 24),
             ("head_dim", self.head_dim, 1 << 14),
-            (
-                "num_attention_heads",
-                self.num_heads * self.head_dim,
-                1 << 20,
-            ),
+            ("num_attention_heads", self.num_heads * self.head_dim, 1 << 20),
         ] {
             if v > max {
                 return Err(bad(field, format!("{v} is implausibly large")));
@@ -329,10 +307,7 @@ impl ModelConfig {
                 ),
             ));
         }
-        if self.rotary_dim == 0
-            || !self.rotary_dim.is_multiple_of(2)
-            || self.rotary_dim > self.head_dim
-        {
+        if self.rotary_dim == 0 || !self.rotary_dim.is_multiple_of(2) || self.rotary_dim > self.head_dim {
             return Err(bad(
                 "partial_rotary_factor",
                 format!(
@@ -351,10 +326,7 @@ impl ModelConfig {
             return Err(bad("sliding_window", "must be positive".into()));
         }
         if let Some(lr) = &self.long_rope {
-            for (field, f) in [
-                ("short_factor", &lr.short_factor),
-                ("long_factor", &lr.long_factor),
-            ] {
+            for (field, f) in [("short_factor", &lr.short_factor), ("long_factor", &lr.long_factor)] {
                 if f.len() != self.rotary_dim / 2 {
                     return Err(bad(
                         &format!("rope_scaling.{field}"),
@@ -374,16 +346,10 @@ impl ModelConfig {
                 }
             }
             if !(lr.attention_factor.is_finite() && lr.attention_factor > 0.0) {
-                return Err(bad(
-                    "rope_scaling.attention_factor",
-                    "must be positive".into(),
-                ));
+                return Err(bad("rope_scaling.attention_factor", "must be positive".into()));
             }
             if self.original_max_position_embeddings == 0 {
-                return Err(bad(
-                    "original_max_position_embeddings",
-                    "must be positive".into(),
-                ));
+                return Err(bad("original_max_position_embeddings", "must be positive".into()));
             }
         }
         Ok(())
@@ -401,13 +367,7 @@ pub fn default_attention_factor(max_pos: usize, original: usize) -> f32 {
     }
 }
 
-fn parse_hf_long_rope(
-    r: &JsonReader,
-    s: &Json,
-    rotary_dim: usize,
-    max_pos: usize,
-    orig: usize,
-) -> Result<LongRope> {
+fn parse_hf_long_rope(r: &JsonReader, s: &Json, rotary_dim: usize, max_pos: usize, orig: usize) -> Result<LongRope> {
     let ty = s
         .get("type")
         .or_else(|| s.get("rope_type"))
@@ -426,12 +386,9 @@ fn parse_hf_long_rope(
             .ok_or_else(|| r.bad(&format!("rope_scaling.{key}"), "missing or not a list"))?;
         arr.iter()
             .map(|v| {
-                v.as_f64().map(|x| x as f32).ok_or_else(|| {
-                    r.bad(
-                        &format!("rope_scaling.{key}"),
-                        "holds a value that is not a number",
-                    )
-                })
+                v.as_f64()
+                    .map(|x| x as f32)
+                    .ok_or_else(|| r.bad(&format!("rope_scaling.{key}"), "holds a value that is not a number"))
             })
             .collect()
     };
@@ -480,10 +437,7 @@ impl JsonReader<'_> {
     fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
         match self.json.get(key) {
             None | Some(Json::Null) => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.bad(key, "must be a number")),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.bad(key, "must be a number")),
         }
     }
 }
@@ -525,10 +479,7 @@ impl GgufReader<'_> {
     fn opt_f64(&self, k: &str) -> Result<Option<f64>> {
         match self.gguf.get(&self.key(k)) {
             None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.bad(k, "must be a number")),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.bad(k, "must be a number")),
         }
     }
 

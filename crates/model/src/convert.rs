@@ -69,32 +69,14 @@ pub fn write_gguf(model: &Model, out: &Path, dtype: DType) -> Result<()> {
         Value::String(cfg.name.clone().unwrap_or_else(|| "Phi3".into())),
     );
     w.set("general.file_type", Value::U32(file_type(dtype)));
-    w.set(
-        key("context_length"),
-        Value::U32(cfg.max_position_embeddings as u32),
-    );
+    w.set(key("context_length"), Value::U32(cfg.max_position_embeddings as u32));
     w.set(key("embedding_length"), Value::U32(cfg.hidden_size as u32));
-    w.set(
-        key("feed_forward_length"),
-        Value::U32(cfg.intermediate_size as u32),
-    );
+    w.set(key("feed_forward_length"), Value::U32(cfg.intermediate_size as u32));
     w.set(key("block_count"), Value::U32(cfg.num_layers as u32));
-    w.set(
-        key("attention.head_count"),
-        Value::U32(cfg.num_heads as u32),
-    );
-    w.set(
-        key("attention.head_count_kv"),
-        Value::U32(cfg.num_kv_heads as u32),
-    );
-    w.set(
-        key("attention.layer_norm_rms_epsilon"),
-        Value::F32(cfg.rms_norm_eps),
-    );
-    w.set(
-        key("rope.dimension_count"),
-        Value::U32(cfg.rotary_dim as u32),
-    );
+    w.set(key("attention.head_count"), Value::U32(cfg.num_heads as u32));
+    w.set(key("attention.head_count_kv"), Value::U32(cfg.num_kv_heads as u32));
+    w.set(key("attention.layer_norm_rms_epsilon"), Value::F32(cfg.rms_norm_eps));
+    w.set(key("rope.dimension_count"), Value::U32(cfg.rotary_dim as u32));
     w.set(key("rope.freq_base"), Value::F32(cfg.rope_theta));
     w.set(
         key("rope.scaling.original_context_length"),
@@ -106,16 +88,10 @@ pub fn write_gguf(model: &Model, out: &Path, dtype: DType) -> Result<()> {
     );
     if !model.eos_token_ids.is_empty() {
         // the first id is the one llama.cpp's single eos key can hold
-        w.set(
-            "tokenizer.ggml.eos_token_id",
-            Value::U32(model.eos_token_ids[0]),
-        );
+        w.set("tokenizer.ggml.eos_token_id", Value::U32(model.eos_token_ids[0]));
     }
     if let Some(lr) = &cfg.long_rope {
-        w.set(
-            key("rope.scaling.attn_factor"),
-            Value::F32(lr.attention_factor),
-        );
+        w.set(key("rope.scaling.attn_factor"), Value::F32(lr.attention_factor));
         w.add_bytes(
             "rope_factors_long.weight",
             DType::F32,
@@ -165,14 +141,8 @@ fn add_linear(w: &mut GgufWriter, name: &str, lin: &Linear, dtype: DType) {
     let values = dequantized(lin);
     let bytes: Vec<u8> = match dtype {
         DType::F32 => f32_bytes(&values),
-        DType::F16 => values
-            .iter()
-            .flat_map(|&x| f16::from_f32(x).to_le_bytes())
-            .collect(),
-        DType::BF16 => values
-            .iter()
-            .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
-            .collect(),
+        DType::F16 => values.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(),
+        DType::BF16 => values.iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect(),
         other => {
             let kind = quant_kind(other).expect("checked in write_gguf");
             let mut out = vec![0u8; kind.row_bytes(lin.cols) * lin.rows];

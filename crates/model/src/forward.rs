@@ -190,14 +190,7 @@ pub fn forward(
 
 /// Attention over cached segments plus the current batch, whose keys and
 /// values live in the same qkv rows at different offsets.
-fn attend_split(
-    q: &[f32],
-    cached: &[KvSegment; 2],
-    k_cur: KvSegment,
-    v_off: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
+fn attend_split(q: &[f32], cached: &[KvSegment; 2], k_cur: KvSegment, v_off: usize, scale: f32, out: &mut [f32]) {
     // The current batch's keys and values are interleaved in the qkv rows:
     // view them as a segment whose "values" slice is shifted to the V offset.
     let shift = v_off - k_cur.offset;

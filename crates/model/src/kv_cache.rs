@@ -85,20 +85,10 @@ impl KvCache {
 
     /// The cached positions `[from, len)` of one KV head as at most two
     /// contiguous segments. `from` must be ≥ [`first_held`](Self::first_held).
-    pub fn segments(
-        &self,
-        layer: usize,
-        kv_head: usize,
-        head_dim: usize,
-        from: usize,
-    ) -> [KvSegment<'_>; 2] {
+    pub fn segments(&self, layer: usize, kv_head: usize, head_dim: usize, from: usize) -> [KvSegment<'_>; 2] {
         debug_assert!(from >= self.first_held());
         let count = self.len.saturating_sub(from);
-        let start = if self.capacity == 0 {
-            0
-        } else {
-            from % self.capacity
-        };
+        let start = if self.capacity == 0 { 0 } else { from % self.capacity };
         let first = count.min(self.capacity - start);
         let seg = |slot: usize, len: usize| KvSegment {
             keys: &self.keys[layer][slot * self.width..],

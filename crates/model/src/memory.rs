@@ -33,20 +33,11 @@ pub fn kv_bytes_per_position(cfg: &ModelConfig) -> u64 {
 }
 
 /// Estimate for `context` tokens processed in prefill batches of `batch`.
-pub fn estimate(
-    cfg: &ModelConfig,
-    weight_bytes: u64,
-    context: usize,
-    batch: usize,
-) -> MemoryEstimate {
+pub fn estimate(cfg: &ModelConfig, weight_bytes: u64, context: usize, batch: usize) -> MemoryEstimate {
     let kv_cache = kv_positions(cfg, context) as u64 * kv_bytes_per_position(cfg);
-    let per_token = 3 * cfg.hidden_size
-        + cfg.qkv_dim()
-        + cfg.num_heads * cfg.head_dim
-        + 3 * cfg.intermediate_size
-        + cfg.vocab_size;
-    let scratch =
-        (batch as u64 * per_token as u64 + cfg.vocab_size.max(cfg.intermediate_size) as u64) * 4;
+    let per_token =
+        3 * cfg.hidden_size + cfg.qkv_dim() + cfg.num_heads * cfg.head_dim + 3 * cfg.intermediate_size + cfg.vocab_size;
+    let scratch = (batch as u64 * per_token as u64 + cfg.vocab_size.max(cfg.intermediate_size) as u64) * 4;
     MemoryEstimate {
         weights: weight_bytes,
         kv_cache,

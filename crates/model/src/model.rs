@@ -67,11 +67,9 @@ impl Model {
                     .and_then(|g| g.get("eos_token_id"))
                     .or_else(|| hf.config.get("eos_token_id"));
                 let eos_token_ids = match eos_value {
-                    Some(serde_json::Value::Array(a)) => a
-                        .iter()
-                        .filter_map(|v| v.as_u64())
-                        .map(|v| v as u32)
-                        .collect(),
+                    Some(serde_json::Value::Array(a)) => {
+                        a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect()
+                    }
                     Some(v) => v.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
                     None => Vec::new(),
                 };

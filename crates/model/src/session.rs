@@ -129,15 +129,7 @@ impl<'m> Session<'m> {
             RopeTable::Short => &self.short,
             RopeTable::Long => &self.long,
         };
-        forward(
-            self.model,
-            rope,
-            tokens,
-            &mut self.cache,
-            &mut self.scratch,
-            which,
-            out,
-        )
+        forward(self.model, rope, tokens, &mut self.cache, &mut self.scratch, which, out)
     }
 
     fn table_for(&self, total: usize) -> RopeTable {
@@ -159,9 +151,7 @@ impl<'m> Session<'m> {
 fn initial_table(model: &Model, options: &SessionOptions) -> RopeTable {
     let cfg = &model.config;
     match (options.rope_policy, &cfg.long_rope) {
-        (RopePolicy::FixedByContext, Some(_))
-            if options.context > cfg.original_max_position_embeddings =>
-        {
+        (RopePolicy::FixedByContext, Some(_)) if options.context > cfg.original_max_position_embeddings => {
             RopeTable::Long
         }
         _ => RopeTable::Short,

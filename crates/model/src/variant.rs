@@ -5,16 +5,8 @@ use crate::config::ModelConfig;
 /// Best guess of the published model this config's shapes belong to.
 pub fn variant_name(cfg: &ModelConfig) -> String {
     let long = cfg.long_rope.is_some();
-    let first_long = cfg
-        .long_rope
-        .as_ref()
-        .and_then(|l| l.long_factor.first().copied());
-    let shape = (
-        cfg.hidden_size,
-        cfg.num_layers,
-        cfg.num_heads,
-        cfg.num_kv_heads,
-    );
+    let first_long = cfg.long_rope.as_ref().and_then(|l| l.long_factor.first().copied());
+    let shape = (cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.num_kv_heads);
     let name = match shape {
         (3072, 32, 32, 32) if !long => "Phi-3-mini-4k",
         (3072, 32, 32, 32) => match first_long {

@@ -122,18 +122,11 @@ impl Weights {
     }
 
     pub fn from_hf(cfg: &ModelConfig, folder: &HfFolder) -> Result<Weights> {
-        bind(cfg, &folder.dir, &HF_NAMES, |n| {
-            folder.weights.tensor(n).cloned()
-        })
+        bind(cfg, &folder.dir, &HF_NAMES, |n| folder.weights.tensor(n).cloned())
     }
 }
 
-fn bind(
-    cfg: &ModelConfig,
-    path: &Path,
-    names: &NameMap,
-    get: impl Fn(&str) -> Option<Tensor>,
-) -> Result<Weights> {
+fn bind(cfg: &ModelConfig, path: &Path, names: &NameMap, get: impl Fn(&str) -> Option<Tensor>) -> Result<Weights> {
     let fetch = |name: &str, shape: &[usize]| -> Result<Tensor> {
         let t = get(name).ok_or_else(|| ModelError::MissingTensor {
             path: path.to_path_buf(),

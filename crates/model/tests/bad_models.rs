@@ -20,14 +20,9 @@ fn hf_copy(name: &str, dir: &Path, edit: impl Fn(&mut serde_json::Value)) -> std
         let e = e.unwrap();
         std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
     }
-    let mut cfg: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dst.join("config.json")).unwrap()).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dst.join("config.json")).unwrap()).unwrap();
     edit(&mut cfg);
-    std::fs::write(
-        dst.join("config.json"),
-        serde_json::to_vec_pretty(&cfg).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(dst.join("config.json"), serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     dst
 }
 
@@ -41,9 +36,7 @@ fn open_err(path: &Path) -> ModelError {
 #[test]
 fn config_that_contradicts_the_tensors() {
     let dir = tempfile::tempdir().unwrap();
-    let p = hf_copy("phi-3-mini-4k", dir.path(), |c| {
-        c["intermediate_size"] = 256.into()
-    });
+    let p = hf_copy("phi-3-mini-4k", dir.path(), |c| c["intermediate_size"] = 256.into());
     let e = open_err(&p);
     assert!(
         matches!(&e, ModelError::TensorShape { name, .. } if name.contains("gate_up_proj")),
@@ -88,11 +81,7 @@ fn config_field_errors() {
             Box::new(|c| c["hidden_size"] = "64".into()),
             "hidden_size",
         ),
-        (
-            "negative",
-            Box::new(|c| c["vocab_size"] = (-5).into()),
-            "vocab_size",
-        ),
+        ("negative", Box::new(|c| c["vocab_size"] = (-5).into()), "vocab_size"),
         (
             "absurd",
             Box::new(|c| c["num_hidden_layers"] = 1_000_000_000u64.into()),
@@ -101,10 +90,7 @@ fn config_field_errors() {
         (
             "factor count",
             Box::new(|c| {
-                c["rope_scaling"]["short_factor"]
-                    .as_array_mut()
-                    .unwrap()
-                    .pop();
+                c["rope_scaling"]["short_factor"].as_array_mut().unwrap().pop();
             }),
             "short_factor",
         ),
@@ -149,11 +135,7 @@ fn broken_config_json() {
 }
 
 /// Rewrites a GGUF with its metadata and tensors passed through `edit`.
-fn gguf_variant(
-    src: &GgufFile,
-    out: &Path,
-    edit: impl Fn(&mut Vec<(String, Value)>, &mut Vec<phi3_formats::Tensor>),
-) {
+fn gguf_variant(src: &GgufFile, out: &Path, edit: impl Fn(&mut Vec<(String, Value)>, &mut Vec<phi3_formats::Tensor>)) {
     let mut meta: Vec<(String, Value)> = src.metadata.clone().into_iter().collect();
     let mut tensors = src.all_tensors();
     edit(&mut meta, &mut tensors);
@@ -179,9 +161,7 @@ fn gguf_model_errors() {
     let src = fixture_gguf(dir.path(), "phi-3.5-mini");
     let out = dir.path().join("variant.gguf");
 
-    gguf_variant(&src, &out, |_, t| {
-        t.retain(|t| t.name != "blk.1.ffn_down.weight")
-    });
+    gguf_variant(&src, &out, |_, t| t.retain(|t| t.name != "blk.1.ffn_down.weight"));
     let e = open_err(&out);
     assert!(
         matches!(&e, ModelError::MissingTensor { name, .. } if name == "blk.1.ffn_down.weight"),
@@ -218,18 +198,13 @@ fn gguf_model_errors() {
         "{e}"
     );
 
-    gguf_variant(&src, &out, |_, t| {
-        t.retain(|t| t.name != "rope_factors_short.weight")
-    });
+    gguf_variant(&src, &out, |_, t| t.retain(|t| t.name != "rope_factors_short.weight"));
     let e = open_err(&out);
     assert!(matches!(e, ModelError::MissingTensor { .. }), "{e}");
 
     // a misshaped tensor: the qkv matrix with one row too few
     gguf_variant(&src, &out, |_, t| {
-        let i = t
-            .iter()
-            .position(|t| t.name == "blk.0.attn_qkv.weight")
-            .unwrap();
+        let i = t.iter().position(|t| t.name == "blk.0.attn_qkv.weight").unwrap();
         let old = &t[i];
         let cols = old.shape[1];
         let rows = old.shape[0] - 1;
@@ -248,18 +223,10 @@ fn gguf_model_errors() {
 
     // a weight type phi3 does not compute with (Q8_1 is an activation format)
     gguf_variant(&src, &out, |_, t| {
-        let i = t
-            .iter()
-            .position(|t| t.name == "blk.0.attn_output.weight")
-            .unwrap();
+        let i = t.iter().position(|t| t.name == "blk.0.attn_output.weight").unwrap();
         let shape = t[i].shape.clone();
         let n: usize = shape.iter().product();
-        t[i] = phi3_formats::Tensor::from_bytes(
-            t[i].name.clone(),
-            DType::Q8_1,
-            shape,
-            &vec![0u8; n / 32 * 36],
-        );
+        t[i] = phi3_formats::Tensor::from_bytes(t[i].name.clone(), DType::Q8_1, shape, &vec![0u8; n / 32 * 36]);
     });
     let e = open_err(&out);
     assert!(
@@ -269,10 +236,7 @@ fn gguf_model_errors() {
 
     // a Q8_0 matrix with one NaN block scale
     gguf_variant(&src, &out, |_, t| {
-        let i = t
-            .iter()
-            .position(|t| t.name == "blk.1.ffn_down.weight")
-            .unwrap();
+        let i = t.iter().position(|t| t.name == "blk.1.ffn_down.weight").unwrap();
         let shape = t[i].shape.clone();
         let n: usize = shape.iter().product();
         let mut bytes = vec![0u8; n / 32 * 34];
@@ -299,12 +263,7 @@ fn unsupported_safetensors_weight_dtype() {
         } else {
             "F32"
         };
-        entries.push((
-            name.clone(),
-            dtype.into(),
-            t.shape.clone(),
-            t.bytes().to_vec(),
-        ));
+        entries.push((name.clone(), dtype.into(), t.shape.clone(), t.bytes().to_vec()));
     }
     drop(model);
     let mut header = serde_json::Map::new();
@@ -338,20 +297,8 @@ fn token_ids_outside_the_vocabulary() {
     let model = Model::open(model_dir("phi-3-mini-4k")).unwrap();
     let mut s = session(&model);
     let e = s.feed(&[1, 256], Logits::Last).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            ModelError::TokenOutOfRange {
-                id: 256,
-                vocab: 256
-            }
-        ),
-        "{e}"
-    );
-    assert!(
-        s.tokens().is_empty(),
-        "a rejected call leaves the session unchanged"
-    );
+    assert!(matches!(e, ModelError::TokenOutOfRange { id: 256, vocab: 256 }), "{e}");
+    assert!(s.tokens().is_empty(), "a rejected call leaves the session unchanged");
 }
 
 #[test]

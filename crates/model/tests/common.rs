@@ -46,26 +46,19 @@ pub struct Sequence {
 impl Reference {
     pub fn load(name: &str) -> Reference {
         let dir = testdata().join("reference");
-        let tensors = SafetensorsModel::open_files(&[dir.join(format!("{name}.safetensors"))])
-            .expect("reference tensors");
-        let meta = serde_json::from_slice(
-            &std::fs::read(dir.join(format!("{name}.json"))).expect("reference json"),
-        )
-        .expect("json");
+        let tensors =
+            SafetensorsModel::open_files(&[dir.join(format!("{name}.safetensors"))]).expect("reference tensors");
+        let meta = serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).expect("reference json"))
+            .expect("json");
         Reference { tensors, meta }
     }
 
     fn f32s(&self, name: &str) -> Option<Vec<f32>> {
-        self.tensors
-            .tensor(name)
-            .map(|t| t.to_f32_vec().expect("f32 tensor"))
+        self.tensors.tensor(name).map(|t| t.to_f32_vec().expect("f32 tensor"))
     }
 
     pub fn ids(&self, name: &str) -> Vec<u32> {
-        let t = self
-            .tensors
-            .tensor(name)
-            .unwrap_or_else(|| panic!("{name} missing"));
+        let t = self.tensors.tensor(name).unwrap_or_else(|| panic!("{name} missing"));
         t.bytes()
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
@@ -92,10 +85,7 @@ impl Reference {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 pub fn session(model: &Model) -> Session<'_> {

@@ -3,9 +3,11 @@
 //! GGUF files quantized by the `gguf` package (ggml's reference quantizer).
 //!
 //! Bounds: the quantized model and its dequantized-f32 copy compute the same
-//! numbers (max abs error ≤ 1e-4·(1 + max|logit|)); against the f32
+//! numbers (max abs error ≤ 1e-4·(1 + max|logit|)), except for the types on
+//! the integer path (Q8_0, Q4_0), whose activations are quantized to Q8_0 as
+//! in ggml: NMSE ≤ 4e-3 there (largest seen 1.6e-3). Against the f32
 //! reference, NMSE stays under the per-type bounds below (about twice the
-//! largest seen: Q8_0 2.1e-3, Q5_1 7.4e-2, Q5_0 1.3e-1, Q4_1 2.8e-1, Q4_0
+//! largest seen: Q8_0 4.0e-3, Q5_1 7.4e-2, Q5_0 1.3e-1, Q4_1 2.8e-1, Q4_0
 //! 3.4e-1). These fixtures' unstructured random weights amplify quantization
 //! noise far more than trained models do; quality on real models is for the
 //! evaluation tools (perplexity, KL divergence) to measure.
@@ -17,12 +19,16 @@ use phi3_formats::{DType, GgufFile};
 use phi3_model::convert::write_gguf;
 use phi3_model::Model;
 
+/// Types whose matrix products run on integers with Q8_0 activations.
+fn integer_path(dtype: DType) -> bool {
+    matches!(dtype, DType::Q8_0 | DType::Q4_0)
+}
+
+/// Bound on the effect of quantizing activations to Q8_0.
+const Q8_ACTIVATION_NMSE: f64 = 4e-3;
+
 fn nmse(got: &[f32], want: &[f32]) -> f64 {
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum();
+    let num: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
     let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
     num / den
 }
@@ -34,7 +40,7 @@ fn quantized_models_match_their_dequantized_run_and_stay_near_the_reference() {
         let hf = Model::open(model_dir(name)).unwrap();
         let reference = Reference::load(name);
         for (dtype, bound) in [
-            (DType::Q8_0, 5e-3),
+            (DType::Q8_0, 1e-2),
             (DType::Q5_1, 0.2),
             (DType::Q5_0, 0.25),
             (DType::Q4_1, 0.55),
@@ -51,12 +57,19 @@ fn quantized_models_match_their_dequantized_run_and_stay_near_the_reference() {
                 let got = full_logits(&q, &seq.ids);
                 let want = full_logits(&deq, &seq.ids);
                 let scale = 1.0 + want.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let err = max_abs_diff(&got, &want);
-                assert!(
-                    err <= 1e-4 * scale,
-                    "{name} {dtype} {}: vs dequantized {err}",
-                    seq.key
-                );
+                if integer_path(dtype) {
+                    // activations are quantized to Q8_0 too, as ggml does
+                    let e = nmse(&got, &want);
+                    eprintln!("{name} {dtype} {}: NMSE vs dequantized run {e:.2e}", seq.key);
+                    assert!(
+                        e <= Q8_ACTIVATION_NMSE,
+                        "{name} {dtype} {}: vs dequantized {e:e}",
+                        seq.key
+                    );
+                } else {
+                    let err = max_abs_diff(&got, &want);
+                    assert!(err <= 1e-4 * scale, "{name} {dtype} {}: vs dequantized {err}", seq.key);
+                }
                 let e = nmse(&got, &seq.logits);
                 assert!(
                     e <= bound,
@@ -80,10 +93,7 @@ fn gguf_package_quantized_files_equal_phi3_quantization() {
         ));
         let ours_path = dir.path().join("ours.gguf");
         write_gguf(&hf, &ours_path, dtype).unwrap();
-        let (py, ours) = (
-            GgufFile::open(&py_path).unwrap(),
-            GgufFile::open(&ours_path).unwrap(),
-        );
+        let (py, ours) = (GgufFile::open(&py_path).unwrap(), GgufFile::open(&ours_path).unwrap());
         for info in &py.tensors {
             let a = py.tensor(&info.name).unwrap();
             let b = ours

@@ -30,22 +30,14 @@ fn check_full(model: &Model, name: &str, reference: &Reference, what: &str) -> f
         let got = full_logits(model, &seq.ids);
         let err = max_abs_diff(&got, &seq.logits);
         let bound = f32_bound(&seq.logits);
-        assert!(
-            err <= bound,
-            "{name} {what} {}: max abs error {err} > {bound}",
-            seq.key
-        );
+        assert!(err <= bound, "{name} {what} {}: max abs error {err} > {bound}", seq.key);
         worst = worst.max(err);
     }
     worst
 }
 
 fn nmse(got: &[f32], want: &[f32]) -> f64 {
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum();
+    let num: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
     let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
     num / den
 }
@@ -69,11 +61,7 @@ fn token_by_token_logits_match_transformers() {
             let got = incremental_logits(&model, &seq.ids);
             let want = seq.incremental.as_ref().unwrap_or(&seq.logits);
             let err = max_abs_diff(&got, want);
-            assert!(
-                err <= f32_bound(want),
-                "{name} {}: token-by-token error {err}",
-                seq.key
-            );
+            assert!(err <= f32_bound(want), "{name} {}: token-by-token error {err}", seq.key);
             eprintln!("{name} {}: token-by-token max abs error {err:e}", seq.key);
         }
     }
@@ -87,10 +75,7 @@ fn greedy_generation_matches_transformers_generate() {
         let prompt = reference.ids("gen.prompt");
         let want = reference.ids("gen.output");
         let got = greedy(&model, &prompt, want.len());
-        assert_eq!(
-            got, want,
-            "{name}: greedy tokens differ from transformers' generate()"
-        );
+        assert_eq!(got, want, "{name}: greedy tokens differ from transformers' generate()");
     }
 }
 
@@ -105,28 +90,17 @@ fn gguf_written_by_phi3_gives_the_same_logits() {
         let gguf = Model::open(&path).unwrap();
         assert_eq!(gguf.format, SourceFormat::Gguf);
         let factors = |m: &Model| {
-            m.config.long_rope.as_ref().map(|l| {
-                (
-                    l.short_factor.clone(),
-                    l.long_factor.clone(),
-                    l.attention_factor,
-                )
-            })
+            m.config
+                .long_rope
+                .as_ref()
+                .map(|l| (l.short_factor.clone(), l.long_factor.clone(), l.attention_factor))
         };
         assert_eq!(factors(&gguf), factors(&hf), "{name}");
-        assert_eq!(
-            gguf.config.attention_window(),
-            hf.config.attention_window(),
-            "{name}"
-        );
+        assert_eq!(gguf.config.attention_window(), hf.config.attention_window(), "{name}");
         check_full(&gguf, name, &reference, "gguf f32");
         let prompt = reference.ids("gen.prompt");
         let want = reference.ids("gen.output");
-        assert_eq!(
-            greedy(&gguf, &prompt, want.len()),
-            want,
-            "{name} gguf greedy"
-        );
+        assert_eq!(greedy(&gguf, &prompt, want.len()), want, "{name} gguf greedy");
     }
 }
 
@@ -143,11 +117,7 @@ fn half_precision_weights_stay_within_bounds() {
             assert_eq!(m.weights.layers[0].qkv.tensor.dtype, dtype);
             for seq in reference.sequences() {
                 let err = nmse(&full_logits(&m, &seq.ids), &seq.logits);
-                assert!(
-                    err <= bound,
-                    "{name} {dtype} {}: NMSE {err:e} > {bound:e}",
-                    seq.key
-                );
+                assert!(err <= bound, "{name} {dtype} {}: NMSE {err:e} > {bound:e}", seq.key);
                 eprintln!("{name} {dtype} {}: NMSE {err:e}", seq.key);
             }
         }
@@ -214,10 +184,7 @@ fn half_precision_safetensors_folders_load_mapped_and_match() {
         let m = Model::open(&path).unwrap();
         let qkv = &m.weights.layers[0].qkv.tensor;
         assert_eq!(qkv.dtype.name(), format!("{dtype:?}"));
-        assert!(
-            qkv.is_mapped(),
-            "weights must be used from the mapping, not copied"
-        );
+        assert!(qkv.is_mapped(), "weights must be used from the mapping, not copied");
         for seq in Reference::load("phi-3-mini-128k").sequences() {
             let err = nmse(&full_logits(&m, &seq.ids), &seq.logits);
             assert!(err <= bound, "{dtype:?} {}: NMSE {err:e}", seq.key);

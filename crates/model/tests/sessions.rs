@@ -9,10 +9,7 @@ use phi3_model::{Logits, Model, RopePolicy, RopeTable, Session, SessionOptions};
 #[test]
 fn windowed_cache_stops_growing_at_the_window() {
     let model = Model::open(model_dir("phi-3-mini-4k")).unwrap();
-    let w = model
-        .config
-        .attention_window()
-        .expect("the 4k fixture has a window");
+    let w = model.config.attention_window().expect("the 4k fixture has a window");
     let s = session(&model);
     // a session over the whole context holds only W-1 positions
     assert_eq!(
@@ -31,10 +28,7 @@ fn windowed_cache_stops_growing_at_the_window() {
         },
     )
     .unwrap();
-    assert_eq!(
-        s.kv_cache_bytes() as u64,
-        100 * kv_bytes_per_position(&long.config)
-    );
+    assert_eq!(s.kv_cache_bytes() as u64, 100 * kv_bytes_per_position(&long.config));
 }
 
 #[test]
@@ -42,11 +36,7 @@ fn chunked_prefill_equals_one_shot_across_the_window() {
     // prefill in uneven chunks that wrap the ring buffer, then compare
     let model = Model::open(model_dir("phi-3-medium-4k")).unwrap();
     let reference = Reference::load("phi-3-medium-4k");
-    let seq = reference
-        .sequences()
-        .into_iter()
-        .find(|s| s.key == "window")
-        .unwrap();
+    let seq = reference.sequences().into_iter().find(|s| s.key == "window").unwrap();
     let v = model.config.vocab_size;
     let mut s = session(&model);
     let mut got = Vec::new();
@@ -86,11 +76,7 @@ fn fixed_policy_uses_one_table_for_the_whole_session() {
     for name in ["phi-3-mini-128k", "phi-4-mini"] {
         let model = Model::open(model_dir(name)).unwrap();
         let reference = Reference::load(name);
-        let seq = reference
-            .sequences()
-            .into_iter()
-            .find(|s| s.key == "cross")
-            .unwrap();
+        let seq = reference.sequences().into_iter().find(|s| s.key == "cross").unwrap();
         let opts = SessionOptions {
             context: model.config.max_position_embeddings,
             rope_policy: RopePolicy::FixedByContext,

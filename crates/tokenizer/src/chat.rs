@@ -57,12 +57,9 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(JinjaErrorKind::InvalidOperation, msg))
-            },
-        );
+        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(JinjaErrorKind::InvalidOperation, msg))
+        });
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| template_error(&e))?;
         Ok(ChatTemplate { env })
@@ -81,10 +78,7 @@ impl ChatTemplate {
         bos_token: &str,
         eos_token: &str,
     ) -> Result<String> {
-        let tmpl = self
-            .env
-            .get_template("chat")
-            .map_err(|e| template_error(&e))?;
+        let tmpl = self.env.get_template("chat").map_err(|e| template_error(&e))?;
         tmpl.render(Context {
             messages,
             add_generation_prompt,
@@ -102,8 +96,5 @@ fn template_error(e: &minijinja::Error) -> TokenizerError {
         why.push_str(&format!(": {s}"));
         src = s.source();
     }
-    TokenizerError::Template {
-        line: e.line(),
-        why,
-    }
+    TokenizerError::Template { line: e.line(), why }
 }

@@ -51,10 +51,7 @@ impl Vocab {
         let tj = read_json(&tj_path)?.ok_or_else(|| bad("(file)", "missing"))?;
         let model = tj.get("model").ok_or_else(|| bad("model", "missing"))?;
         let mtype = model.get("type").and_then(Value::as_str).unwrap_or("");
-        let byte_fallback = model
-            .get("byte_fallback")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let byte_fallback = model.get("byte_fallback").and_then(Value::as_bool).unwrap_or(false);
         if mtype != "BPE" || !byte_fallback {
             return Err(TokenizerError::UnsupportedModel {
                 source_name: name.clone(),
@@ -110,8 +107,7 @@ impl Vocab {
             let id = a
                 .get("id")
                 .and_then(Value::as_u64)
-                .ok_or_else(|| bad("added_tokens", "entry without an id"))?
-                as usize;
+                .ok_or_else(|| bad("added_tokens", "entry without an id"))? as usize;
             let content = a
                 .get("content")
                 .and_then(Value::as_str)
@@ -158,9 +154,7 @@ impl Vocab {
             let (a, b) = match m {
                 Value::String(s) => match s.split_once(' ') {
                     Some((a, b)) => (a.to_string(), b.to_string()),
-                    None => {
-                        return Err(bad("model.merges", &format!("entry {rank} is not \"a b\"")))
-                    }
+                    None => return Err(bad("model.merges", &format!("entry {rank} is not \"a b\""))),
                 },
                 Value::Array(p) if p.len() == 2 => (
                     p[0].as_str().unwrap_or_default().to_string(),
@@ -169,13 +163,10 @@ impl Vocab {
                 _ => return Err(bad("model.merges", &format!("entry {rank} is malformed"))),
             };
             let id_of = |t: &str| vocab_map.get(t).and_then(Value::as_u64).map(|x| x as u32);
-            let (Some(ia), Some(ib), Some(im)) = (id_of(&a), id_of(&b), id_of(&format!("{a}{b}")))
-            else {
+            let (Some(ia), Some(ib), Some(im)) = (id_of(&a), id_of(&b), id_of(&format!("{a}{b}"))) else {
                 return Err(bad(
                     "model.merges",
-                    &format!(
-                        "entry {rank} ({a:?} {b:?}) names pieces that are not in the vocabulary"
-                    ),
+                    &format!("entry {rank} ({a:?} {b:?}) names pieces that are not in the vocabulary"),
                 ));
             };
             merges.entry((ia, ib)).or_insert((rank as u32, im));
@@ -183,33 +174,18 @@ impl Vocab {
         vocab.merges = Some(merges);
 
         // the dummy prefix: a Prepend("▁") normalizer, or a Metaspace pre-tokenizer
-        let normalizer = tj
-            .get("normalizer")
-            .map(Value::to_string)
-            .unwrap_or_default();
-        let pre = tj
-            .get("pre_tokenizer")
-            .map(Value::to_string)
-            .unwrap_or_default();
-        vocab.add_space_prefix = normalizer.contains("\"Prepend\"")
-            || (pre.contains("\"Metaspace\"") && !pre.contains("\"never\""));
+        let normalizer = tj.get("normalizer").map(Value::to_string).unwrap_or_default();
+        let pre = tj.get("pre_tokenizer").map(Value::to_string).unwrap_or_default();
+        vocab.add_space_prefix =
+            normalizer.contains("\"Prepend\"") || (pre.contains("\"Metaspace\"") && !pre.contains("\"never\""));
 
         let cfg = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
-        let lookup = |field: &str| -> Option<u32> {
-            token_text(cfg.get(field)).and_then(|t| vocab.id_of(&t))
-        };
-        let (bos, eos, unk) = (
-            lookup("bos_token"),
-            lookup("eos_token"),
-            lookup("unk_token"),
-        );
+        let lookup = |field: &str| -> Option<u32> { token_text(cfg.get(field)).and_then(|t| vocab.id_of(&t)) };
+        let (bos, eos, unk) = (lookup("bos_token"), lookup("eos_token"), lookup("unk_token"));
         vocab.bos = bos;
         vocab.eos = eos;
         vocab.unk = unk;
-        let post = tj
-            .get("post_processor")
-            .map(Value::to_string)
-            .unwrap_or_default();
+        let post = tj.get("post_processor").map(Value::to_string).unwrap_or_default();
         let bos_in_template = vocab
             .bos
             .map(|b| post.contains(&format!("\"{}\"", vocab.pieces[b as usize])))
@@ -218,10 +194,7 @@ impl Vocab {
             .get("add_bos_token")
             .and_then(Value::as_bool)
             .unwrap_or(bos_in_template);
-        vocab.add_eos = cfg
-            .get("add_eos_token")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        vocab.add_eos = cfg.get("add_eos_token").and_then(Value::as_bool).unwrap_or(false);
         vocab.chat_template = match cfg.get("chat_template") {
             Some(Value::String(t)) => Some(t.clone()),
             // a list of named templates: take "default"
@@ -235,14 +208,11 @@ impl Vocab {
         };
         let jinja = dir.join("chat_template.jinja");
         if vocab.chat_template.is_none() && jinja.is_file() {
-            vocab.chat_template =
-                Some(
-                    std::fs::read_to_string(&jinja).map_err(|e| TokenizerError::Vocab {
-                        source_name: jinja.display().to_string(),
-                        field: "(file)".into(),
-                        why: e.to_string(),
-                    })?,
-                );
+            vocab.chat_template = Some(std::fs::read_to_string(&jinja).map_err(|e| TokenizerError::Vocab {
+                source_name: jinja.display().to_string(),
+                field: "(file)".into(),
+                why: e.to_string(),
+            })?);
         }
         Ok(vocab)
     }

@@ -95,10 +95,7 @@ impl Tokenizer {
             }
             // Hugging Face's skip_special_tokens drops every added token,
             // user-defined ones (Phi-3's `</s>`) included
-            TokenKind::UserDefined
-            | TokenKind::Control
-            | TokenKind::Unknown
-            | TokenKind::Unused => {
+            TokenKind::UserDefined | TokenKind::Control | TokenKind::Unknown | TokenKind::Unused => {
                 if render_special {
                     piece.clone().into_bytes()
                 } else {

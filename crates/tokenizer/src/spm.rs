@@ -50,9 +50,7 @@ impl PartialOrd for Pair {
 impl Ord for Pair {
     fn cmp(&self, o: &Self) -> Ordering {
         // higher score first, then the leftmost pair
-        self.score
-            .total_cmp(&o.score)
-            .then_with(|| o.left.cmp(&self.left))
+        self.score.total_cmp(&o.score).then_with(|| o.left.cmp(&self.left))
     }
 }
 
@@ -115,10 +113,7 @@ pub fn encode_normalized(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
                 _ => None,
             },
             // SentencePiece: the merged piece's score decides (higher first)
-            None => vocab
-                .normal
-                .get(&text[s..e])
-                .map(|&id| (vocab.scores[id as usize], id)),
+            None => vocab.normal.get(&text[s..e]).map(|&id| (vocab.scores[id as usize], id)),
         };
         if let Some((score, id)) = found {
             heap.push(Pair {
@@ -136,11 +131,7 @@ pub fn encode_normalized(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
     while let Some(p) = heap.pop() {
         let (l, r) = (symbols[p.left], symbols[p.right]);
         // stale: one side was merged away or grew since this pair was queued
-        if l.end == l.start
-            || r.end == r.start
-            || l.next != Some(p.right)
-            || r.end - l.start != p.len
-        {
+        if l.end == l.start || r.end == r.start || l.next != Some(p.right) || r.end - l.start != p.len {
             continue;
         }
         symbols[p.left].end = r.end;
@@ -189,10 +180,7 @@ mod tests {
     #[test]
     fn word_by_word_equals_one_merge_loop_on_long_text() {
         let v = vocab();
-        assert!(
-            v.word_split_safe,
-            "the Phi-3 vocabulary has no piece with an inner ▁"
-        );
+        assert!(v.word_split_safe, "the Phi-3 vocabulary has no piece with an inner ▁");
         let mut text = String::new();
         let words = [
             "the",

@@ -78,12 +78,7 @@ pub struct Vocab {
 
 impl Vocab {
     /// Builds a vocabulary from parallel arrays; `source_name` is used in errors.
-    pub fn new(
-        source_name: &str,
-        pieces: Vec<String>,
-        scores: Vec<f32>,
-        kinds: Vec<TokenKind>,
-    ) -> Result<Vocab> {
+    pub fn new(source_name: &str, pieces: Vec<String>, scores: Vec<f32>, kinds: Vec<TokenKind>) -> Result<Vocab> {
         let bad = |field: &str, why: String| TokenizerError::Vocab {
             source_name: source_name.to_string(),
             field: field.to_string(),
@@ -115,22 +110,16 @@ impl Vocab {
                     normal.entry(piece.clone()).or_insert(id);
                 }
                 TokenKind::Byte => {
-                    let b = parse_byte_piece(piece).ok_or_else(|| {
-                        bad(
-                            "tokens",
-                            format!("byte token {id} is {piece:?}, expected <0xNN>"),
-                        )
-                    })?;
+                    let b = parse_byte_piece(piece)
+                        .ok_or_else(|| bad("tokens", format!("byte token {id} is {piece:?}, expected <0xNN>")))?;
                     byte_ids[b as usize].get_or_insert(id);
                 }
-                TokenKind::Control | TokenKind::UserDefined if !piece.is_empty() => {
-                    specials.push(SpecialToken {
-                        id,
-                        text: piece.clone(),
-                        rstrip: false,
-                        lstrip: false,
-                    })
-                }
+                TokenKind::Control | TokenKind::UserDefined if !piece.is_empty() => specials.push(SpecialToken {
+                    id,
+                    text: piece.clone(),
+                    rstrip: false,
+                    lstrip: false,
+                }),
                 _ => {}
             }
         }

@@ -17,18 +17,10 @@ fn gguf_with(dir: &std::path::Path, edit: impl Fn(&mut GgufWriter)) -> GgufFile 
                 .collect(),
         ),
     );
-    w.set(
-        "tokenizer.ggml.scores",
-        Value::Array(vec![Value::F32(0.0); 4]),
-    );
+    w.set("tokenizer.ggml.scores", Value::Array(vec![Value::F32(0.0); 4]));
     w.set(
         "tokenizer.ggml.token_type",
-        Value::Array(vec![
-            Value::I32(3),
-            Value::I32(3),
-            Value::I32(1),
-            Value::I32(1),
-        ]),
+        Value::Array(vec![Value::I32(3), Value::I32(3), Value::I32(1), Value::I32(1)]),
     );
     w.set("tokenizer.ggml.bos_token_id", Value::U32(1));
     edit(&mut w);
@@ -57,19 +49,13 @@ fn broken_fields_are_named() {
         (
             "scores",
             Box::new(|w| {
-                w.set(
-                    "tokenizer.ggml.scores",
-                    Value::Array(vec![Value::F32(0.0); 3]),
-                );
+                w.set("tokenizer.ggml.scores", Value::Array(vec![Value::F32(0.0); 3]));
             }),
         ),
         (
             "tokenizer.ggml.token_type",
             Box::new(|w| {
-                w.set(
-                    "tokenizer.ggml.token_type",
-                    Value::Array(vec![Value::I32(9); 4]),
-                );
+                w.set("tokenizer.ggml.token_type", Value::Array(vec![Value::I32(9); 4]));
             }),
         ),
         (
@@ -81,10 +67,7 @@ fn broken_fields_are_named() {
         (
             "tokenizer.ggml.tokens",
             Box::new(|w| {
-                w.set(
-                    "tokenizer.ggml.tokens",
-                    Value::Array(vec![Value::U32(1); 4]),
-                );
+                w.set("tokenizer.ggml.tokens", Value::Array(vec![Value::U32(1); 4]));
             }),
         ),
     ];
@@ -92,10 +75,7 @@ fn broken_fields_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let e = Tokenizer::from_gguf(&gguf_with(dir.path(), edit)).unwrap_err();
         let msg = e.to_string();
-        assert!(
-            msg.contains(field) && msg.contains("vocab.gguf"),
-            "{field}: {msg}"
-        );
+        assert!(msg.contains(field) && msg.contains("vocab.gguf"), "{field}: {msg}");
     }
 }
 

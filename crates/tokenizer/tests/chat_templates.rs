@@ -25,18 +25,14 @@ fn template_source(file: &str) -> String {
 
 #[test]
 fn templates_render_like_transformers() {
-    let doc: Value = serde_json::from_slice(
-        &std::fs::read(root().join("testdata/tokenizer/chat_cases.json")).unwrap(),
-    )
-    .unwrap();
-    let g =
-        GgufFile::open(root().join("../shared/testdata/tokenizer/ggml-vocab-phi-3.gguf")).unwrap();
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(root().join("testdata/tokenizer/chat_cases.json")).unwrap()).unwrap();
+    let g = GgufFile::open(root().join("../shared/testdata/tokenizer/ggml-vocab-phi-3.gguf")).unwrap();
     let tok = Tokenizer::from_gguf(&g).unwrap();
     let cases = doc["cases"].as_array().unwrap();
     assert!(cases.len() >= 24);
     for case in cases {
-        let tmpl =
-            ChatTemplate::new(&template_source(case["template_file"].as_str().unwrap())).unwrap();
+        let tmpl = ChatTemplate::new(&template_source(case["template_file"].as_str().unwrap())).unwrap();
         let messages: Vec<Message> = case["messages"]
             .as_array()
             .unwrap()
@@ -81,29 +77,20 @@ fn the_early_template_drops_the_system_message_and_the_builtin_keeps_it() {
         "Phi-3-mini-4k-instruct/chat_template.from-ggml-vocab-phi-3.jinja",
     ))
     .unwrap();
-    let msgs = [
-        Message::new("system", "Be brief."),
-        Message::new("user", "Hi"),
-    ];
+    let msgs = [Message::new("system", "Be brief."), Message::new("user", "Hi")];
     let a = early.render(&msgs, true, "<s>", "<|endoftext|>").unwrap();
     assert!(!a.contains("Be brief."));
     let b = ChatTemplate::builtin_phi3()
         .render(&msgs, true, "<s>", "<|endoftext|>")
         .unwrap();
-    assert_eq!(
-        b,
-        "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n"
-    );
+    assert_eq!(b, "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n");
 }
 
 #[test]
 fn template_errors_are_reported() {
     let e = ChatTemplate::new("{% for m in messages %}{{ m.content }").unwrap_err();
     assert!(matches!(e, TokenizerError::Template { .. }), "{e}");
-    let t = ChatTemplate::new(
-        "{% if messages|length == 0 %}{{ raise_exception('no messages') }}{% endif %}",
-    )
-    .unwrap();
+    let t = ChatTemplate::new("{% if messages|length == 0 %}{{ raise_exception('no messages') }}{% endif %}").unwrap();
     let e = t.render(&[], true, "", "").unwrap_err();
     assert!(e.to_string().contains("no messages"), "{e}");
 }

@@ -14,8 +14,7 @@ fn root() -> PathBuf {
 }
 
 fn gguf_tokenizer() -> Tokenizer {
-    let g =
-        GgufFile::open(root().join("../shared/testdata/tokenizer/ggml-vocab-phi-3.gguf")).unwrap();
+    let g = GgufFile::open(root().join("../shared/testdata/tokenizer/ggml-vocab-phi-3.gguf")).unwrap();
     Tokenizer::from_gguf(&g).unwrap()
 }
 
@@ -32,18 +31,14 @@ fn ids(v: &Value) -> Vec<u32> {
 }
 
 fn check(tok: &Tokenizer, which: &str) {
-    let doc: Value = serde_json::from_slice(
-        &std::fs::read(root().join("testdata/tokenizer/hf_cases.json")).unwrap(),
-    )
-    .unwrap();
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(root().join("testdata/tokenizer/hf_cases.json")).unwrap()).unwrap();
     let mut failures = Vec::new();
     for case in doc["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
         let mut expect = |what: &str, got: Vec<u32>, want: Vec<u32>| {
             if got != want {
-                failures.push(format!(
-                    "{what} {text:?}\n   got  {got:?}\n   want {want:?}"
-                ));
+                failures.push(format!("{what} {text:?}\n   got  {got:?}\n   want {want:?}"));
             }
         };
         let parse = EncodeOptions {
@@ -68,16 +63,9 @@ fn check(tok: &Tokenizer, which: &str) {
             tok.encode(text, plain),
             ids(&case["ids_no_parse_special"]),
         );
-        expect(
-            "with_bos",
-            tok.encode(text, bos),
-            ids(&case["ids_with_bos"]),
-        );
+        expect("with_bos", tok.encode(text, bos), ids(&case["ids_with_bos"]));
         let special_ids = ids(&case["ids_parse_special"]);
-        for (render, key) in [
-            (true, "decode_keep_special"),
-            (false, "decode_skip_special"),
-        ] {
+        for (render, key) in [(true, "decode_keep_special"), (false, "decode_skip_special")] {
             let got = tok.decode(&special_ids, render).unwrap();
             let want = case[key].as_str().unwrap();
             if got != want {
@@ -111,12 +99,8 @@ fn both_sources_give_the_same_vocabulary() {
         assert_eq!(a.vocab.pieces[id], b.vocab.pieces[id], "piece {id}");
         // GGUF marks the padding rows [PAD32011].. as unknown; Hugging Face
         // lists them as ordinary vocabulary entries that no merge produces
-        let padding =
-            a.vocab.kinds[id] == TokenKind::Unknown && b.vocab.kinds[id] == TokenKind::Normal;
-        assert!(
-            a.vocab.kinds[id] == b.vocab.kinds[id] || padding,
-            "kind of {id}"
-        );
+        let padding = a.vocab.kinds[id] == TokenKind::Unknown && b.vocab.kinds[id] == TokenKind::Normal;
+        assert!(a.vocab.kinds[id] == b.vocab.kinds[id] || padding, "kind of {id}");
     }
     assert_eq!(
         (a.vocab.bos, a.vocab.eos, a.vocab.add_bos),

@@ -11,8 +11,8 @@ use proptest::prelude::*;
 fn tok() -> &'static Tokenizer {
     static TOK: OnceLock<Tokenizer> = OnceLock::new();
     TOK.get_or_init(|| {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/testdata/tokenizer/ggml-vocab-phi-3.gguf");
+        let p =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/tokenizer/ggml-vocab-phi-3.gguf");
         Tokenizer::from_gguf(&GgufFile::open(p).unwrap()).unwrap()
     })
 }
@@ -92,28 +92,13 @@ fn stop_tokens_include_end_and_endoftext() {
 #[test]
 fn ids_outside_the_vocabulary_are_an_error() {
     let e = tok().decode(&[15043, 40000], false).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            TokenizerError::UnknownId {
-                id: 40000,
-                size: 32064
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, TokenizerError::UnknownId { id: 40000, size: 32064 }), "{e}");
 }
 
 #[test]
 fn inconsistent_vocabularies_are_rejected() {
     use phi3_tokenizer::TokenKind::*;
-    let e = Vocab::new(
-        "v",
-        vec!["a".into(), "b".into()],
-        vec![0.0],
-        vec![Normal, Normal],
-    )
-    .unwrap_err();
+    let e = Vocab::new("v", vec!["a".into(), "b".into()], vec![0.0], vec![Normal, Normal]).unwrap_err();
     assert!(e.to_string().contains("scores"), "{e}");
     let e = Vocab::new("v", vec!["a".into()], vec![0.0], vec![Normal, Normal]).unwrap_err();
     assert!(e.to_string().contains("token_type"), "{e}");

@@ -158,10 +158,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], ErrorKind> {
-        Ok(self
-            .take(N as u64, what)?
-            .try_into()
-            .expect("length checked"))
+        Ok(self.take(N as u64, what)?.try_into().expect("length checked"))
     }
 
     fn u32(&mut self, what: &str) -> Result<u32, ErrorKind> {
@@ -378,12 +375,10 @@ fn tensor_info(c: &mut Cursor, alignment: u64) -> Result<TensorInfo, ErrorKind> 
             ),
         });
     }
-    let size = dtype
-        .bytes_for(numel)
-        .ok_or_else(|| ErrorKind::ElementCountOverflow {
-            name: name.clone(),
-            shape: raw.clone(),
-        })?;
+    let size = dtype.bytes_for(numel).ok_or_else(|| ErrorKind::ElementCountOverflow {
+        name: name.clone(),
+        shape: raw.clone(),
+    })?;
     if offset % alignment != 0 {
         return Err(ErrorKind::MisalignedOffset {
             name,

@@ -107,17 +107,12 @@ impl Value {
     /// A short human-readable rendering (arrays are summarised).
     pub fn summary(&self) -> String {
         match self {
-            Value::String(s) if s.len() > 60 => format!(
-                "{:?}… ({} bytes)",
-                &s[..s.floor_char_boundary_compat(60)],
-                s.len()
-            ),
+            Value::String(s) if s.len() > 60 => {
+                format!("{:?}… ({} bytes)", &s[..s.floor_char_boundary_compat(60)], s.len())
+            }
             Value::String(s) => format!("{s:?}"),
             Value::Array(a) if a.len() > 8 => format!("[{} values]", a.len()),
-            Value::Array(a) => format!(
-                "[{}]",
-                a.iter().map(Value::summary).collect::<Vec<_>>().join(", ")
-            ),
+            Value::Array(a) => format!("[{}]", a.iter().map(Value::summary).collect::<Vec<_>>().join(", ")),
             Value::U8(v) => v.to_string(),
             Value::I8(v) => v.to_string(),
             Value::U16(v) => v.to_string(),

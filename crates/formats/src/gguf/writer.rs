@@ -53,13 +53,7 @@ impl GgufWriter {
     }
 
     /// Adds a tensor from raw bytes in `dtype`'s layout, shape row-major.
-    pub fn add_bytes(
-        &mut self,
-        name: impl Into<String>,
-        dtype: DType,
-        shape: Vec<usize>,
-        bytes: Vec<u8>,
-    ) {
+    pub fn add_bytes(&mut self, name: impl Into<String>, dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) {
         self.tensors.push(Entry {
             name: name.into(),
             dtype,
@@ -165,9 +159,7 @@ impl GgufWriter {
 }
 
 fn tempfile_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new()
-        .prefix(".phi3-partial-")
-        .tempfile_in(dir)
+    tempfile::Builder::new().prefix(".phi3-partial-").tempfile_in(dir)
 }
 
 fn put_string(out: &mut Vec<u8>, s: &str) {

@@ -3,6 +3,7 @@
 //! dequantization (the reference every faster kernel is tested against) and,
 //! for the types with a simple reference quantizer, quantization.
 
+pub mod dot;
 pub mod q2_k;
 pub mod q3_k;
 pub mod q4_0;
@@ -48,11 +49,7 @@ impl QuantKind {
     /// Weights per block.
     pub fn block_len(self) -> usize {
         match self {
-            QuantKind::Q4_0
-            | QuantKind::Q4_1
-            | QuantKind::Q5_0
-            | QuantKind::Q5_1
-            | QuantKind::Q8_0 => 32,
+            QuantKind::Q4_0 | QuantKind::Q4_1 | QuantKind::Q5_0 | QuantKind::Q5_1 | QuantKind::Q8_0 => 32,
             _ => 256,
         }
     }

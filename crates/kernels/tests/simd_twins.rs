@@ -1,0 +1,114 @@
+//! Tier 1: every SIMD kernel against its scalar twin, and both against f64,
+//! on random data, ggml's synthetic pattern and odd block counts.
+
+use phi3_kernels::quant::dot::{dot_q4_0_q8_0_scalar, dot_q8_0_q8_0_scalar};
+use phi3_kernels::quant::{q8_0, QuantKind};
+use phi3_kernels::simd;
+
+/// A small deterministic generator (no dependency needed for test data).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) as u32
+    }
+    fn f32(&mut self) -> f32 {
+        self.next() as f32 / (1u64 << 31) as f32 - 1.0
+    }
+}
+
+/// ggml's synthetic test pattern (test-quantize-fns): 0.1 + 2·cos(i + offset).
+fn synthetic(n: usize, offset: f32) -> Vec<f32> {
+    (0..n).map(|i| 0.1 + 2.0 * (i as f32 + offset).cos()).collect()
+}
+
+fn quantize(kind: QuantKind, x: &[f32]) -> Vec<u8> {
+    let mut out = vec![0u8; kind.row_bytes(x.len())];
+    kind.quantize(x, &mut out).unwrap();
+    out
+}
+
+fn exact_dot(kind: QuantKind, w: &[u8], x: &[u8], n: usize) -> (f64, f64) {
+    let mut wf = vec![0f32; n];
+    let mut xf = vec![0f32; n];
+    kind.dequantize(w, &mut wf);
+    QuantKind::Q8_0.dequantize(x, &mut xf);
+    let dot = wf.iter().zip(&xf).map(|(a, b)| *a as f64 * *b as f64).sum();
+    let mag = wf.iter().zip(&xf).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+    (dot, mag)
+}
+
+#[test]
+fn q8_0_dot_products_simd_equal_scalar_and_f64() {
+    let mut rng = Lcg(7);
+    for kind in [QuantKind::Q4_0, QuantKind::Q8_0] {
+        for blocks in [1usize, 2, 3, 7, 96, 257] {
+            let n = blocks * 32;
+            for pattern in 0..2 {
+                let (wv, xv) = if pattern == 0 {
+                    (
+                        (0..n).map(|_| rng.f32() * 3.0).collect::<Vec<_>>(),
+                        (0..n).map(|_| rng.f32()).collect::<Vec<_>>(),
+                    )
+                } else {
+                    (synthetic(n, 0.0), synthetic(n, 1.0))
+                };
+                let w = quantize(kind, &wv);
+                let x = quantize(QuantKind::Q8_0, &xv);
+                let scalar = match kind {
+                    QuantKind::Q4_0 => dot_q4_0_q8_0_scalar(&w, &x),
+                    _ => dot_q8_0_q8_0_scalar(&w, &x),
+                };
+                let fast = match kind {
+                    QuantKind::Q4_0 => simd::dot_q4_0_q8_0(&w, &x),
+                    _ => simd::dot_q8_0_q8_0(&w, &x),
+                };
+                let (exact, mag) = exact_dot(kind, &w, &x, n);
+                let tol = 1e-5 * mag.max(1.0);
+                assert!(
+                    ((scalar as f64) - exact).abs() <= tol,
+                    "{kind:?} n={n}: scalar {scalar} vs f64 {exact}"
+                );
+                assert!(
+                    ((fast as f64) - (scalar as f64)).abs() <= tol,
+                    "{kind:?} n={n}: simd {fast} vs scalar {scalar}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn extreme_values_do_not_overflow() {
+    // all weights at the ends of their range, activations at ±127
+    let n = 64;
+    let mut w = vec![0u8; QuantKind::Q8_0.row_bytes(n)];
+    let mut x = vec![0u8; QuantKind::Q8_0.row_bytes(n)];
+    for b in 0..2 {
+        w[b * q8_0::BYTES..b * q8_0::BYTES + 2].copy_from_slice(&half::f16::from_f32(1.0).to_le_bytes());
+        x[b * q8_0::BYTES..b * q8_0::BYTES + 2].copy_from_slice(&half::f16::from_f32(1.0).to_le_bytes());
+        for j in 0..32 {
+            w[b * q8_0::BYTES + 2 + j] = if j % 2 == 0 { 127 } else { (-127i8) as u8 };
+            x[b * q8_0::BYTES + 2 + j] = if j % 2 == 0 { 127 } else { (-127i8) as u8 };
+        }
+    }
+    let want = (64 * 127 * 127) as f32;
+    assert_eq!(dot_q8_0_q8_0_scalar(&w, &x), want);
+    assert_eq!(simd::dot_q8_0_q8_0(&w, &x), want);
+}
+
+#[test]
+fn the_selected_instruction_set_is_reported() {
+    let isa = simd::isa();
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+        && std::env::var("PHI3_ISA").is_err()
+    {
+        assert_eq!(isa, simd::Isa::Avx2);
+    }
+    let _ = isa;
+}
