@@ -3,6 +3,7 @@
 //! This is the only place that parses flags; each subcommand lives in its own
 //! module and calls into the library crates.
 
+mod bench;
 mod convert;
 mod inspect;
 mod run;
@@ -27,6 +28,8 @@ enum Command {
     Convert(convert::Args),
     /// Quantize a model to a GGUF file (same as convert with --type).
     Quantize(convert::Args),
+    /// Measure prompt processing and generation speed, memory and bandwidth.
+    Bench(bench::Args),
     /// Show the token ids (and pieces) of a text.
     Tokenize(tokenize::TokenizeArgs),
     /// Turn token ids back into text.
@@ -39,6 +42,7 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(a) => inspect::main(a),
         Command::Run(a) => run::main(a),
         Command::Convert(a) | Command::Quantize(a) => convert::main(a),
+        Command::Bench(a) => bench::main(a),
         Command::Tokenize(a) => tokenize::tokenize(a),
         Command::Detokenize(a) => tokenize::detokenize(a),
     };

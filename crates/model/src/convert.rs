@@ -9,11 +9,11 @@ use phi3_formats::{DType, GgufWriter};
 
 use crate::error::{ModelError, Result};
 use crate::weights::{layer_name, quant_kind, Linear, GGUF_NAMES};
-use crate::Model;
+use crate::{Model, ModelConfig};
 
 /// llama.cpp's `general.file_type` for a whole-file type
 /// (`LlamaFileType` in gguf-py's constants).
-fn file_type(dtype: DType) -> u32 {
+pub fn file_type(dtype: DType) -> u32 {
     match dtype {
         DType::F16 => 1,
         DType::Q4_0 => 2,
@@ -60,6 +60,30 @@ pub fn write_gguf(model: &Model, out: &Path, dtype: DType) -> Result<()> {
         }
     }
     let cfg = &model.config;
+    let mut w = gguf_header(cfg, &model.eos_token_ids, dtype);
+
+    let wts = &model.weights;
+    add_linear(&mut w, GGUF_NAMES.embed, &wts.embed, dtype);
+    for (l, lw) in wts.layers.iter().enumerate() {
+        let n = |p: &str| layer_name(p, l);
+        add_vector(&mut w, &n(GGUF_NAMES.attn_norm), &lw.attn_norm);
+        add_linear(&mut w, &n(GGUF_NAMES.qkv), &lw.qkv, dtype);
+        add_linear(&mut w, &n(GGUF_NAMES.o_proj), &lw.o_proj, dtype);
+        add_vector(&mut w, &n(GGUF_NAMES.ffn_norm), &lw.ffn_norm);
+        add_linear(&mut w, &n(GGUF_NAMES.gate_up), &lw.gate_up, dtype);
+        add_linear(&mut w, &n(GGUF_NAMES.down), &lw.down, dtype);
+    }
+    add_vector(&mut w, GGUF_NAMES.final_norm, &wts.final_norm);
+    if !cfg.tie_word_embeddings {
+        add_linear(&mut w, GGUF_NAMES.lm_head, &wts.lm_head, dtype);
+    }
+    w.write(out)?;
+    Ok(())
+}
+
+/// A GGUF writer holding llama.cpp's `phi3` metadata for `cfg` (and the
+/// LongRoPE factor tensors); the caller adds the weight tensors.
+pub fn gguf_header(cfg: &ModelConfig, eos_token_ids: &[u32], dtype: DType) -> GgufWriter {
     let mut w = GgufWriter::new();
     let arch = "phi3";
     let key = |k: &str| format!("{arch}.{k}");
@@ -86,9 +110,9 @@ pub fn write_gguf(model: &Model, out: &Path, dtype: DType) -> Result<()> {
         key("attention.sliding_window"),
         Value::U32(cfg.sliding_window.unwrap_or(0) as u32),
     );
-    if !model.eos_token_ids.is_empty() {
+    if let Some(&eos) = eos_token_ids.first() {
         // the first id is the one llama.cpp's single eos key can hold
-        w.set("tokenizer.ggml.eos_token_id", Value::U32(model.eos_token_ids[0]));
+        w.set("tokenizer.ggml.eos_token_id", Value::U32(eos));
     }
     if let Some(lr) = &cfg.long_rope {
         w.set(key("rope.scaling.attn_factor"), Value::F32(lr.attention_factor));
@@ -105,24 +129,7 @@ pub fn write_gguf(model: &Model, out: &Path, dtype: DType) -> Result<()> {
             f32_bytes(&lr.short_factor),
         );
     }
-
-    let wts = &model.weights;
-    add_linear(&mut w, GGUF_NAMES.embed, &wts.embed, dtype);
-    for (l, lw) in wts.layers.iter().enumerate() {
-        let n = |p: &str| layer_name(p, l);
-        add_vector(&mut w, &n(GGUF_NAMES.attn_norm), &lw.attn_norm);
-        add_linear(&mut w, &n(GGUF_NAMES.qkv), &lw.qkv, dtype);
-        add_linear(&mut w, &n(GGUF_NAMES.o_proj), &lw.o_proj, dtype);
-        add_vector(&mut w, &n(GGUF_NAMES.ffn_norm), &lw.ffn_norm);
-        add_linear(&mut w, &n(GGUF_NAMES.gate_up), &lw.gate_up, dtype);
-        add_linear(&mut w, &n(GGUF_NAMES.down), &lw.down, dtype);
-    }
-    add_vector(&mut w, GGUF_NAMES.final_norm, &wts.final_norm);
-    if !cfg.tie_word_embeddings {
-        add_linear(&mut w, GGUF_NAMES.lm_head, &wts.lm_head, dtype);
-    }
-    w.write(out)?;
-    Ok(())
+    w
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {

@@ -6,7 +6,7 @@ mod writer;
 
 pub use reader::{GgufFile, TensorInfo};
 pub use value::Value;
-pub use writer::GgufWriter;
+pub use writer::{Generator, GgufWriter};
 
 /// Alignment of tensor data when `general.alignment` is absent.
 pub const DEFAULT_ALIGNMENT: u64 = 32;

@@ -9,17 +9,23 @@ use super::{DEFAULT_ALIGNMENT, MAGIC};
 use crate::error::{ErrorKind, FormatError, Result};
 use crate::{DType, Tensor};
 
+/// Produces a tensor's bytes when the file is written (one tensor in memory
+/// at a time: used to synthesize multi-gigabyte benchmark models).
+pub type Generator = Box<dyn Fn() -> Vec<u8> + Send + Sync>;
+
 /// Bytes of one tensor to be written.
 enum Data {
     Owned(Vec<u8>),
     View(Tensor),
+    Generated(Generator),
 }
 
 impl Data {
-    fn bytes(&self) -> &[u8] {
+    fn bytes(&self) -> std::borrow::Cow<'_, [u8]> {
         match self {
-            Data::Owned(v) => v,
-            Data::View(t) => t.bytes(),
+            Data::Owned(v) => std::borrow::Cow::Borrowed(v),
+            Data::View(t) => std::borrow::Cow::Borrowed(t.bytes()),
+            Data::Generated(f) => std::borrow::Cow::Owned(f()),
         }
     }
 }
@@ -72,13 +78,31 @@ impl GgufWriter {
         });
     }
 
+    /// Adds a tensor whose bytes `generate` produces at write time.
+    pub fn add_generated(&mut self, name: impl Into<String>, dtype: DType, shape: Vec<usize>, generate: Generator) {
+        self.tensors.push(Entry {
+            name: name.into(),
+            dtype,
+            shape,
+            data: Data::Generated(generate),
+        });
+    }
+
+    /// Bytes each tensor must have.
+    fn expected_len(e: &Entry) -> Option<u64> {
+        let numel: usize = e.shape.iter().product();
+        e.dtype.bytes_for(numel as u64)
+    }
+
     /// Writes the file at `path` atomically.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let io = |e: std::io::Error| FormatError::new(path, ErrorKind::Io(e));
         for e in &self.tensors {
-            let numel: usize = e.shape.iter().product();
-            let expected = e.dtype.bytes_for(numel as u64);
+            if matches!(e.data, Data::Generated(_)) {
+                continue;
+            }
+            let expected = Self::expected_len(e);
             if expected != Some(e.data.bytes().len() as u64) {
                 return Err(FormatError::new(
                     path,
@@ -138,7 +162,8 @@ impl GgufWriter {
             header.extend_from_slice(&e.dtype.ggml_id().to_le_bytes());
             header.extend_from_slice(&offset.to_le_bytes());
             offsets.push(offset);
-            offset = (offset + e.data.bytes().len() as u64).div_ceil(alignment) * alignment;
+            let len = Self::expected_len(e).unwrap_or(0);
+            offset = (offset + len).div_ceil(alignment) * alignment;
         }
         let pad = |pos: u64| (pos.div_ceil(alignment) * alignment - pos) as usize;
         let zeros = vec![0u8; alignment as usize];
@@ -148,7 +173,18 @@ impl GgufWriter {
         for (e, off) in self.tensors.iter().zip(offsets) {
             debug_assert_eq!(pos, off);
             let bytes = e.data.bytes();
-            w.write_all(bytes)?;
+            if Some(bytes.len() as u64) != Self::expected_len(e) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "tensor {:?}: generated {} bytes, its type and shape need {:?}",
+                        e.name,
+                        bytes.len(),
+                        Self::expected_len(e)
+                    ),
+                ));
+            }
+            w.write_all(&bytes)?;
             pos += bytes.len() as u64;
             let p = pad(pos);
             w.write_all(&zeros[..p])?;

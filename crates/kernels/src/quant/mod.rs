@@ -150,10 +150,25 @@ impl QuantKind {
     }
 }
 
-/// The f16 stored at byte `at` of a block, as f32.
+/// The f16 stored at byte `at` of a block, as f32, through a 64 Ki-entry
+/// table (as ggml does): cheaper than the portable conversion, and unlike
+/// single-value F16C conversions it creates no false register dependency in
+/// the block loops.
 #[inline]
 pub(crate) fn half_at(block: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([block[at], block[at + 1]]).to_f32()
+    f16_table()[u16::from_le_bytes([block[at], block[at + 1]]) as usize]
+}
+
+/// f16 bits → f32 for all 65536 values.
+pub fn f16_table() -> &'static [f32; 65536] {
+    static TABLE: std::sync::OnceLock<Box<[f32; 65536]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Box::new([0f32; 65536]);
+        for (i, v) in t.iter_mut().enumerate() {
+            *v = f16::from_bits(i as u16).to_f32();
+        }
+        t
+    })
 }
 
 /// Stores `v` as f16 at byte `at`.

@@ -1,0 +1,95 @@
+//! `phi3 bench`: speed and memory on a model file, or on a cached
+//! random-weight model with the exact shapes of a named real model.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Result};
+use phi3_eval::bench::{run, BenchOptions};
+use phi3_eval::synth::{cache_path, synthesize, SHAPES};
+use phi3_formats::DType;
+use phi3_model::convert::WRITABLE;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A model file or folder to measure (or use --shape).
+    #[arg(long, short = 'm', conflicts_with = "shape")]
+    model: Option<PathBuf>,
+    /// Synthesize (once, then cached) random weights with the shapes of:
+    /// phi-3-mini-4k, phi-3-mini-128k, phi-3-medium-4k, phi-3.5-mini, phi-4-mini.
+    #[arg(long)]
+    shape: Option<String>,
+    /// Weight type of the synthesized model.
+    #[arg(long = "type", default_value = "q4_0")]
+    dtype: String,
+    /// Prompt lengths to time, comma-separated (pp).
+    #[arg(short = 'p', long, value_delimiter = ',', default_value = "128,512")]
+    prompt: Vec<usize>,
+    /// Tokens to generate (tg); 0 skips.
+    #[arg(short = 'n', long, default_value_t = 128)]
+    gen: usize,
+    /// Timed repetitions per test, after one warm-up.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Threads (default: physical cores).
+    #[arg(long, short = 't')]
+    threads: Option<usize>,
+    /// Skip measuring the machine's read bandwidth.
+    #[arg(long)]
+    no_bandwidth: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn main(args: Args) -> Result<()> {
+    if args.reps == 0 {
+        bail!("--reps must be at least 1");
+    }
+    if let Some(t) = args.threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
+        phi3_kernels::pool::set_global_threads(t);
+    }
+    let path = match (&args.model, &args.shape) {
+        (Some(m), _) => m.clone(),
+        (None, Some(shape)) => {
+            let dtype = DType::parse(&args.dtype)
+                .filter(|t| WRITABLE.contains(t))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "--type {}: expected one of {}",
+                        args.dtype,
+                        WRITABLE.map(|t| t.name().to_lowercase()).join(", ")
+                    )
+                })?;
+            let path = cache_path(shape, dtype);
+            if !path.exists() {
+                eprintln!(
+                    "synthesizing {shape} ({dtype}, random weights) at {} ...",
+                    path.display()
+                );
+                synthesize(shape, dtype, &path)?;
+            }
+            path
+        }
+        (None, None) => bail!(
+            "give --model FILE or --shape NAME (one of {})",
+            SHAPES.map(|(n, _)| n).join(", ")
+        ),
+    };
+    let report = run(
+        &path,
+        &BenchOptions {
+            prompt_lens: args.prompt.clone(),
+            gen_len: args.gen,
+            reps: args.reps,
+            measure_bandwidth: !args.no_bandwidth,
+        },
+    )?;
+    if args.json {
+        crate::print_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?))
+    } else {
+        crate::print_stdout(&report.table())
+    }
+}

@@ -1,0 +1,157 @@
+//! Random-weight models with the exact shapes of real Phi-3 family models,
+//! written straight in the requested type (blocks of random codes with small,
+//! finite scales), one tensor in memory at a time.
+
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use phi3_formats::DType;
+use phi3_model::convert::{gguf_header, WRITABLE};
+use phi3_model::weights::{layer_name, GGUF_NAMES};
+use phi3_model::ModelConfig;
+
+use crate::{EvalError, Result};
+
+/// The real configs (copied from the published checkpoints) whose shapes
+/// `phi3 bench` can synthesize.
+pub const SHAPES: [(&str, &str); 5] = [
+    ("phi-3-mini-4k", include_str!("../configs/Phi-3-mini-4k-instruct.json")),
+    (
+        "phi-3-mini-128k",
+        include_str!("../configs/Phi-3-mini-128k-instruct.json"),
+    ),
+    (
+        "phi-3-medium-4k",
+        include_str!("../configs/Phi-3-medium-4k-instruct.json"),
+    ),
+    ("phi-3.5-mini", include_str!("../configs/Phi-3.5-mini-instruct.json")),
+    ("phi-4-mini", include_str!("../configs/Phi-4-mini-instruct.json")),
+];
+
+/// The validated config of a named shape.
+pub fn shape_config(name: &str) -> Result<ModelConfig> {
+    let (_, text) = SHAPES.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+        EvalError::Invalid(format!(
+            "unknown model shape {name:?}: choose one of {}",
+            SHAPES.map(|(n, _)| n).join(", ")
+        ))
+    })?;
+    let json: serde_json::Value = serde_json::from_str(text).expect("embedded config is JSON");
+    Ok(ModelConfig::from_hf_json(&json, Path::new(name))?)
+}
+
+/// Where a synthesized model is cached: `$PHI3_CACHE` or
+/// `$XDG_CACHE_HOME/phi3` or `~/.cache/phi3`, under `bench/`.
+pub fn cache_path(shape: &str, dtype: DType) -> PathBuf {
+    let base = std::env::var_os("PHI3_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("phi3")))
+        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/phi3")))
+        .unwrap_or_else(|| PathBuf::from(".phi3-cache"));
+    base.join("bench")
+        .join(format!("{shape}-{}.gguf", dtype.name().to_lowercase()))
+}
+
+/// A small fast generator (xorshift64*); quality is irrelevant here.
+fn rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    move || {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        s.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+}
+
+/// Random bytes of `rows × cols` weights in `dtype`, with every scale finite
+/// and of the size trained weights have (about 1/sqrt(cols)).
+fn random_matrix(dtype: DType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let mut next = rng(seed);
+    let std = 1.0 / (cols as f32).sqrt();
+    let n = rows * cols;
+    let uniform = |r: u64| ((r >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * std * 1.7;
+    match dtype {
+        DType::F32 => (0..n).flat_map(|_| uniform(next()).to_le_bytes()).collect(),
+        DType::F16 => (0..n)
+            .flat_map(|_| f16::from_f32(uniform(next())).to_le_bytes())
+            .collect(),
+        DType::BF16 => (0..n)
+            .flat_map(|_| bf16::from_f32(uniform(next())).to_le_bytes())
+            .collect(),
+        _ => {
+            let kind = phi3_model::weights::quant_kind(dtype).expect("a block type");
+            let mut bytes = vec![0u8; kind.row_bytes(cols) * rows];
+            for chunk in bytes.chunks_mut(8) {
+                let r = next().to_le_bytes();
+                chunk.copy_from_slice(&r[..chunk.len()]);
+            }
+            // scale fields (GGUF_PHI3.md §7): d sized so that codes × d ≈ std
+            let (fields, code_range): (&[usize], f32) = match dtype {
+                DType::Q4_0 | DType::Q5_0 => (&[0], 8.0),
+                DType::Q8_0 => (&[0], 127.0),
+                DType::Q4_1 | DType::Q5_1 => (&[0, 2], 8.0),
+                DType::Q4K | DType::Q5K => (&[0, 2], 8.0 * 32.0),
+                DType::Q2K => (&[80, 82], 2.0 * 8.0),
+                DType::Q3K => (&[108], 4.0 * 32.0),
+                DType::Q6K => (&[208], 32.0 * 64.0),
+                _ => (&[], 1.0),
+            };
+            let d = f16::from_f32(std / code_range).to_le_bytes();
+            for block in bytes.chunks_exact_mut(kind.block_bytes()) {
+                for &f in fields {
+                    block[f..f + 2].copy_from_slice(&d);
+                }
+            }
+            bytes
+        }
+    }
+}
+
+/// Writes a random-weight model of shape `shape` with every matrix in `dtype`.
+pub fn synthesize(shape: &str, dtype: DType, out: &Path) -> Result<()> {
+    synthesize_config(&shape_config(shape)?, &format!("{shape} random weights"), dtype, out)
+}
+
+/// Writes a random-weight model with the shapes of `cfg`.
+pub fn synthesize_config(cfg: &ModelConfig, name: &str, dtype: DType, out: &Path) -> Result<()> {
+    if !WRITABLE.contains(&dtype) {
+        return Err(EvalError::Invalid(format!(
+            "cannot synthesize {dtype}: choose one of {}",
+            WRITABLE.map(|t| t.name().to_lowercase()).join(", ")
+        )));
+    }
+    let mut w = gguf_header(cfg, &[], dtype);
+    w.set("general.name", phi3_formats::gguf::Value::String(name.to_string()));
+    let h = cfg.hidden_size;
+    let mut seed = 1u64;
+    let mut matrix = |w: &mut phi3_formats::GgufWriter, name: String, rows: usize, cols: usize| {
+        seed += 1;
+        let s = seed;
+        w.add_generated(
+            name,
+            dtype,
+            vec![rows, cols],
+            Box::new(move || random_matrix(dtype, rows, cols, s)),
+        );
+    };
+    let ones = |n: usize| -> Vec<u8> { (0..n).flat_map(|_| 1f32.to_le_bytes()).collect() };
+    matrix(&mut w, GGUF_NAMES.embed.to_string(), cfg.vocab_size, h);
+    for l in 0..cfg.num_layers {
+        let n = |p: &str| layer_name(p, l);
+        w.add_bytes(n(GGUF_NAMES.attn_norm), DType::F32, vec![h], ones(h));
+        matrix(&mut w, n(GGUF_NAMES.qkv), cfg.qkv_dim(), h);
+        matrix(&mut w, n(GGUF_NAMES.o_proj), h, cfg.num_heads * cfg.head_dim);
+        w.add_bytes(n(GGUF_NAMES.ffn_norm), DType::F32, vec![h], ones(h));
+        matrix(&mut w, n(GGUF_NAMES.gate_up), 2 * cfg.intermediate_size, h);
+        matrix(&mut w, n(GGUF_NAMES.down), h, cfg.intermediate_size);
+    }
+    w.add_bytes(GGUF_NAMES.final_norm, DType::F32, vec![h], ones(h));
+    if !cfg.tie_word_embeddings {
+        matrix(&mut w, GGUF_NAMES.lm_head.to_string(), cfg.vocab_size, h);
+    }
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| EvalError::Io(dir.display().to_string(), e))?;
+    }
+    w.write(out)?;
+    Ok(())
+}

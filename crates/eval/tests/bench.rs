@@ -1,0 +1,86 @@
+//! The benchmark tools on small models (the real shapes are gigabytes).
+
+use std::path::PathBuf;
+
+use phi3_eval::bench::{run, BenchOptions};
+use phi3_eval::synth::{shape_config, synthesize, synthesize_config, SHAPES};
+use phi3_formats::DType;
+use phi3_model::{Logits, Model, RopePolicy, Session, SessionOptions};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/models")
+        .join(name)
+}
+
+#[test]
+fn every_named_shape_has_the_published_parameter_count() {
+    // PHI3_FAMILY.md §1: mini 3.82 B, medium 14.0 B, 4-mini 3.84 B
+    for (name, _) in SHAPES {
+        let p = shape_config(name).unwrap().parameter_count() as f64 / 1e9;
+        let want = match name {
+            "phi-3-medium-4k" => 13.96,
+            "phi-4-mini" => 3.84,
+            _ => 3.82,
+        };
+        assert!((p - want).abs() < 0.02, "{name}: {p} B");
+    }
+    assert!(shape_config("phi-9").is_err());
+}
+
+#[test]
+fn synthesized_models_load_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Model::open(fixture("phi-3.5-mini")).unwrap().config;
+    for dtype in [DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q5_1] {
+        let out = dir.path().join(format!("{dtype}.gguf"));
+        synthesize_config(&cfg, "tiny", dtype, &out).unwrap();
+        let m = Model::open(&out).unwrap();
+        assert_eq!(m.config.long_rope, cfg.long_rope);
+        assert_eq!(m.weights.layers[1].down.tensor.dtype, dtype);
+        let mut s = Session::new(
+            &m,
+            SessionOptions {
+                context: 40,
+                rope_policy: RopePolicy::Reference,
+            },
+        )
+        .unwrap();
+        let logits = s.feed(&(1..40).collect::<Vec<u32>>(), Logits::Last).unwrap();
+        assert!(logits.iter().all(|v| v.is_finite()), "{dtype}");
+        // random but not degenerate
+        assert!(logits.iter().any(|&v| v != logits[0]), "{dtype}");
+    }
+    let e = synthesize("phi-3-mini-4k", DType::Q4K, &dir.path().join("x.gguf")).unwrap_err();
+    assert!(e.to_string().contains("cannot synthesize"), "{e}");
+}
+
+#[test]
+fn bench_reports_rates_memory_and_bandwidth() {
+    let opts = BenchOptions {
+        prompt_lens: vec![8, 16],
+        gen_len: 4,
+        reps: 2,
+        measure_bandwidth: false,
+    };
+    let r = run(&fixture("phi-3-mini-4k"), &opts).unwrap();
+    assert_eq!(
+        r.results.iter().map(|x| x.test.as_str()).collect::<Vec<_>>(),
+        ["pp8", "pp16", "tg4"]
+    );
+    for x in &r.results {
+        assert!(x.min_tok_s <= x.median_tok_s && x.median_tok_s <= x.max_tok_s && x.min_tok_s > 0.0);
+    }
+    // every matrix once plus one embedding row (f32 fixture)
+    let m = Model::open(fixture("phi-3-mini-4k")).unwrap();
+    let c = &m.config;
+    let per_layer =
+        (c.qkv_dim() * c.hidden_size + c.hidden_size * c.hidden_size + 3 * c.intermediate_size * c.hidden_size) * 4;
+    let want = (per_layer * c.num_layers + c.vocab_size * c.hidden_size * 4 + c.hidden_size * 4) as u64;
+    assert_eq!(r.weight_bytes_per_token, want);
+    assert!(r.decode_bandwidth_gb_s.unwrap() > 0.0);
+    assert!(r.peak_rss_bytes.unwrap() > 0);
+    let json = serde_json::to_value(&r).unwrap();
+    assert!(json["results"][2]["median_tok_s"].as_f64().unwrap() > 0.0);
+    assert!(r.table().contains("| tg4 | 4 |"));
+}
