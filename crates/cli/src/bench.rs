@@ -5,9 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Result};
 use phi3_eval::bench::{run, BenchOptions};
-use phi3_eval::synth::{cache_path, synthesize, SHAPES};
+use phi3_eval::synth::{cache_path, synthesize, SHAPES, SYNTHESIZABLE};
 use phi3_formats::DType;
-use phi3_model::convert::WRITABLE;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -55,12 +54,12 @@ pub fn main(args: Args) -> Result<()> {
         (Some(m), _) => m.clone(),
         (None, Some(shape)) => {
             let dtype = DType::parse(&args.dtype)
-                .filter(|t| WRITABLE.contains(t))
+                .filter(|t| SYNTHESIZABLE.contains(t))
                 .ok_or_else(|| {
                     anyhow!(
                         "--type {}: expected one of {}",
                         args.dtype,
-                        WRITABLE.map(|t| t.name().to_lowercase()).join(", ")
+                        SYNTHESIZABLE.map(|t| t.name().to_lowercase()).join(", ")
                     )
                 })?;
             let path = cache_path(shape, dtype);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
 use phi3_formats::DType;
-use phi3_model::convert::{gguf_header, WRITABLE};
+use phi3_model::convert::gguf_header;
 use phi3_model::weights::{layer_name, GGUF_NAMES};
 use phi3_model::ModelConfig;
 
@@ -26,6 +26,24 @@ pub const SHAPES: [(&str, &str); 5] = [
     ),
     ("phi-3.5-mini", include_str!("../configs/Phi-3.5-mini-instruct.json")),
     ("phi-4-mini", include_str!("../configs/Phi-4-mini-instruct.json")),
+];
+
+/// Weight types a random model can be made in (random blocks need no
+/// quantizer, so the K-quants are here too).
+pub const SYNTHESIZABLE: [DType; 13] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Q8_0,
+    DType::Q5_1,
+    DType::Q5_0,
+    DType::Q4_1,
+    DType::Q4_0,
+    DType::Q6K,
+    DType::Q5K,
+    DType::Q4K,
+    DType::Q3K,
+    DType::Q2K,
 ];
 
 /// The validated config of a named shape.
@@ -114,10 +132,10 @@ pub fn synthesize(shape: &str, dtype: DType, out: &Path) -> Result<()> {
 
 /// Writes a random-weight model with the shapes of `cfg`.
 pub fn synthesize_config(cfg: &ModelConfig, name: &str, dtype: DType, out: &Path) -> Result<()> {
-    if !WRITABLE.contains(&dtype) {
+    if !SYNTHESIZABLE.contains(&dtype) {
         return Err(EvalError::Invalid(format!(
             "cannot synthesize {dtype}: choose one of {}",
-            WRITABLE.map(|t| t.name().to_lowercase()).join(", ")
+            SYNTHESIZABLE.map(|t| t.name().to_lowercase()).join(", ")
         )));
     }
     let mut w = gguf_header(cfg, &[], dtype);

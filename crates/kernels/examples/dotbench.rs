@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use phi3_kernels::quant::dot::dot_q8_0;
+use phi3_kernels::quant::dot::{activations_for, dot_quantized};
 use phi3_kernels::quant::QuantKind;
 
 fn main() {
@@ -12,18 +12,32 @@ fn main() {
         .map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5)
         .collect();
     let x32: Vec<f32> = (0..k).map(|i| (i % 7) as f32 / 7.0).collect();
-    let mut xq = vec![0u8; QuantKind::Q8_0.row_bytes(k)];
-    QuantKind::Q8_0.quantize(&x32, &mut xq).unwrap();
-    for kind in [QuantKind::Q4_0, QuantKind::Q8_0] {
+    for kind in [QuantKind::Q4_0, QuantKind::Q8_0, QuantKind::Q4K, QuantKind::Q6K] {
+        let act = activations_for(kind).unwrap();
+        let mut xq = vec![0u8; act.row_bytes(k)];
+        act.quantize(&x32, &mut xq);
         let mut w = vec![0u8; kind.row_bytes(k) * rows];
-        kind.quantize(&w32, &mut w).unwrap();
+        if kind.quantize(&w32, &mut w).is_none() {
+            // no quantizer for K-quants yet: random codes, finite scales
+            for (i, b) in w.iter_mut().enumerate() {
+                *b = (i.wrapping_mul(2654435761) >> 13) as u8;
+            }
+            let one = half::f16::from_f32(0.01).to_le_bytes();
+            for blk in w.chunks_exact_mut(kind.block_bytes()) {
+                let at = if kind == QuantKind::Q6K { 208 } else { 0 };
+                blk[at..at + 2].copy_from_slice(&one);
+                if kind == QuantKind::Q4K {
+                    blk[2..4].copy_from_slice(&one);
+                }
+            }
+        }
         let rb = kind.row_bytes(k);
         let mut best = f64::MAX;
         let mut sink = 0f32;
         for _ in 0..5 {
             let t = Instant::now();
             for r in 0..rows {
-                sink += dot_q8_0(kind, &w[r * rb..(r + 1) * rb], &xq);
+                sink += dot_quantized(kind, &w[r * rb..(r + 1) * rb], &xq);
             }
             best = best.min(t.elapsed().as_secs_f64());
         }

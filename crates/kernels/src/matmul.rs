@@ -62,8 +62,8 @@ pub fn matmul(w: WeightRef, n: usize, k: usize, x: &[f32], t: usize, out: &mut [
     assert_eq!(x.len(), t * k, "activation size");
     assert_eq!(out.len(), t * n, "output size");
     if let WeightRef::Quant(kind, bytes) = w {
-        if crate::quant::dot::has_q8_0_dot(kind) {
-            return matmul_q8_0(kind, bytes, n, k, x, t, out);
+        if let Some(act) = crate::quant::dot::activations_for(kind) {
+            return matmul_quantized(kind, act, bytes, n, k, x, t, out);
         }
     }
     let pool = crate::pool::global();
@@ -96,13 +96,23 @@ pub fn matmul(w: WeightRef, n: usize, k: usize, x: &[f32], t: usize, out: &mut [
     });
 }
 
-/// The integer path (as ggml's): activations quantized to Q8_0 once, then
-/// block dot products against the quantized weight rows.
-fn matmul_q8_0(kind: QuantKind, w: &[u8], n: usize, k: usize, x: &[f32], t: usize, out: &mut [f32]) {
-    let xrow = QuantKind::Q8_0.row_bytes(k);
+/// The integer path (as ggml's): activations quantized once (Q8_0 or Q8_K),
+/// then block dot products against the quantized weight rows.
+#[allow(clippy::too_many_arguments)]
+fn matmul_quantized(
+    kind: QuantKind,
+    act: crate::quant::dot::Activations,
+    w: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    t: usize,
+    out: &mut [f32],
+) {
+    let xrow = act.row_bytes(k);
     let mut xq = vec![0u8; t * xrow];
     for (xi, qi) in x.chunks_exact(k).zip(xq.chunks_exact_mut(xrow)) {
-        QuantKind::Q8_0.quantize(xi, qi).expect("Q8_0 has a quantizer");
+        act.quantize(xi, qi);
     }
     let wrow = kind.row_bytes(k);
     let pool = crate::pool::global();
@@ -117,7 +127,7 @@ fn matmul_q8_0(kind: QuantKind, w: &[u8], n: usize, k: usize, x: &[f32], t: usiz
         for j in task * chunk..((task + 1) * chunk).min(n) {
             let wr = &w[j * wrow..(j + 1) * wrow];
             for i in 0..t {
-                let v = crate::quant::dot::dot_q8_0(kind, wr, &xq[i * xrow..(i + 1) * xrow]);
+                let v = crate::quant::dot::dot_quantized(kind, wr, &xq[i * xrow..(i + 1) * xrow]);
                 // SAFETY: as in `matmul`: disjoint rows `j` per task.
                 unsafe { *out_ptr.get().add(i * n + j) = v };
             }

@@ -1,7 +1,7 @@
 //! Run-time selection of SIMD kernels. Every function here has a scalar twin
 //! in `quant::dot` and a test tying the two together (`tests/simd_twins.rs`).
 
-use crate::quant::dot::{dot_q4_0_q8_0_scalar, dot_q8_0_q8_0_scalar};
+use crate::quant::dot::{dot_q4_0_q8_0_scalar, dot_q4_k_q8_k_scalar, dot_q6_k_q8_k_scalar, dot_q8_0_q8_0_scalar};
 
 /// Which instruction set the kernels use on this CPU (decided once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,13 +45,31 @@ pub fn dot_q8_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
     }
 }
 
+pub fn dot_q4_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 and FMA were detected at run time.
+        Isa::Avx2 => unsafe { avx2::dot_q4_k_q8_k(w, x) },
+        Isa::Scalar => dot_q4_k_q8_k_scalar(w, x),
+    }
+}
+
+pub fn dot_q6_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 and FMA were detected at run time.
+        Isa::Avx2 => unsafe { avx2::dot_q6_k_q8_k(w, x) },
+        Isa::Scalar => dot_q6_k_q8_k_scalar(w, x),
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
     //! AVX2 + FMA kernels.
 
     use std::arch::x86_64::*;
 
-    use crate::quant::{f16_table, q4_0, q8_0};
+    use crate::quant::{f16_table, q4_0, q4_k, q6_k, q8_0, q8_k, scale_min_k4};
 
     /// Σ over 32 lanes of a·b for signed bytes a, b, as 8 i32 partial sums.
     /// maddubs needs an unsigned first operand: use |a| and b·sign(a).
@@ -93,7 +111,10 @@ pub mod avx2 {
     /// consecutive blocks overlap instead of waiting on one another.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot_blocks(w: &[u8], x: &[u8], wbytes: usize, values: unsafe fn(&[u8]) -> __m256i) -> f32 {
+    unsafe fn dot_blocks<const Q4: bool>(w: &[u8], x: &[u8]) -> f32 {
+        let wbytes = if Q4 { q4_0::BYTES } else { q8_0::BYTES };
+        // monomorphised (not a function pointer) so the unpacking inlines
+        let values = |b: &[u8]| if Q4 { q4_0_values(b) } else { q8_values(b) };
         let n = w.len() / wbytes;
         assert_eq!(x.len(), n * q8_0::BYTES, "activation blocks");
         let table = f16_table();
@@ -121,13 +142,116 @@ pub mod avx2 {
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_q4_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
-        dot_blocks(w, x, q4_0::BYTES, q4_0_values)
+        dot_blocks::<true>(w, x)
     }
 
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_q8_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
-        dot_blocks(w, x, q8_0::BYTES, q8_values)
+        dot_blocks::<false>(w, x)
+    }
+
+    /// Σ over 32 lanes of u·x (u unsigned ≤ 63, x signed), each 16-lane
+    /// half multiplied by its own 16-bit scale, as 8 i32 sums.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn scaled_dot_u8(u: __m256i, x: __m256i, scales: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), scales)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn hsum_i32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_q4_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
+        let table = f16_table();
+        let half = |b: &[u8]| table[u16::from_le_bytes([b[0], b[1]]) as usize];
+        let low = _mm256_set1_epi8(0x0F);
+        let mut sum = 0f32;
+        for (wb, xb) in w.chunks_exact(q4_k::BYTES).zip(x.chunks_exact(q8_k::BYTES)) {
+            let (d, dmin) = (half(wb), half(&wb[2..]));
+            let (s, qs) = (&wb[4..16], &wb[16..144]);
+            let xq = &xb[4..260];
+            let mut acc = _mm256_setzero_si256();
+            let mut mins = 0i32;
+            for c in 0..4 {
+                let (sc0, m0) = scale_min_k4(2 * c, s);
+                let (sc1, m1) = scale_min_k4(2 * c + 1, s);
+                let raw = _mm256_loadu_si256(qs.as_ptr().add(32 * c) as *const __m256i);
+                let q0 = _mm256_and_si256(raw, low);
+                let q1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
+                let x0 = _mm256_loadu_si256(xq.as_ptr().add(64 * c) as *const __m256i);
+                let x1 = _mm256_loadu_si256(xq.as_ptr().add(64 * c + 32) as *const __m256i);
+                acc = _mm256_add_epi32(acc, scaled_dot_u8(q0, x0, _mm256_set1_epi16(sc0 as i16)));
+                acc = _mm256_add_epi32(acc, scaled_dot_u8(q1, x1, _mm256_set1_epi16(sc1 as i16)));
+                let xs0 = q8_k::bsum(xb, 4 * c) + q8_k::bsum(xb, 4 * c + 1);
+                let xs1 = q8_k::bsum(xb, 4 * c + 2) + q8_k::bsum(xb, 4 * c + 3);
+                mins += m0 as i32 * xs0 + m1 as i32 * xs1;
+            }
+            let dx = q8_k::d(xb);
+            sum += dx * (d * hsum_i32(acc) as f32 - dmin * mins as f32);
+        }
+        sum
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_q6_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
+        let table = f16_table();
+        let low = _mm256_set1_epi8(0x0F);
+        let m3 = _mm256_set1_epi8(0x03);
+        let m30 = _mm256_set1_epi8(0x30);
+        let mut sum = 0f32;
+        for (wb, xb) in w.chunks_exact(q6_k::BYTES).zip(x.chunks_exact(q8_k::BYTES)) {
+            let d = table[u16::from_le_bytes([wb[208], wb[209]]) as usize];
+            let xq = &xb[4..260];
+            let mut acc = _mm256_setzero_si256();
+            let mut mins = 0i32;
+            for n in 0..2 {
+                let ql0 = _mm256_loadu_si256(wb.as_ptr().add(64 * n) as *const __m256i);
+                let ql1 = _mm256_loadu_si256(wb.as_ptr().add(64 * n + 32) as *const __m256i);
+                let qh = _mm256_loadu_si256(wb.as_ptr().add(128 + 32 * n) as *const __m256i);
+                let sc = &wb[192 + 8 * n..200 + 8 * n];
+                // the four groups of 32 weights of this half (GGUF_PHI3.md §7, Q6_K)
+                let groups = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql0, low),
+                        _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql1, low),
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low),
+                        _mm256_and_si256(qh, m30),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low),
+                        _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30),
+                    ),
+                ];
+                for (g, q) in groups.into_iter().enumerate() {
+                    let xv = _mm256_loadu_si256(xq.as_ptr().add(128 * n + 32 * g) as *const __m256i);
+                    let (sa, sb) = ((sc[2 * g] as i8) as i16, (sc[2 * g + 1] as i8) as i16);
+                    // low 16 lanes belong to sub-block 2g, high 16 to 2g+1
+                    let scales = _mm256_set_m128i(_mm_set1_epi16(sb), _mm_set1_epi16(sa));
+                    acc = _mm256_add_epi32(acc, scaled_dot_u8(q, xv, scales));
+                    mins += sa as i32 * q8_k::bsum(xb, 8 * n + 2 * g) + sb as i32 * q8_k::bsum(xb, 8 * n + 2 * g + 1);
+                }
+            }
+            sum += q8_k::d(xb) * d * (hsum_i32(acc) - 32 * mins) as f32;
+        }
+        sum
     }
 }

@@ -112,3 +112,92 @@ fn the_selected_instruction_set_is_reported() {
     }
     let _ = isa;
 }
+
+/// Random K-quant blocks: random codes and scale bytes, finite f16 scales.
+fn random_k_blocks(kind: QuantKind, blocks: usize, rng: &mut Lcg) -> Vec<u8> {
+    let mut w: Vec<u8> = (0..blocks * kind.block_bytes()).map(|_| rng.next() as u8).collect();
+    for b in w.chunks_exact_mut(kind.block_bytes()) {
+        let fields: &[usize] = if kind == QuantKind::Q6K { &[208] } else { &[0, 2] };
+        for &f in fields {
+            let v = half::f16::from_f32(rng.f32() * 0.05);
+            b[f..f + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    w
+}
+
+#[test]
+fn k_quant_dot_products_simd_equal_scalar_and_f64() {
+    use phi3_kernels::quant::dot::{activations_for, dot_q4_k_q8_k_scalar, dot_q6_k_q8_k_scalar};
+    use phi3_kernels::quant::q8_k;
+    let mut rng = Lcg(11);
+    let fixture = |kind: QuantKind| {
+        std::fs::read(
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("../../testdata/quant/{}.blocks", kind.name())),
+        )
+        .unwrap()
+    };
+    for kind in [QuantKind::Q4K, QuantKind::Q6K] {
+        let act = activations_for(kind).unwrap();
+        for (case, w) in [
+            fixture(kind),
+            random_k_blocks(kind, 1, &mut rng),
+            random_k_blocks(kind, 12, &mut rng),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let blocks = w.len() / kind.block_bytes();
+            let n = blocks * 256;
+            for pattern in 0..2 {
+                let xv: Vec<f32> = if pattern == 0 {
+                    (0..n).map(|_| rng.f32() * 2.0).collect()
+                } else {
+                    synthetic(n, 0.5)
+                };
+                let mut x = vec![0u8; act.row_bytes(n)];
+                act.quantize(&xv, &mut x);
+                let (scalar, fast) = match kind {
+                    QuantKind::Q4K => (dot_q4_k_q8_k_scalar(&w, &x), simd::dot_q4_k_q8_k(&w, &x)),
+                    _ => (dot_q6_k_q8_k_scalar(&w, &x), simd::dot_q6_k_q8_k(&w, &x)),
+                };
+                let mut wf = vec![0f32; n];
+                let mut xf = vec![0f32; n];
+                kind.dequantize(&w, &mut wf);
+                for (xb, o) in x.chunks_exact(q8_k::BYTES).zip(xf.chunks_exact_mut(256)) {
+                    q8_k::dequantize(xb, o);
+                }
+                let exact: f64 = wf.iter().zip(&xf).map(|(a, b)| *a as f64 * *b as f64).sum();
+                let mag: f64 = wf.iter().zip(&xf).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+                let tol = 1e-5 * mag.max(1e-3);
+                assert!(
+                    ((scalar as f64) - exact).abs() <= tol,
+                    "{kind:?} case {case}: scalar {scalar} vs f64 {exact}"
+                );
+                assert!(
+                    ((fast as f64) - (scalar as f64)).abs() <= tol,
+                    "{kind:?} case {case}: simd {fast} vs scalar {scalar}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn q8_k_activations_keep_their_sums() {
+    use phi3_kernels::quant::q8_k;
+    let x = synthetic(256, 0.0);
+    let mut b = vec![0u8; q8_k::BYTES];
+    q8_k::quantize(&x, &mut b);
+    for k in 0..16 {
+        let s: i32 = (0..16).map(|l| q8_k::q(&b, 16 * k + l)).sum();
+        assert_eq!(q8_k::bsum(&b, k), s);
+    }
+    let mut y = vec![0f32; 256];
+    q8_k::dequantize(&b, &mut y);
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (a, c) in x.iter().zip(&y) {
+        assert!((a - c).abs() <= amax / 127.0 * 0.51, "{a} vs {c}");
+    }
+}

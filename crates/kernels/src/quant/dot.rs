@@ -3,7 +3,7 @@
 //! one float scale per block pair). Each type has a scalar version, which is
 //! the reference, and SIMD versions picked at run time (`crate::simd`).
 
-use super::{f16_table, q4_0, q8_0, QuantKind};
+use super::{f16_table, q4_0, q4_k, q6_k, q8_0, q8_k, scale_min_k4, QuantKind};
 
 /// The f16 scale at the start of a block (table fetched once per row).
 #[inline]
@@ -11,19 +11,121 @@ fn scale(table: &[f32; 65536], b: &[u8]) -> f32 {
     table[u16::from_le_bytes([b[0], b[1]]) as usize]
 }
 
-/// Whether `kind` has an integer dot product against Q8_0 activations.
-pub fn has_q8_0_dot(kind: QuantKind) -> bool {
-    matches!(kind, QuantKind::Q4_0 | QuantKind::Q8_0)
+/// The format activations are quantized to for `kind`'s integer dot
+/// product, if it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activations {
+    /// Blocks of 32 (Q8_0), for the 32-weight block types.
+    Q8_0,
+    /// Blocks of 256 with per-16 sums (Q8_K), for the K-quants.
+    Q8K,
 }
 
-/// Σ w·x over one row: `w` in `kind`'s blocks, `x` in Q8_0 blocks of the
-/// same length. Uses the best kernel this CPU has.
-pub fn dot_q8_0(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
+impl Activations {
+    /// Bytes of a row of `n` activations.
+    pub fn row_bytes(self, n: usize) -> usize {
+        match self {
+            Activations::Q8_0 => QuantKind::Q8_0.row_bytes(n),
+            Activations::Q8K => n / q8_k::BLOCK * q8_k::BYTES,
+        }
+    }
+
+    /// Quantizes a row of activations.
+    pub fn quantize(self, x: &[f32], out: &mut [u8]) {
+        match self {
+            Activations::Q8_0 => {
+                QuantKind::Q8_0.quantize(x, out).expect("Q8_0 has a quantizer");
+            }
+            Activations::Q8K => {
+                for (xb, ob) in x.chunks_exact(q8_k::BLOCK).zip(out.chunks_exact_mut(q8_k::BYTES)) {
+                    q8_k::quantize(xb, ob);
+                }
+            }
+        }
+    }
+}
+
+/// The activation format of `kind`'s integer dot product, if it has one.
+pub fn activations_for(kind: QuantKind) -> Option<Activations> {
+    match kind {
+        QuantKind::Q4_0 | QuantKind::Q8_0 => Some(Activations::Q8_0),
+        QuantKind::Q4K | QuantKind::Q6K => Some(Activations::Q8K),
+        _ => None,
+    }
+}
+
+/// Σ w·x over one row: `w` in `kind`'s blocks, `x` quantized as
+/// `activations_for(kind)`. Uses the best kernel this CPU has.
+pub fn dot_quantized(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
     match kind {
         QuantKind::Q4_0 => crate::simd::dot_q4_0_q8_0(w, x),
         QuantKind::Q8_0 => crate::simd::dot_q8_0_q8_0(w, x),
-        _ => panic!("{} has no Q8_0 dot product", kind.name()),
+        QuantKind::Q4K => crate::simd::dot_q4_k_q8_k(w, x),
+        QuantKind::Q6K => crate::simd::dot_q6_k_q8_k(w, x),
+        _ => panic!("{} has no integer dot product", kind.name()),
     }
+}
+
+/// Scalar twin of the Q4_K × Q8_K dot product. Per sub-block j of 32:
+/// Σ w·x = dx·(d·sc_j·Σ q·xq − dmin·m_j·Σ xq), the last sum from bsums.
+pub fn dot_q4_k_q8_k_scalar(w: &[u8], x: &[u8]) -> f32 {
+    let table = f16_table();
+    let mut sum = 0f32;
+    for (wb, xb) in w.chunks_exact(q4_k::BYTES).zip(x.chunks_exact(q8_k::BYTES)) {
+        let (d, dmin) = (scale(table, wb), scale(table, &wb[2..]));
+        let (s, qs) = (&wb[4..16], &wb[16..144]);
+        let (mut dot, mut mins) = (0i32, 0i32);
+        for c in 0..4 {
+            let (sc0, m0) = scale_min_k4(2 * c, s);
+            let (sc1, m1) = scale_min_k4(2 * c + 1, s);
+            let (mut a, mut b) = (0i32, 0i32);
+            for l in 0..32 {
+                a += (qs[32 * c + l] & 0xF) as i32 * q8_k::q(xb, 64 * c + l);
+                b += (qs[32 * c + l] >> 4) as i32 * q8_k::q(xb, 64 * c + 32 + l);
+            }
+            dot += sc0 as i32 * a + sc1 as i32 * b;
+            let xs0 = q8_k::bsum(xb, 4 * c) + q8_k::bsum(xb, 4 * c + 1);
+            let xs1 = q8_k::bsum(xb, 4 * c + 2) + q8_k::bsum(xb, 4 * c + 3);
+            mins += m0 as i32 * xs0 + m1 as i32 * xs1;
+        }
+        let dx = q8_k::d(xb);
+        sum += dx * (d * dot as f32 - dmin * mins as f32);
+    }
+    sum
+}
+
+/// Scalar twin of the Q6_K × Q8_K dot product:
+/// Σ w·x = dx·d·Σ_i sc_i·(Σ q·xq − 32·Σ xq) over sub-blocks of 16.
+pub fn dot_q6_k_q8_k_scalar(w: &[u8], x: &[u8]) -> f32 {
+    let table = f16_table();
+    let mut sum = 0f32;
+    for (wb, xb) in w.chunks_exact(q6_k::BYTES).zip(x.chunks_exact(q8_k::BYTES)) {
+        let d = scale(table, &wb[208..]);
+        let mut total = 0i32;
+        for n in 0..2 {
+            let ql = &wb[64 * n..64 * n + 64];
+            let qh = &wb[128 + 32 * n..128 + 32 * n + 32];
+            let sc = &wb[192 + 8 * n..192 + 8 * n + 8];
+            let mut sub = [0i32; 8];
+            for l in 0..32 {
+                let is = l / 16;
+                let q1 = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32;
+                let q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32;
+                let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32;
+                let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32;
+                sub[is] += q1 * q8_k::q(xb, 128 * n + l);
+                sub[is + 2] += q2 * q8_k::q(xb, 128 * n + l + 32);
+                sub[is + 4] += q3 * q8_k::q(xb, 128 * n + l + 64);
+                sub[is + 6] += q4 * q8_k::q(xb, 128 * n + l + 96);
+            }
+            for (i, &s) in sub.iter().enumerate() {
+                let xs = q8_k::bsum(xb, 8 * n + i);
+                total += (sc[i] as i8) as i32 * (s - 32 * xs);
+            }
+        }
+        sum += q8_k::d(xb) * d * total as f32;
+    }
+    sum
 }
 
 /// Scalar twin of the Q4_0 × Q8_0 dot product.
