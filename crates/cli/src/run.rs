@@ -37,6 +37,9 @@ pub struct Args {
     /// transformers) or "fixed" (one table for the session from --ctx, as llama.cpp).
     #[arg(long, default_value = "reference", value_parser = ["reference", "fixed"])]
     rope_policy: String,
+    /// Threads (default: physical cores).
+    #[arg(long, short = 't')]
+    threads: Option<usize>,
 }
 
 pub fn main(args: Args) -> Result<()> {
@@ -45,6 +48,12 @@ pub fn main(args: Args) -> Result<()> {
     }
     if !args.print_ids {
         bail!("text output needs the tokenizer, which is not in this build yet: pass --print-ids");
+    }
+    if let Some(t) = args.threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
+        phi3_kernels::pool::set_global_threads(t);
     }
     let load_start = Instant::now();
     let model = Model::open(&args.model)?;

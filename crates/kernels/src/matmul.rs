@@ -124,16 +124,26 @@ fn matmul_quantized(
     let chunk = n.div_ceil(tasks);
     let out_ptr = SendPtr(out.as_mut_ptr());
     pool.run(tasks, &|task| {
-        for j in task * chunk..((task + 1) * chunk).min(n) {
-            let wr = &w[j * wrow..(j + 1) * wrow];
+        let rows = task * chunk..((task + 1) * chunk).min(n);
+        // Tiles of ROW_TILE weight rows: a tile stays in cache while every
+        // activation row passes over it, and each activation row stays in L1
+        // across the tile; weights are read from memory once per call.
+        for tile in (rows.start..rows.end).step_by(ROW_TILE) {
+            let tile = tile..(tile + ROW_TILE).min(rows.end);
             for i in 0..t {
-                let v = crate::quant::dot::dot_quantized(kind, wr, &xq[i * xrow..(i + 1) * xrow]);
-                // SAFETY: as in `matmul`: disjoint rows `j` per task.
-                unsafe { *out_ptr.get().add(i * n + j) = v };
+                let xr = &xq[i * xrow..(i + 1) * xrow];
+                for j in tile.clone() {
+                    let v = crate::quant::dot::dot_quantized(kind, &w[j * wrow..(j + 1) * wrow], xr);
+                    // SAFETY: as in `matmul`: disjoint rows `j` per task.
+                    unsafe { *out_ptr.get().add(i * n + j) = v };
+                }
             }
         }
     });
 }
+
+/// Weight rows per cache tile in prefill (16 rows of 3072 Q4_0 weights: 27 KiB).
+const ROW_TILE: usize = 16;
 
 /// A raw pointer that may cross to the pool's threads (see the SAFETY note
 /// where it is written through).

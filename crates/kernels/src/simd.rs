@@ -9,22 +9,48 @@ pub enum Isa {
     Scalar,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// aarch64 NEON (every aarch64 CPU has it).
+    #[cfg(target_arch = "aarch64")]
+    Neon,
+    /// NEON with the dot-product instructions (SDOT), ARMv8.2 and later.
+    #[cfg(target_arch = "aarch64")]
+    NeonDotprod,
 }
 
-/// The best instruction set available, or `PHI3_ISA=scalar` to force the
-/// scalar kernels (for comparisons).
+/// The best instruction set available, or `PHI3_ISA=scalar` (or `neon` on
+/// aarch64, to leave out SDOT) to force a lesser one for comparisons.
 pub fn isa() -> Isa {
     static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
     *ISA.get_or_init(|| {
-        if std::env::var("PHI3_ISA").is_ok_and(|v| v == "scalar") {
+        let forced = std::env::var("PHI3_ISA").unwrap_or_default();
+        if forced == "scalar" {
             return Isa::Scalar;
         }
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Isa::Avx2;
-        }
-        Isa::Scalar
+        best_isa(&forced)
     })
+}
+
+#[cfg(target_arch = "aarch64")]
+fn best_isa(forced: &str) -> Isa {
+    if forced != "neon" && std::arch::is_aarch64_feature_detected!("dotprod") {
+        Isa::NeonDotprod
+    } else {
+        Isa::Neon
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn best_isa(_forced: &str) -> Isa {
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        Isa::Avx2
+    } else {
+        Isa::Scalar
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn best_isa(_forced: &str) -> Isa {
+    Isa::Scalar
 }
 
 pub fn dot_q4_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
@@ -32,6 +58,12 @@ pub fn dot_q4_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 and FMA were detected at run time.
         Isa::Avx2 => unsafe { avx2::dot_q4_0_q8_0(w, x) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of aarch64.
+        Isa::Neon => unsafe { neon::dot_q4_0_q8_0::<false>(w, x) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: dotprod was detected at run time.
+        Isa::NeonDotprod => unsafe { neon::dot_q4_0_q8_0::<true>(w, x) },
         Isa::Scalar => dot_q4_0_q8_0_scalar(w, x),
     }
 }
@@ -41,6 +73,12 @@ pub fn dot_q8_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 and FMA were detected at run time.
         Isa::Avx2 => unsafe { avx2::dot_q8_0_q8_0(w, x) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of aarch64.
+        Isa::Neon => unsafe { neon::dot_q8_0_q8_0::<false>(w, x) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: dotprod was detected at run time.
+        Isa::NeonDotprod => unsafe { neon::dot_q8_0_q8_0::<true>(w, x) },
         Isa::Scalar => dot_q8_0_q8_0_scalar(w, x),
     }
 }
@@ -50,7 +88,9 @@ pub fn dot_q4_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 and FMA were detected at run time.
         Isa::Avx2 => unsafe { avx2::dot_q4_k_q8_k(w, x) },
-        Isa::Scalar => dot_q4_k_q8_k_scalar(w, x),
+        // no NEON K-quant kernels yet: the scalar twin
+        #[allow(unreachable_patterns)]
+        _ => dot_q4_k_q8_k_scalar(w, x),
     }
 }
 
@@ -59,7 +99,9 @@ pub fn dot_q6_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 and FMA were detected at run time.
         Isa::Avx2 => unsafe { avx2::dot_q6_k_q8_k(w, x) },
-        Isa::Scalar => dot_q6_k_q8_k_scalar(w, x),
+        // no NEON K-quant kernels yet: the scalar twin
+        #[allow(unreachable_patterns)]
+        _ => dot_q6_k_q8_k_scalar(w, x),
     }
 }
 
@@ -253,5 +295,82 @@ pub mod avx2 {
             sum += q8_k::d(xb) * d * (hsum_i32(acc) - 32 * mins) as f32;
         }
         sum
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+pub mod neon {
+    //! aarch64 NEON kernels; with `DOT`, the SDOT instruction (dotprod).
+
+    use std::arch::aarch64::*;
+    use std::arch::asm;
+
+    use crate::quant::{f16_table, q4_0, q8_0};
+
+    /// Σ a·b over 16 signed bytes, added to the four i32 lanes of `acc`.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn dot16_plain(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+        let hi = vmull_high_s8(a, b);
+        vaddq_s32(acc, vaddq_s32(vpaddlq_s16(lo), vpaddlq_s16(hi)))
+    }
+
+    /// The same with SDOT (inline assembly: the intrinsic is not stable).
+    #[inline]
+    #[target_feature(enable = "neon,dotprod")]
+    unsafe fn dot16_sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        asm!("sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b", acc = inout(vreg) acc, a = in(vreg) a, b = in(vreg) b,
+             options(pure, nomem, nostack));
+        acc
+    }
+
+    #[inline]
+    unsafe fn dot16<const DOT: bool>(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        if DOT {
+            dot16_sdot(acc, a, b)
+        } else {
+            dot16_plain(acc, a, b)
+        }
+    }
+
+    /// # Safety
+    /// With `DOT`, the CPU must support dotprod.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_q4_0_q8_0<const DOT: bool>(w: &[u8], x: &[u8]) -> f32 {
+        let table = f16_table();
+        let scale = |b: &[u8]| table[u16::from_le_bytes([b[0], b[1]]) as usize];
+        assert_eq!(x.len() / q8_0::BYTES, w.len() / q4_0::BYTES, "activation blocks");
+        let mut acc = vdupq_n_f32(0.0);
+        for (wb, xb) in w.chunks_exact(q4_0::BYTES).zip(x.chunks_exact(q8_0::BYTES)) {
+            let raw = vld1q_u8(wb.as_ptr().add(2));
+            let eight = vdupq_n_s8(8);
+            let lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(0x0F))), eight);
+            let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(raw, 4)), eight);
+            let x0 = vld1q_s8(xb.as_ptr().add(2) as *const i8);
+            let x1 = vld1q_s8(xb.as_ptr().add(18) as *const i8);
+            let sums = dot16::<DOT>(dot16::<DOT>(vdupq_n_s32(0), lo, x0), hi, x1);
+            acc = vfmaq_n_f32(acc, vcvtq_f32_s32(sums), scale(wb) * scale(xb));
+        }
+        vaddvq_f32(acc)
+    }
+
+    /// # Safety
+    /// With `DOT`, the CPU must support dotprod.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_q8_0_q8_0<const DOT: bool>(w: &[u8], x: &[u8]) -> f32 {
+        let table = f16_table();
+        let scale = |b: &[u8]| table[u16::from_le_bytes([b[0], b[1]]) as usize];
+        assert_eq!(x.len(), w.len(), "activation blocks");
+        let mut acc = vdupq_n_f32(0.0);
+        for (wb, xb) in w.chunks_exact(q8_0::BYTES).zip(x.chunks_exact(q8_0::BYTES)) {
+            let w0 = vld1q_s8(wb.as_ptr().add(2) as *const i8);
+            let w1 = vld1q_s8(wb.as_ptr().add(18) as *const i8);
+            let x0 = vld1q_s8(xb.as_ptr().add(2) as *const i8);
+            let x1 = vld1q_s8(xb.as_ptr().add(18) as *const i8);
+            let sums = dot16::<DOT>(dot16::<DOT>(vdupq_n_s32(0), w0, x0), w1, x1);
+            acc = vfmaq_n_f32(acc, vcvtq_f32_s32(sums), scale(wb) * scale(xb));
+        }
+        vaddvq_f32(acc)
     }
 }

@@ -1,0 +1,116 @@
+//! Kernel checks that run on the main thread only, for qemu-user (see
+//! `../shared/ARM64.md`): every SIMD kernel this CPU selects against its
+//! scalar twin and f64, and the block formats against ggml's fixtures.
+//! Runs as a normal test on x86-64 too. Exits non-zero on the first failure.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use phi3_kernels::quant::dot::{
+    activations_for, dot_q4_0_q8_0_scalar, dot_q4_k_q8_k_scalar, dot_q6_k_q8_k_scalar, dot_q8_0_q8_0_scalar,
+    dot_quantized,
+};
+use phi3_kernels::quant::QuantKind;
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../testdata/quant")
+            .join(name),
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn check(ok: bool, what: String, failures: &mut Vec<String>) {
+    if !ok {
+        eprintln!("FAIL {what}");
+        failures.push(what);
+    }
+}
+
+fn main() -> ExitCode {
+    phi3_kernels::pool::set_global_threads(1);
+    let mut failures = Vec::new();
+    println!("aarch64_checks: kernels = {:?}", phi3_kernels::simd::isa());
+
+    // block formats against ggml
+    for kind in QuantKind::ALL {
+        let want = f32s(&fixture(&format!("{}.dequant.f32", kind.name())));
+        let mut got = vec![0f32; want.len()];
+        kind.dequantize(&fixture(&format!("{}.blocks", kind.name())), &mut got);
+        let ok = got
+            .iter()
+            .zip(&want)
+            .all(|(g, w)| (g - w).abs() <= 1e-6 * w.abs().max(1e-3));
+        check(ok, format!("dequantize {}", kind.name()), &mut failures);
+    }
+
+    // dot products: the selected kernel against the scalar twin and f64
+    let mut state = 99u64;
+    let mut rnd = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as f32 / (1u64 << 31) as f32) - 1.0
+    };
+    for kind in [QuantKind::Q4_0, QuantKind::Q8_0, QuantKind::Q4K, QuantKind::Q6K] {
+        let act = activations_for(kind).unwrap();
+        let w = match kind {
+            QuantKind::Q4K | QuantKind::Q6K => fixture(&format!("{}.blocks", kind.name())),
+            _ => {
+                let v: Vec<f32> = (0..32 * 37).map(|_| rnd() * 2.0).collect();
+                let mut q = vec![0u8; kind.row_bytes(v.len())];
+                kind.quantize(&v, &mut q).unwrap();
+                q
+            }
+        };
+        let n = w.len() / kind.block_bytes() * kind.block_len();
+        let xv: Vec<f32> = (0..n).map(|i| 0.1 + 2.0 * (i as f32 + 0.5).cos()).collect();
+        let mut x = vec![0u8; act.row_bytes(n)];
+        act.quantize(&xv, &mut x);
+        let scalar = match kind {
+            QuantKind::Q4_0 => dot_q4_0_q8_0_scalar(&w, &x),
+            QuantKind::Q8_0 => dot_q8_0_q8_0_scalar(&w, &x),
+            QuantKind::Q4K => dot_q4_k_q8_k_scalar(&w, &x),
+            _ => dot_q6_k_q8_k_scalar(&w, &x),
+        };
+        let fast = dot_quantized(kind, &w, &x);
+        let mut wf = vec![0f32; n];
+        kind.dequantize(&w, &mut wf);
+        let mag: f64 = wf.iter().zip(&xv).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+        check(
+            (fast - scalar).abs() as f64 <= 1e-5 * mag.max(1e-3),
+            format!("{} kernel {fast} vs scalar {scalar}", kind.name()),
+            &mut failures,
+        );
+    }
+
+    // the thread pool with one thread and a whole matrix product
+    let (n, k) = (7, 64);
+    let w: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32 - 2.0).collect();
+    let x: Vec<f32> = (0..k).map(|i| (i % 3) as f32).collect();
+    let mut out = vec![0f32; n];
+    phi3_kernels::matmul(phi3_kernels::WeightRef::F32(&w), n, k, &x, 1, &mut out);
+    for (j, o) in out.iter().enumerate() {
+        let want: f32 = (0..k).map(|c| w[j * k + c] * x[c]).sum();
+        check(
+            (o - want).abs() < 1e-4,
+            format!("matmul row {j}: {o} vs {want}"),
+            &mut failures,
+        );
+    }
+
+    if failures.is_empty() {
+        println!("aarch64_checks: all passed");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("aarch64_checks: {} failures", failures.len());
+        ExitCode::FAILURE
+    }
+}
