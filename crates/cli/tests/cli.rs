@@ -181,12 +181,37 @@ fn convert_then_inspect_and_run() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&phi3(&["inspect", out.to_str().unwrap()])).contains("Q4_0"));
+    // the fixture's rows (128 weights) are not whole 256-weight K-quant
+    // superblocks: a single K type is refused, a mix falls back as llama.cpp's does
     let o = phi3(&[
         "convert",
         src.to_str().unwrap(),
         out.to_str().unwrap(),
         "--type",
         "q4_k",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not a multiple of the block size 256"),
+        "{}",
+        stderr(&o)
+    );
+    let o = phi3(&[
+        "quantize",
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--type",
+        "q4_k_m",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let shown = stdout(&phi3(&["inspect", out.to_str().unwrap()]));
+    assert!(shown.contains("Q5_0") && shown.contains("Q8_0"), "{shown}");
+    let o = phi3(&[
+        "convert",
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--type",
+        "q3_k_xl",
     ]);
     assert!(!o.status.success());
     assert!(

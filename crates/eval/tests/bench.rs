@@ -120,3 +120,75 @@ fn k_quant_models_run_on_the_integer_path_close_to_their_dequantized_copy() {
         assert!(num / den < 1e-3, "{dtype}: NMSE {:e}", num / den);
     }
 }
+
+#[test]
+fn k_quant_recipes_type_each_tensor_as_llama_cpp_and_run() {
+    use phi3_model::convert::{write_gguf_plan, Plan, Role};
+    let mut cfg = Model::open(fixture("phi-3-mini-4k")).unwrap().config;
+    cfg.hidden_size = 256;
+    cfg.head_dim = 64;
+    cfg.rotary_dim = 64;
+    cfg.intermediate_size = 512;
+    cfg.num_layers = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("f32.gguf");
+    synthesize_config(&cfg, "k", DType::F32, &src).unwrap();
+    let f = Model::open(&src).unwrap();
+    let ids: Vec<u32> = (1..30).collect();
+    let run = |m: &Model| {
+        let mut s = Session::new(
+            m,
+            SessionOptions {
+                context: 40,
+                rope_policy: RopePolicy::Reference,
+            },
+        )
+        .unwrap();
+        s.feed(&ids, Logits::All).unwrap()
+    };
+    let want = run(&f);
+    // n = 8: use_more_bits picks layers 0, 3, 6, 7 (first and last eighth, and
+    // (i − n/8) % 3 == 2 between); for n = 32 GGUF_PHI3.md §8 lists 0-3, 6, 9, ..., 28-31
+    let more = [true, false, false, true, false, false, true, true];
+    let n32: Vec<usize> = (0..32)
+        .filter(|&l| Plan::Q4KM.choose(Role::FfnDown, l, 32, false) == DType::Q6K)
+        .collect();
+    assert_eq!(n32, [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]);
+    let nmse = |got: &[f32]| -> f64 {
+        let num: f64 = got.iter().zip(&want).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+        num / want.iter().map(|y| (*y as f64).powi(2)).sum::<f64>()
+    };
+    let uniform = |t: DType| {
+        let p = dir.path().join(format!("{t}.gguf"));
+        phi3_model::convert::write_gguf(&f, &p, t).unwrap();
+        nmse(&run(&Model::open(&p).unwrap()))
+    };
+    for (name, base, rival) in [("q4_k_m", DType::Q4K, DType::Q4_0), ("q5_k_m", DType::Q5K, DType::Q5_0)] {
+        let plan = Plan::parse(name).unwrap();
+        for (l, &m) in more.iter().enumerate() {
+            assert_eq!(
+                plan.choose(Role::Qkv, l, 8, false),
+                if m { DType::Q6K } else { base },
+                "{name} layer {l}"
+            );
+            assert_eq!(plan.choose(Role::FfnUp, l, 8, false), base);
+        }
+        assert_eq!(plan.choose(Role::Output, 0, 8, false), DType::Q6K);
+        assert_eq!(plan.choose(Role::Embedding, 0, 8, false), base);
+        assert_eq!(
+            plan.choose(Role::Embedding, 0, 8, true),
+            DType::Q6K,
+            "tied embeddings are output-like"
+        );
+        let out = dir.path().join(format!("{name}.gguf"));
+        write_gguf_plan(&f, &out, plan).unwrap();
+        let q = Model::open(&out).unwrap();
+        assert_eq!(q.weights.layers[0].qkv.tensor.dtype, DType::Q6K);
+        assert_eq!(q.weights.layers[1].qkv.tensor.dtype, base);
+        assert_eq!(q.weights.lm_head.tensor.dtype, DType::Q6K);
+        // the mix (K-quant search quantizer, Q6_K where it counts) must beat
+        // the plain format of the same size
+        let (mix, plain) = (nmse(&run(&q)), uniform(rival));
+        assert!(mix < plain, "{name}: NMSE {mix:e} not below {rival}'s {plain:e}");
+    }
+}

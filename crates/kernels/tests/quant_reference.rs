@@ -107,3 +107,49 @@ fn non_finite_scales_are_detected() {
     block[0..2].copy_from_slice(&half::f16::INFINITY.to_le_bytes());
     assert!(!QuantKind::Q4_0.scales_finite(&block));
 }
+
+/// ggml's synthetic data (test-quantize-fns): 0.1 + 2·cos(i + offset).
+fn synthetic(n: usize, offset: f32) -> Vec<f32> {
+    (0..n).map(|i| 0.1 + 2.0 * (i as f32 + offset).cos()).collect()
+}
+
+/// ggml's error measure: sqrt(Σ diff²) / n.
+fn ggml_rmse(a: &[f32], b: &[f32]) -> f64 {
+    (a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>()).sqrt() / a.len() as f64
+}
+
+#[test]
+fn quantization_error_within_ggml_bounds() {
+    // test-quantize-fns: MAX_QUANTIZATION_TOTAL_ERROR 0.002 (2-bit 0.0075, 3-bit 0.004)
+    let n = 32 * 128;
+    let x = synthetic(n, 0.0);
+    for kind in QuantKind::ALL {
+        let mut q = vec![0u8; kind.row_bytes(n)];
+        if kind.quantize(&x, &mut q).is_none() {
+            assert!(matches!(kind, QuantKind::Q2K | QuantKind::Q3K));
+            continue;
+        }
+        let mut y = vec![0f32; n];
+        kind.dequantize(&q, &mut y);
+        let err = ggml_rmse(&x, &y);
+        assert!(err <= 0.002, "{}: total error {err}", kind.name());
+    }
+}
+
+#[test]
+fn quantized_dot_products_within_ggml_bounds() {
+    // test-quantize-fns: MAX_DOT_PRODUCT_ERROR 0.02, |dot − reference| / n
+    use phi3_kernels::quant::dot::{activations_for, dot_quantized};
+    let n = 32 * 128;
+    let (a, b) = (synthetic(n, 0.0), synthetic(n, 1.0));
+    let reference: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    for kind in [QuantKind::Q4_0, QuantKind::Q8_0, QuantKind::Q4K, QuantKind::Q6K] {
+        let mut w = vec![0u8; kind.row_bytes(n)];
+        kind.quantize(&a, &mut w).unwrap();
+        let act = activations_for(kind).unwrap();
+        let mut x = vec![0u8; act.row_bytes(n)];
+        act.quantize(&b, &mut x);
+        let err = (dot_quantized(kind, &w, &x) as f64 - reference).abs() / n as f64;
+        assert!(err <= 0.02, "{}: dot error {err}", kind.name());
+    }
+}

@@ -21,26 +21,123 @@ pub fn file_type(dtype: DType) -> u32 {
         DType::Q8_0 => 7,
         DType::Q5_0 => 8,
         DType::Q5_1 => 9,
+        DType::Q4K => 15, // llama.cpp has no pure Q4_K label; Q4_K_M is closest
+        DType::Q5K => 17,
+        DType::Q6K => 18,
         DType::BF16 => 32,
         _ => 0,
     }
 }
 
 /// The types `write_gguf` can store matrices in.
-pub const WRITABLE: [DType; 8] = [
+pub const WRITABLE: [DType; 11] = [
     DType::F32,
     DType::F16,
     DType::BF16,
     DType::Q8_0,
+    DType::Q6K,
+    DType::Q5K,
     DType::Q5_1,
     DType::Q5_0,
+    DType::Q4K,
     DType::Q4_1,
     DType::Q4_0,
 ];
 
-/// Writes `model` to `out` with every matrix stored as `dtype` (F32, F16,
-/// BF16, or a block type with a reference quantizer: Q8_0, Q5_1, Q5_0, Q4_1,
-/// Q4_0); norms and rope factors stay F32, as llama.cpp keeps them.
+/// What a matrix is, for the per-tensor choices of a quantization recipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Embedding,
+    Output,
+    Qkv,
+    AttnOutput,
+    FfnUp,
+    FfnDown,
+}
+
+/// How the matrices of a model are typed: one type for all, or one of
+/// llama.cpp's mixes (GGUF_PHI3.md §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    Uniform(DType),
+    /// Q4_K, with Q6_K for the output matrix (and a tied embedding) and for
+    /// attn_qkv and ffn_down in the layers `use_more_bits` picks.
+    Q4KM,
+    /// As Q4_K_M with Q5_K as the base type.
+    Q5KM,
+    /// Q4_K everywhere but the output (Q6_K). llama.cpp additionally gives
+    /// a few early layers Q5_K; phi3 does not.
+    Q4KS,
+    /// Q4_0 with a Q6_K output matrix, as llama.cpp's Q4_0 files.
+    Q4_0,
+}
+
+impl Plan {
+    /// Parses `q4_k_m`, `q5_k_m`, `q4_k_s`, `q4_0` (a mix) or any single type
+    /// in [`WRITABLE`] (`q6_k` and `q8_0` are uniform, as in llama.cpp).
+    pub fn parse(name: &str) -> Option<Plan> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "q4_k_m" => Plan::Q4KM,
+            "q5_k_m" => Plan::Q5KM,
+            "q4_k_s" => Plan::Q4KS,
+            "q4_0" => Plan::Q4_0,
+            other => Plan::Uniform(DType::parse(other).filter(|t| WRITABLE.contains(t))?),
+        })
+    }
+
+    /// Every name `parse` accepts, for messages.
+    pub fn names() -> String {
+        let mut v: Vec<String> = WRITABLE.iter().map(|t| t.name().to_lowercase()).collect();
+        v.extend(["q4_k_m", "q4_k_s", "q5_k_m"].map(String::from));
+        v.join(", ")
+    }
+
+    /// The type of matrix `role` in layer `layer` of `n_layers`.
+    pub fn choose(self, role: Role, layer: usize, n_layers: usize, tied: bool) -> DType {
+        // llama.cpp's use_more_bits: the first and last eighth, and every third layer between
+        let more_bits = layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer - n_layers / 8) % 3 == 2;
+        let output_like = role == Role::Output || (tied && role == Role::Embedding);
+        match self {
+            Plan::Uniform(t) => t,
+            Plan::Q4_0 => {
+                if output_like {
+                    DType::Q6K
+                } else {
+                    DType::Q4_0
+                }
+            }
+            Plan::Q4KS => {
+                if output_like {
+                    DType::Q6K
+                } else {
+                    DType::Q4K
+                }
+            }
+            Plan::Q4KM | Plan::Q5KM => {
+                let base = if self == Plan::Q4KM { DType::Q4K } else { DType::Q5K };
+                match role {
+                    _ if output_like => DType::Q6K,
+                    Role::Qkv | Role::FfnDown if more_bits => DType::Q6K,
+                    _ => base,
+                }
+            }
+        }
+    }
+
+    /// The `general.file_type` of the mix.
+    fn file_type(self) -> u32 {
+        match self {
+            Plan::Uniform(t) => file_type(t),
+            Plan::Q4_0 => 2,
+            Plan::Q4KS => 14,
+            Plan::Q4KM => 15,
+            Plan::Q5KM => 17,
+        }
+    }
+}
+
+/// Writes `model` to `out` with every matrix stored as `dtype` (see
+/// [`write_gguf_plan`]).
 pub fn write_gguf(model: &Model, out: &Path, dtype: DType) -> Result<()> {
     if !WRITABLE.contains(&dtype) {
         return Err(ModelError::InvalidOption(format!(
@@ -48,34 +145,73 @@ pub fn write_gguf(model: &Model, out: &Path, dtype: DType) -> Result<()> {
             WRITABLE.map(|t| t.name()).join(", ")
         )));
     }
-    if let Some(kind) = quant_kind(dtype) {
-        let block = kind.block_len();
-        for lin in all_linears(model) {
-            if lin.cols % block != 0 {
+    write_gguf_plan(model, out, Plan::Uniform(dtype))
+}
+
+/// Writes `model` to `out` with its matrices typed by `plan`; norms and rope
+/// factors stay F32, as llama.cpp keeps them.
+pub fn write_gguf_plan(model: &Model, out: &Path, plan: Plan) -> Result<()> {
+    let n_layers = model.config.num_layers;
+    let tied = model.config.tie_word_embeddings;
+    // mixes fall back, as llama.cpp does, where a K-quant does not fit a row
+    let fits = |dtype: DType, cols: usize| quant_kind(dtype).is_none_or(|k| cols.is_multiple_of(k.block_len()));
+    let pick_for = |role: Role, layer: usize, cols: usize| {
+        let t = plan.choose(role, layer, n_layers, tied);
+        match (plan, t) {
+            (Plan::Uniform(_), _) => t,
+            (_, DType::Q4K) if !fits(t, cols) => DType::Q5_0,
+            (_, DType::Q5K) if !fits(t, cols) => DType::Q5_1,
+            (_, DType::Q6K) if !fits(t, cols) => DType::Q8_0,
+            _ => t,
+        }
+    };
+    let check = |lin: &Linear, dtype: DType| -> Result<()> {
+        if let Some(kind) = quant_kind(dtype) {
+            if !lin.cols.is_multiple_of(kind.block_len()) {
                 return Err(ModelError::InvalidOption(format!(
-                    "cannot quantize {} to {dtype}: its rows of {} weights are not a multiple of the block size {block}",
-                    lin.tensor.name, lin.cols
+                    "cannot quantize {} to {dtype}: its rows of {} weights are not a multiple of the block size {}",
+                    lin.tensor.name,
+                    lin.cols,
+                    kind.block_len()
                 )));
             }
         }
+        Ok(())
+    };
+    let wts = &model.weights;
+    let pick = |role: Role, layer: usize| {
+        let cols = match role {
+            Role::AttnOutput => model.config.num_heads * model.config.head_dim,
+            Role::FfnDown => model.config.intermediate_size,
+            _ => model.config.hidden_size,
+        };
+        pick_for(role, layer, cols)
+    };
+    check(&wts.embed, pick(Role::Embedding, 0))?;
+    check(&wts.lm_head, pick(Role::Output, 0))?;
+    for (l, lw) in wts.layers.iter().enumerate() {
+        check(&lw.qkv, pick(Role::Qkv, l))?;
+        check(&lw.o_proj, pick(Role::AttnOutput, l))?;
+        check(&lw.gate_up, pick(Role::FfnUp, l))?;
+        check(&lw.down, pick(Role::FfnDown, l))?;
     }
     let cfg = &model.config;
-    let mut w = gguf_header(cfg, &model.eos_token_ids, dtype);
+    let mut w = gguf_header(cfg, &model.eos_token_ids, DType::F32);
+    w.set("general.file_type", Value::U32(plan.file_type()));
 
-    let wts = &model.weights;
-    add_linear(&mut w, GGUF_NAMES.embed, &wts.embed, dtype);
+    add_linear(&mut w, GGUF_NAMES.embed, &wts.embed, pick(Role::Embedding, 0));
     for (l, lw) in wts.layers.iter().enumerate() {
         let n = |p: &str| layer_name(p, l);
         add_vector(&mut w, &n(GGUF_NAMES.attn_norm), &lw.attn_norm);
-        add_linear(&mut w, &n(GGUF_NAMES.qkv), &lw.qkv, dtype);
-        add_linear(&mut w, &n(GGUF_NAMES.o_proj), &lw.o_proj, dtype);
+        add_linear(&mut w, &n(GGUF_NAMES.qkv), &lw.qkv, pick(Role::Qkv, l));
+        add_linear(&mut w, &n(GGUF_NAMES.o_proj), &lw.o_proj, pick(Role::AttnOutput, l));
         add_vector(&mut w, &n(GGUF_NAMES.ffn_norm), &lw.ffn_norm);
-        add_linear(&mut w, &n(GGUF_NAMES.gate_up), &lw.gate_up, dtype);
-        add_linear(&mut w, &n(GGUF_NAMES.down), &lw.down, dtype);
+        add_linear(&mut w, &n(GGUF_NAMES.gate_up), &lw.gate_up, pick(Role::FfnUp, l));
+        add_linear(&mut w, &n(GGUF_NAMES.down), &lw.down, pick(Role::FfnDown, l));
     }
     add_vector(&mut w, GGUF_NAMES.final_norm, &wts.final_norm);
     if !cfg.tie_word_embeddings {
-        add_linear(&mut w, GGUF_NAMES.lm_head, &wts.lm_head, dtype);
+        add_linear(&mut w, GGUF_NAMES.lm_head, &wts.lm_head, pick(Role::Output, 0));
     }
     w.write(out)?;
     Ok(())
@@ -168,13 +304,4 @@ fn dequantized(lin: &Linear) -> Vec<f32> {
         lin.row_f32(r, row);
     }
     out
-}
-
-fn all_linears(model: &Model) -> Vec<&Linear> {
-    let w = &model.weights;
-    let mut v = vec![&w.embed, &w.lm_head];
-    for l in &w.layers {
-        v.extend([&l.qkv, &l.o_proj, &l.gate_up, &l.down]);
-    }
-    v
 }

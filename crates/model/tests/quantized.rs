@@ -120,8 +120,12 @@ fn gguf_package_quantized_files_equal_phi3_quantization() {
 fn unsupported_quantization_requests_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let hf = Model::open(model_dir("phi-3-mini-4k")).unwrap();
-    for dtype in [DType::Q4K, DType::Q6K, DType::I8] {
+    for dtype in [DType::Q2K, DType::Q3K, DType::I8] {
         let e = write_gguf(&hf, &dir.path().join("x.gguf"), dtype).unwrap_err();
         assert!(e.to_string().contains("cannot write matrices as"), "{e}");
     }
+    // K-quants need rows of whole 256-weight superblocks; these rows have 64
+    let e = write_gguf(&hf, &dir.path().join("x.gguf"), DType::Q4K).unwrap_err();
+    assert!(e.to_string().contains("not a multiple of the block size 256"), "{e}");
+    assert!(!dir.path().join("x.gguf").exists(), "nothing is written on refusal");
 }

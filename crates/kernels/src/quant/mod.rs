@@ -114,9 +114,10 @@ impl QuantKind {
         }
     }
 
-    /// Quantizes whole blocks with ggml's reference quantizer, for the types
-    /// that have a closed-form one; `None` for the K-quants (their search
-    /// quantizers come with `phi3 quantize`).
+    /// Quantizes whole blocks: ggml's reference quantizer for the 32-weight
+    /// types (bit-identical), a least-squares search for Q4_K, Q5_K and Q6_K
+    /// (format-compatible, not bit-identical with llama.cpp's); `None` for
+    /// Q2_K and Q3_K.
     pub fn quantize(self, x: &[f32], out: &mut [u8]) -> Option<()> {
         let (bl, bb) = (self.block_len(), self.block_bytes());
         assert_eq!(x.len() % bl, 0, "whole blocks only");
@@ -127,7 +128,10 @@ impl QuantKind {
             QuantKind::Q5_0 => q5_0::quantize,
             QuantKind::Q5_1 => q5_1::quantize,
             QuantKind::Q8_0 => q8_0::quantize,
-            _ => return None,
+            QuantKind::Q4K => q4_k::quantize,
+            QuantKind::Q5K => q5_k::quantize,
+            QuantKind::Q6K => q6_k::quantize,
+            QuantKind::Q2K | QuantKind::Q3K => return None,
         };
         for (xb, o) in x.chunks_exact(bl).zip(out.chunks_exact_mut(bb)) {
             f(xb, o);
@@ -176,6 +180,118 @@ pub fn f16_table() -> &'static [f32; 65536] {
 #[inline]
 pub(crate) fn put_half(block: &mut [u8], at: usize, v: f32) {
     block[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+}
+
+/// Fits `x ≈ scale·q − min_off` with q in 0..=nmax for one sub-block, by
+/// trying a range of scales around (max−min)/nmax and refitting scale and
+/// offset by least squares for each rounding, keeping the best (the approach
+/// of ggml's `make_qkx2_quants`, weighted by |x| so large weights count more).
+/// Returns (scale ≥ 0, offset ≥ 0) with x ≈ scale·q − offset.
+pub(crate) fn fit_scale_min(x: &[f32], nmax: u8) -> (f32, f32) {
+    let (mut lo, hi) = (
+        x.iter().copied().fold(f32::INFINITY, f32::min),
+        x.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+    );
+    lo = lo.min(0.0);
+    if hi <= lo {
+        return (0.0, -lo);
+    }
+    let nm = nmax as f32;
+    let weights: Vec<f32> = x.iter().map(|v| v.abs() + 1e-6).collect();
+    let err_of = |scale: f32, off: f32| -> f32 {
+        if scale <= 0.0 {
+            return f32::INFINITY;
+        }
+        x.iter()
+            .zip(&weights)
+            .map(|(&v, &w)| {
+                let q = ((v + off) / scale).round().clamp(0.0, nm);
+                let e = scale * q - off - v;
+                w * e * e
+            })
+            .sum()
+    };
+    let mut best = ((hi - lo) / nm, -lo);
+    let mut best_err = err_of(best.0, best.1);
+    for step in -10..=10 {
+        let iscale = (nm + 0.1 * step as f32) / (hi - lo);
+        // round with this scale, then refit scale and offset by weighted least squares
+        let (mut sw, mut swq, mut swq2, mut swx, mut swqx) = (0f32, 0f32, 0f32, 0f32, 0f32);
+        for (&v, &w) in x.iter().zip(&weights) {
+            let q = (iscale * (v - lo)).round().clamp(0.0, nm);
+            sw += w;
+            swq += w * q;
+            swq2 += w * q * q;
+            swx += w * v;
+            swqx += w * q * v;
+        }
+        let det = sw * swq2 - swq * swq;
+        if det <= 0.0 {
+            continue;
+        }
+        let scale = (sw * swqx - swq * swx) / det;
+        let mut min = (swq2 * swx - swq * swqx) / det;
+        if min > 0.0 {
+            min = 0.0;
+        }
+        let e = err_of(scale, -min);
+        if e < best_err {
+            best_err = e;
+            best = (scale, -min);
+        }
+    }
+    best
+}
+
+/// Packs eight 6-bit scales and mins into the 12 bytes that
+/// [`scale_min_k4`] reads.
+pub(crate) fn pack_scale_min_k4(sc: &[u8; 8], m: &[u8; 8], out: &mut [u8]) {
+    for j in 0..4 {
+        out[j] = (sc[j] & 63) | ((sc[j + 4] >> 4) << 6);
+        out[j + 4] = (m[j] & 63) | ((m[j + 4] >> 4) << 6);
+        out[j + 8] = (sc[j + 4] & 0xF) | ((m[j + 4] & 0xF) << 4);
+    }
+}
+
+/// Quantizes one K-quant superblock's 8 sub-blocks of 32 (Q4_K: nmax 15,
+/// Q5_K: 31): returns d, dmin, the 6-bit scales and mins, and the codes.
+pub(crate) fn quantize_k_superblock(x: &[f32], nmax: u8) -> (f32, f32, [u8; 8], [u8; 8], [u8; 256]) {
+    let mut scales = [0f32; 8];
+    let mut offs = [0f32; 8];
+    for j in 0..8 {
+        let (s, o) = fit_scale_min(&x[32 * j..32 * j + 32], nmax);
+        scales[j] = s;
+        offs[j] = o;
+    }
+    let max_scale = scales.iter().copied().fold(0f32, f32::max);
+    let max_off = offs.iter().copied().fold(0f32, f32::max);
+    // the stored (f16-rounded) super-scales, so codes are fitted to what is read back
+    let d = f16::from_f32(max_scale / 63.0).to_f32();
+    let dmin = f16::from_f32(max_off / 63.0).to_f32();
+    let mut sc = [0u8; 8];
+    let mut m = [0u8; 8];
+    let mut q = [0u8; 256];
+    for j in 0..8 {
+        sc[j] = if d > 0.0 {
+            (scales[j] / d).round().clamp(0.0, 63.0) as u8
+        } else {
+            0
+        };
+        m[j] = if dmin > 0.0 {
+            (offs[j] / dmin).round().clamp(0.0, 63.0) as u8
+        } else {
+            0
+        };
+        let (s, o) = (d * sc[j] as f32, dmin * m[j] as f32);
+        for l in 0..32 {
+            q[32 * j + l] = if s > 0.0 {
+                ((x[32 * j + l] + o) / s).round().clamp(0.0, nmax as f32) as u8
+            } else {
+                0
+            };
+        }
+    }
+    (d, dmin, sc, m, q)
 }
 
 /// The 6-bit scale and min of sub-block `j` of a Q4_K / Q5_K block
