@@ -38,6 +38,9 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// KV cache storage: f16 (default), f32 or q8_0.
+    #[arg(long, default_value = "f16")]
+    kv_type: String,
 }
 
 pub fn main(args: Args) -> Result<()> {
@@ -84,6 +87,7 @@ pub fn main(args: Args) -> Result<()> {
             gen_len: args.gen,
             reps: args.reps,
             measure_bandwidth: !args.no_bandwidth,
+            kv_type: crate::parse_kv_type(&args.kv_type)?,
         },
     )?;
     if args.json {

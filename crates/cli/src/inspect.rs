@@ -15,6 +15,9 @@ pub struct Args {
     /// Context length for the memory estimate (default: the model's maximum).
     #[arg(long)]
     ctx: Option<usize>,
+    /// KV cache storage for the estimate: f16 (default), f32 or q8_0.
+    #[arg(long, default_value = "f16")]
+    kv_type: String,
 }
 
 /// Appends a formatted line to the report.
@@ -119,15 +122,17 @@ fn report(args: &Args, r: &mut String) -> Result<()> {
 
     let ctx = args.ctx.unwrap_or(cfg.max_position_embeddings);
     anyhow::ensure!(ctx > 0, "--ctx must be positive");
-    let est = estimate(cfg, weight_bytes, ctx, 512.min(ctx));
+    let kv = crate::parse_kv_type(&args.kv_type)?;
+    let est = estimate(cfg, weight_bytes, ctx, 512.min(ctx), kv);
     line!(r, "memory at context {ctx}:");
     line!(r, "  weights:  {} (memory-mapped)", human_bytes(est.weights));
     line!(
         r,
-        "  KV cache: {} ({} positions × {} per position, f32)",
+        "  KV cache: {} ({} positions × {} per position, {})",
         human_bytes(est.kv_cache),
         kv_positions(cfg, ctx),
-        human_bytes(kv_bytes_per_position(cfg))
+        human_bytes(kv_bytes_per_position(cfg, kv)),
+        kv.name()
     );
     line!(
         r,

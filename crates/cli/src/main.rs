@@ -64,3 +64,14 @@ pub(crate) fn print_stdout(text: &str) -> anyhow::Result<()> {
         other => Ok(other?),
     }
 }
+
+/// Parses a `--kv-type` value.
+pub(crate) fn parse_kv_type(s: &str) -> anyhow::Result<phi3_model::KvType> {
+    use phi3_model::KvType;
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "f16" => KvType::F16,
+        "f32" => KvType::F32,
+        "q8_0" => KvType::Q8_0,
+        other => anyhow::bail!("--kv-type {other}: expected f16, f32 or q8_0"),
+    })
+}

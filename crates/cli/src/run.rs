@@ -40,6 +40,9 @@ pub struct Args {
     /// Threads (default: physical cores).
     #[arg(long, short = 't')]
     threads: Option<usize>,
+    /// KV cache storage: f16 (default), f32 (exact) or q8_0 (a quarter of f32).
+    #[arg(long, default_value = "f16")]
+    kv_type: String,
 }
 
 pub fn main(args: Args) -> Result<()> {
@@ -71,7 +74,15 @@ pub fn main(args: Args) -> Result<()> {
         "fixed" => RopePolicy::FixedByContext,
         _ => RopePolicy::Reference,
     };
-    let mut session = Session::new(&model, SessionOptions { context, rope_policy })?;
+    let kv_type = crate::parse_kv_type(&args.kv_type)?;
+    let mut session = Session::new(
+        &model,
+        SessionOptions {
+            context,
+            rope_policy,
+            kv_type,
+        },
+    )?;
 
     let t0 = Instant::now();
     let mut logits = session

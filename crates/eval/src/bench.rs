@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use phi3_formats::DType;
-use phi3_model::{Logits, Model, RopePolicy, Session, SessionOptions};
+use phi3_model::{KvType, Logits, Model, RopePolicy, Session, SessionOptions};
 use serde::Serialize;
 
 use crate::Result;
@@ -21,6 +21,8 @@ pub struct BenchOptions {
     pub reps: usize,
     /// Measure the machine's read bandwidth (about a second).
     pub measure_bandwidth: bool,
+    /// KV cache storage.
+    pub kv_type: KvType,
 }
 
 /// Median and spread of a rate.
@@ -40,6 +42,7 @@ pub struct BenchReport {
     pub weight_types: Vec<String>,
     pub threads: usize,
     pub isa: String,
+    pub kv_cache: String,
     pub load_s: f64,
     pub results: Vec<Rate>,
     /// Bytes of weights read to produce one token (every matrix once, one
@@ -111,6 +114,7 @@ pub fn run(path: &Path, opts: &BenchOptions) -> Result<BenchReport> {
     let session_opts = SessionOptions {
         context: longest.min(cfg.max_position_embeddings),
         rope_policy: RopePolicy::FixedByContext,
+        kv_type: opts.kv_type,
     };
     let token = |i: usize| (i * 7919 % (cfg.vocab_size - 1)) as u32 + 1;
     let mut results = Vec::new();
@@ -153,6 +157,7 @@ pub fn run(path: &Path, opts: &BenchOptions) -> Result<BenchReport> {
         weight_types: types.iter().map(|t| t.name().to_string()).collect(),
         threads: phi3_kernels::pool::global().threads(),
         isa: format!("{:?}", phi3_kernels::simd::isa()),
+        kv_cache: opts.kv_type.name().to_string(),
         load_s,
         results,
         weight_bytes_per_token: per_token,
@@ -169,12 +174,13 @@ impl BenchReport {
         let mut s = String::new();
         let gb = |b: u64| b as f64 / 1e9;
         s.push_str(&format!(
-            "model: {} ({:.2} GB, {})\nthreads: {}, kernels: {}, load: {:.2} s\n\n",
+            "model: {} ({:.2} GB, {})\nthreads: {}, kernels: {}, KV cache: {}, load: {:.2} s\n\n",
             self.model,
             gb(self.file_bytes),
             self.weight_types.join("+"),
             self.threads,
             self.isa,
+            self.kv_cache,
             self.load_s
         ));
         s.push_str("| test | tokens | median tok/s | min | max |\n|---|---|---|---|---|\n");

@@ -43,6 +43,7 @@ fn synthesized_models_load_and_run() {
             SessionOptions {
                 context: 40,
                 rope_policy: RopePolicy::Reference,
+                kv_type: phi3_model::KvType::F32,
             },
         )
         .unwrap();
@@ -62,6 +63,7 @@ fn bench_reports_rates_memory_and_bandwidth() {
         gen_len: 4,
         reps: 2,
         measure_bandwidth: false,
+        kv_type: phi3_model::KvType::F16,
     };
     let r = run(&fixture("phi-3-mini-4k"), &opts).unwrap();
     assert_eq!(
@@ -108,6 +110,7 @@ fn k_quant_models_run_on_the_integer_path_close_to_their_dequantized_copy() {
                 SessionOptions {
                     context: 40,
                     rope_policy: RopePolicy::Reference,
+                    kv_type: phi3_model::KvType::F32,
                 },
             )
             .unwrap();
@@ -141,6 +144,7 @@ fn k_quant_recipes_type_each_tensor_as_llama_cpp_and_run() {
             SessionOptions {
                 context: 40,
                 rope_policy: RopePolicy::Reference,
+                kv_type: phi3_model::KvType::F32,
             },
         )
         .unwrap();
@@ -190,5 +194,45 @@ fn k_quant_recipes_type_each_tensor_as_llama_cpp_and_run() {
         // the plain format of the same size
         let (mix, plain) = (nmse(&run(&q)), uniform(rival));
         assert!(mix < plain, "{name}: NMSE {mix:e} not below {rival}'s {plain:e}");
+    }
+}
+
+#[test]
+fn kv_cache_types_stay_close_to_f32() {
+    // head dim 64: whole Q8_0 blocks
+    let mut cfg = Model::open(fixture("phi-3-mini-4k")).unwrap().config;
+    cfg.hidden_size = 256;
+    cfg.head_dim = 64;
+    cfg.rotary_dim = 64;
+    cfg.intermediate_size = 512;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f32.gguf");
+    synthesize_config(&cfg, "kv", DType::F32, &path).unwrap();
+    let m = Model::open(&path).unwrap();
+    let ids: Vec<u32> = (1..40).collect();
+    let run = |kv: phi3_model::KvType| {
+        let opts = SessionOptions {
+            context: 64,
+            rope_policy: RopePolicy::Reference,
+            kv_type: kv,
+        };
+        let mut s = Session::new(&m, opts).unwrap();
+        let mut out = s.feed(&ids[..20], Logits::All).unwrap();
+        for &id in &ids[20..] {
+            out.extend(s.feed(&[id], Logits::Last).unwrap());
+        }
+        (out, s.kv_cache_bytes())
+    };
+    let (exact, f32_bytes) = run(phi3_model::KvType::F32);
+    for (kv, bound, ratio) in [(phi3_model::KvType::F16, 1e-5, 2), (phi3_model::KvType::Q8_0, 1e-3, 4)] {
+        let (got, bytes) = run(kv);
+        let num: f64 = got.iter().zip(&exact).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+        let den: f64 = exact.iter().map(|y| (*y as f64).powi(2)).sum();
+        assert!(num / den <= bound, "{kv:?}: NMSE {:e}", num / den);
+        // f16 halves the cache; Q8_0 stores 34 bytes per 32 values
+        assert!(
+            bytes * ratio <= f32_bytes * 34 / 32 && bytes * ratio >= f32_bytes,
+            "{kv:?}: {bytes} vs {f32_bytes}"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! tokens at consecutive positions after what the KV cache already holds.
 
 use phi3_kernels::activation::swiglu;
-use phi3_kernels::attention::{attend, KvSegment};
+use phi3_kernels::attention::{attend, KvRows, KvSegment};
 use phi3_kernels::norm::rms_norm;
 
 use crate::error::{ModelError, Result};
@@ -106,6 +106,11 @@ pub fn forward(
             for head in row[..(nh + nkv) * d].chunks_exact_mut(d) {
                 rope.apply(head, &s.cos, &s.sin);
             }
+            // this batch's keys and values as the cache will give them back,
+            // so a token sees the same numbers whether it came in this call or earlier
+            for head in row[nh * d..].chunks_exact_mut(d) {
+                cache.kind().round_trip(head);
+            }
         }
         let attn = &mut s.attn[..t * nh * d];
         let qkv = &s.qkv[..t * qkv_dim];
@@ -118,8 +123,8 @@ pub fn forward(
                 let kvh = head / cfg.group_size();
                 let [a, b] = cache.segments(l, kvh, d, past_from);
                 let current = KvSegment {
-                    keys: &qkv[batch_from * qkv_dim..],
-                    values: &qkv[batch_from * qkv_dim..],
+                    keys: KvRows::F32(&qkv[batch_from * qkv_dim..]),
+                    values: KvRows::F32(&qkv[batch_from * qkv_dim..]),
                     stride: qkv_dim,
                     offset: 0,
                     len: i + 1 - batch_from,
@@ -194,9 +199,12 @@ fn attend_split(q: &[f32], cached: &[KvSegment; 2], k_cur: KvSegment, v_off: usi
     // The current batch's keys and values are interleaved in the qkv rows:
     // view them as a segment whose "values" slice is shifted to the V offset.
     let shift = v_off - k_cur.offset;
+    let KvRows::F32(values) = k_cur.values else {
+        unreachable!("the current batch is f32")
+    };
     let cur = KvSegment {
         keys: k_cur.keys,
-        values: &k_cur.values[shift..],
+        values: KvRows::F32(&values[shift..]),
         ..k_cur
     };
     attend(q, &[cached[0], cached[1], cur], scale, out);

@@ -6,18 +6,67 @@
 //! the cache holds W−1 positions and stops growing there. Without a window it
 //! holds the whole context.
 
-use phi3_kernels::attention::KvSegment;
+use half::f16;
+use phi3_kernels::attention::{KvRows, KvSegment, KvType};
+use phi3_kernels::quant::QuantKind;
 
 use crate::rope::RopeTable;
+
+/// One layer's stored keys or values.
+#[derive(Debug, Clone)]
+enum Store {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    /// Q8_0 blocks, `width / 32` per position.
+    Q8_0(Vec<u8>),
+}
+
+impl Store {
+    fn new(kind: KvType, values: usize) -> Store {
+        match kind {
+            KvType::F32 => Store::F32(vec![0.0; values]),
+            KvType::F16 => Store::F16(vec![f16::ZERO; values]),
+            KvType::Q8_0 => Store::Q8_0(vec![0; KvType::Q8_0.bytes(values)]),
+        }
+    }
+
+    /// Stores `src` at value position `at`.
+    fn put(&mut self, at: usize, src: &[f32]) {
+        match self {
+            Store::F32(v) => v[at..at + src.len()].copy_from_slice(src),
+            Store::F16(v) => {
+                for (d, s) in v[at..at + src.len()].iter_mut().zip(src) {
+                    *d = f16::from_f32(*s);
+                }
+            }
+            Store::Q8_0(v) => {
+                let start = at / 32 * 34;
+                QuantKind::Q8_0
+                    .quantize(src, &mut v[start..start + src.len() / 32 * 34])
+                    .expect("Q8_0 has a quantizer");
+            }
+        }
+    }
+
+    /// A view starting at value position `at`.
+    fn rows(&self, at: usize) -> KvRows<'_> {
+        match self {
+            Store::F32(v) => KvRows::F32(&v[at..]),
+            Store::F16(v) => KvRows::F16(&v[at..]),
+            Store::Q8_0(v) => KvRows::Q8_0(&v[at / 32 * 34..]),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct KvCache {
     /// Slots per layer.
     capacity: usize,
-    /// Floats per position: kv_heads · head_dim.
+    /// Values per position: kv_heads · head_dim.
     width: usize,
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    kind: KvType,
+    keys: Vec<Store>,
+    values: Vec<Store>,
     /// Positions ever appended (the next position to write).
     len: usize,
     /// The rope table the cached keys were rotated with (LongRoPE never
@@ -26,12 +75,13 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(layers: usize, capacity: usize, width: usize) -> KvCache {
+    pub fn new(layers: usize, capacity: usize, width: usize, kind: KvType) -> KvCache {
         KvCache {
             capacity,
             width,
-            keys: vec![vec![0.0; capacity * width]; layers],
-            values: vec![vec![0.0; capacity * width]; layers],
+            kind,
+            keys: (0..layers).map(|_| Store::new(kind, capacity * width)).collect(),
+            values: (0..layers).map(|_| Store::new(kind, capacity * width)).collect(),
             len: 0,
             table: RopeTable::Short,
         }
@@ -57,7 +107,12 @@ impl KvCache {
 
     /// Bytes of cache memory.
     pub fn bytes(&self) -> usize {
-        2 * self.keys.len() * self.capacity * self.width * std::mem::size_of::<f32>()
+        2 * self.keys.len() * self.kind.bytes(self.capacity * self.width)
+    }
+
+    /// How keys and values are stored.
+    pub fn kind(&self) -> KvType {
+        self.kind
     }
 
     pub fn clear(&mut self, table: RopeTable) {
@@ -72,9 +127,8 @@ impl KvCache {
         let skip = t.saturating_sub(self.capacity);
         for r in skip..t {
             let slot = (self.len + r) % self.capacity;
-            let dst = slot * self.width..(slot + 1) * self.width;
-            self.keys[layer][dst.clone()].copy_from_slice(&k[r * stride..r * stride + self.width]);
-            self.values[layer][dst].copy_from_slice(&v[r * stride..r * stride + self.width]);
+            self.keys[layer].put(slot * self.width, &k[r * stride..r * stride + self.width]);
+            self.values[layer].put(slot * self.width, &v[r * stride..r * stride + self.width]);
         }
     }
 
@@ -91,8 +145,8 @@ impl KvCache {
         let start = if self.capacity == 0 { 0 } else { from % self.capacity };
         let first = count.min(self.capacity - start);
         let seg = |slot: usize, len: usize| KvSegment {
-            keys: &self.keys[layer][slot * self.width..],
-            values: &self.values[layer][slot * self.width..],
+            keys: self.keys[layer].rows(slot * self.width),
+            values: self.values[layer].rows(slot * self.width),
             stride: self.width,
             offset: kv_head * head_dim,
             len,

@@ -19,4 +19,4 @@ pub use error::{ModelError, Result};
 pub use forward::Logits;
 pub use model::{Model, SourceFormat};
 pub use rope::RopeTable;
-pub use session::{RopePolicy, Session, SessionOptions};
+pub use session::{KvType, RopePolicy, Session, SessionOptions};

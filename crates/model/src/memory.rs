@@ -1,13 +1,14 @@
 //! How much memory a model and a context will take, computed before loading.
 
 use crate::config::ModelConfig;
+use crate::session::KvType;
 
 /// Bytes of each part, for one session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryEstimate {
     /// Weight bytes (memory-mapped from the file).
     pub weights: u64,
-    /// KV cache for the requested context (f32 entries).
+    /// KV cache for the requested context.
     pub kv_cache: u64,
     /// Activation buffers for a prefill batch of `batch` tokens.
     pub scratch: u64,
@@ -27,14 +28,14 @@ pub fn kv_positions(cfg: &ModelConfig, context: usize) -> usize {
     }
 }
 
-/// Bytes of KV cache per held position (keys and values, all layers, f32).
-pub fn kv_bytes_per_position(cfg: &ModelConfig) -> u64 {
-    (2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * std::mem::size_of::<f32>()) as u64
+/// Bytes of KV cache per held position (keys and values, all layers).
+pub fn kv_bytes_per_position(cfg: &ModelConfig, kv: KvType) -> u64 {
+    (2 * cfg.num_layers * kv.bytes(cfg.num_kv_heads * cfg.head_dim)) as u64
 }
 
 /// Estimate for `context` tokens processed in prefill batches of `batch`.
-pub fn estimate(cfg: &ModelConfig, weight_bytes: u64, context: usize, batch: usize) -> MemoryEstimate {
-    let kv_cache = kv_positions(cfg, context) as u64 * kv_bytes_per_position(cfg);
+pub fn estimate(cfg: &ModelConfig, weight_bytes: u64, context: usize, batch: usize, kv: KvType) -> MemoryEstimate {
+    let kv_cache = kv_positions(cfg, context) as u64 * kv_bytes_per_position(cfg, kv);
     let per_token =
         3 * cfg.hidden_size + cfg.qkv_dim() + cfg.num_heads * cfg.head_dim + 3 * cfg.intermediate_size + cfg.vocab_size;
     let scratch = (batch as u64 * per_token as u64 + cfg.vocab_size.max(cfg.intermediate_size) as u64) * 4;

@@ -2,6 +2,8 @@
 //! policy that decides which factor table the cache uses (DESIGN.md,
 //! "Decisions already taken"; PHI3_FAMILY.md §3.2).
 
+pub use phi3_kernels::attention::KvType;
+
 use crate::error::{ModelError, Result};
 use crate::forward::{forward, Logits, Scratch};
 use crate::kv_cache::KvCache;
@@ -26,6 +28,19 @@ pub struct SessionOptions {
     /// Most tokens the session may hold (≤ `max_position_embeddings`).
     pub context: usize,
     pub rope_policy: RopePolicy,
+    /// How the KV cache stores keys and values (f16 by default).
+    pub kv_type: KvType,
+}
+
+impl SessionOptions {
+    /// `context` tokens, the reference LongRoPE policy, an f16 KV cache.
+    pub fn new(context: usize) -> SessionOptions {
+        SessionOptions {
+            context,
+            rope_policy: RopePolicy::Reference,
+            kv_type: KvType::F16,
+        }
+    }
 }
 
 pub struct Session<'m> {
@@ -49,8 +64,19 @@ impl<'m> Session<'m> {
                 options.context, cfg.max_position_embeddings
             )));
         }
+        if options.kv_type == KvType::Q8_0 && cfg.head_dim % 32 != 0 {
+            return Err(ModelError::InvalidOption(format!(
+                "a Q8_0 KV cache needs head dimensions that are multiples of 32 (this model's is {})",
+                cfg.head_dim
+            )));
+        }
         let capacity = model.kv_capacity(options.context);
-        let mut cache = KvCache::new(cfg.num_layers, capacity, cfg.num_kv_heads * cfg.head_dim);
+        let mut cache = KvCache::new(
+            cfg.num_layers,
+            capacity,
+            cfg.num_kv_heads * cfg.head_dim,
+            options.kv_type,
+        );
         cache.table = initial_table(model, &options);
         Ok(Session {
             model,

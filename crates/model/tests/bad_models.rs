@@ -307,6 +307,7 @@ fn context_limits() {
     let too_big = SessionOptions {
         context: model.config.max_position_embeddings + 1,
         rope_policy: RopePolicy::Reference,
+        kv_type: phi3_model::KvType::F32,
     };
     assert!(matches!(
         Session::new(&model, too_big),
@@ -317,6 +318,7 @@ fn context_limits() {
         SessionOptions {
             context: 8,
             rope_policy: RopePolicy::Reference,
+            kv_type: phi3_model::KvType::F32,
         },
     )
     .unwrap();

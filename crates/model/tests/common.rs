@@ -94,6 +94,7 @@ pub fn session(model: &Model) -> Session<'_> {
         SessionOptions {
             context: model.config.max_position_embeddings,
             rope_policy: RopePolicy::Reference,
+            kv_type: phi3_model::KvType::F32,
         },
     )
     .unwrap()

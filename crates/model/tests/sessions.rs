@@ -14,9 +14,15 @@ fn windowed_cache_stops_growing_at_the_window() {
     // a session over the whole context holds only W-1 positions
     assert_eq!(
         s.kv_cache_bytes() as u64,
-        (w as u64 - 1) * kv_bytes_per_position(&model.config)
+        (w as u64 - 1) * kv_bytes_per_position(&model.config, phi3_model::KvType::F32)
     );
-    let est = estimate(&model.config, 0, model.config.max_position_embeddings, 1);
+    let est = estimate(
+        &model.config,
+        0,
+        model.config.max_position_embeddings,
+        1,
+        phi3_model::KvType::F32,
+    );
     assert_eq!(est.kv_cache, s.kv_cache_bytes() as u64);
     // and a model without a window holds the whole context
     let long = Model::open(model_dir("phi-3-mini-128k")).unwrap();
@@ -25,10 +31,14 @@ fn windowed_cache_stops_growing_at_the_window() {
         SessionOptions {
             context: 100,
             rope_policy: RopePolicy::Reference,
+            kv_type: phi3_model::KvType::F32,
         },
     )
     .unwrap();
-    assert_eq!(s.kv_cache_bytes() as u64, 100 * kv_bytes_per_position(&long.config));
+    assert_eq!(
+        s.kv_cache_bytes() as u64,
+        100 * kv_bytes_per_position(&long.config, phi3_model::KvType::F32)
+    );
 }
 
 #[test]
@@ -80,6 +90,7 @@ fn fixed_policy_uses_one_table_for_the_whole_session() {
         let opts = SessionOptions {
             context: model.config.max_position_embeddings,
             rope_policy: RopePolicy::FixedByContext,
+            kv_type: phi3_model::KvType::F32,
         };
         let mut s = Session::new(&model, opts).unwrap();
         assert_eq!(s.rope_table(), RopeTable::Long);
@@ -100,6 +111,7 @@ fn fixed_policy_uses_one_table_for_the_whole_session() {
         let opts = SessionOptions {
             context: model.config.original_max_position_embeddings,
             rope_policy: RopePolicy::FixedByContext,
+            kv_type: phi3_model::KvType::F32,
         };
         let mut s = Session::new(&model, opts).unwrap();
         assert_eq!(s.rope_table(), RopeTable::Short);
@@ -131,4 +143,46 @@ fn fixture_configs_are_read_from_files() {
             assert_eq!(c.long_rope.as_ref().unwrap().type_name, "su");
         }
     }
+}
+
+#[test]
+fn f16_kv_cache_stays_close_to_f32() {
+    for name in MODELS {
+        let model = Model::open(model_dir(name)).unwrap();
+        let reference = Reference::load(name);
+        for seq in reference.sequences() {
+            let run = |kv: phi3_model::KvType| {
+                let opts = SessionOptions {
+                    context: model.config.max_position_embeddings,
+                    rope_policy: RopePolicy::Reference,
+                    kv_type: kv,
+                };
+                let mut s = Session::new(&model, opts).unwrap();
+                let mut out = Vec::new();
+                for &id in &seq.ids {
+                    out.extend(s.feed(&[id], Logits::Last).unwrap());
+                }
+                out
+            };
+            let (a, b) = (run(phi3_model::KvType::F16), run(phi3_model::KvType::F32));
+            let num: f64 = a.iter().zip(&b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+            let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+            // largest seen 1.1e-6 (phi-3-mini-128k, crossing the LongRoPE switch)
+            assert!(num / den <= 1e-5, "{name} {}: f16 KV NMSE {:e}", seq.key, num / den);
+        }
+    }
+}
+
+#[test]
+fn q8_0_kv_cache_needs_head_dims_of_whole_blocks() {
+    let model = Model::open(model_dir("phi-3-mini-4k")).unwrap();
+    let opts = SessionOptions {
+        context: 16,
+        rope_policy: RopePolicy::Reference,
+        kv_type: phi3_model::KvType::Q8_0,
+    };
+    let e = Session::new(&model, opts)
+        .err()
+        .expect("head dim 16 cannot hold Q8_0 blocks");
+    assert!(e.to_string().contains("multiples of 32"), "{e}");
 }
