@@ -64,7 +64,7 @@ impl<'m> Session<'m> {
                 options.context, cfg.max_position_embeddings
             )));
         }
-        if options.kv_type == KvType::Q8_0 && cfg.head_dim % 32 != 0 {
+        if options.kv_type == KvType::Q8_0 && !cfg.head_dim.is_multiple_of(32) {
             return Err(ModelError::InvalidOption(format!(
                 "a Q8_0 KV cache needs head dimensions that are multiples of 32 (this model's is {})",
                 cfg.head_dim
