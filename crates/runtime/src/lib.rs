@@ -1,0 +1,8 @@
+//! Turning logits into tokens: the sampler chain. The generator (prefill,
+//! decode, stop tokens and strings, streaming), saved sessions and the
+//! batch scheduler build on it.
+
+pub mod rng;
+pub mod sampler;
+
+pub use sampler::{Sampler, SamplerConfig, SamplerError};
