@@ -90,6 +90,11 @@ impl<'m> Session<'m> {
         })
     }
 
+    /// Most tokens the session may hold.
+    pub fn context(&self) -> usize {
+        self.options.context
+    }
+
     /// Tokens processed so far.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens

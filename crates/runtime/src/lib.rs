@@ -2,7 +2,9 @@
 //! decode, stop tokens and strings, streaming), saved sessions and the
 //! batch scheduler build on it.
 
+pub mod generate;
 pub mod rng;
 pub mod sampler;
 
+pub use generate::{generate, FinishReason, GenerateError, GenerateOptions, Generation};
 pub use sampler::{Sampler, SamplerConfig, SamplerError};

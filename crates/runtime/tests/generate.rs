@@ -1,0 +1,165 @@
+//! The generator on a small random model carrying the real Phi-3 vocabulary.
+
+use std::path::{Path, PathBuf};
+
+use phi3_eval::synth::synthesize_config;
+use phi3_formats::{DType, GgufFile, GgufWriter};
+use phi3_model::{KvType, Model, RopePolicy, Session, SessionOptions};
+use phi3_runtime::{generate, FinishReason, GenerateOptions, Sampler, SamplerConfig};
+use phi3_tokenizer::{EncodeOptions, Tokenizer};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A 2-layer random model with the Phi-3 vocabulary (32064 tokens).
+fn model_with_vocab(dir: &Path) -> PathBuf {
+    let mut cfg = Model::open(root().join("testdata/models/phi-3-mini-4k"))
+        .unwrap()
+        .config;
+    cfg.vocab_size = 32064;
+    let weights = dir.join("w.gguf");
+    synthesize_config(&cfg, "Phi3 tiny", DType::Q8_0, &weights).unwrap();
+    let w = GgufFile::open(&weights).unwrap();
+    let vocab = GgufFile::open(root().join("../shared/testdata/tokenizer/ggml-vocab-phi-3.gguf")).unwrap();
+    let mut out = GgufWriter::new();
+    for (k, v) in &w.metadata {
+        out.set(k.clone(), v.clone());
+    }
+    for (k, v) in &vocab.metadata {
+        if k.starts_with("tokenizer.") {
+            out.set(k.clone(), v.clone());
+        }
+    }
+    for t in w.all_tensors() {
+        out.add_tensor(t.name.clone(), &t);
+    }
+    let path = dir.join("model.gguf");
+    out.write(&path).unwrap();
+    path
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    model: Model,
+    tok: Tokenizer,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = model_with_vocab(dir.path());
+    let model = Model::open(&path).unwrap();
+    let tok = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+    Fixture { _dir: dir, model, tok }
+}
+
+fn run(
+    f: &Fixture,
+    cfg: SamplerConfig,
+    opts: &GenerateOptions,
+    context: usize,
+) -> (phi3_runtime::Generation, Vec<String>) {
+    let mut session = Session::new(
+        &f.model,
+        SessionOptions {
+            context,
+            rope_policy: RopePolicy::Reference,
+            kv_type: KvType::F16,
+        },
+    )
+    .unwrap();
+    let mut sampler = Sampler::new(cfg).unwrap();
+    let prompt = f.tok.encode(
+        "Hello, how are you?",
+        EncodeOptions {
+            add_special: true,
+            parse_special: true,
+        },
+    );
+    let mut pieces = Vec::new();
+    let g = generate(&mut session, &f.tok, &mut sampler, &prompt, opts, |s| {
+        pieces.push(s.to_string())
+    })
+    .unwrap();
+    (g, pieces)
+}
+
+#[test]
+fn generation_is_deterministic_streams_and_honours_stops() {
+    let f = fixture();
+    let sampled = SamplerConfig {
+        seed: 5,
+        temperature: 1.0,
+        ..Default::default()
+    };
+    let opts = GenerateOptions {
+        max_tokens: 24,
+        ..Default::default()
+    };
+    let (a, pieces) = run(&f, sampled.clone(), &opts, 64);
+    let (b, _) = run(&f, sampled, &opts, 64);
+    assert_eq!(a.tokens, b.tokens, "same seed, same tokens");
+    assert_eq!(a.finish, FinishReason::Length);
+    assert_eq!(a.tokens.len(), 24);
+    assert_eq!(pieces.concat(), a.text, "the streamed pieces make the text");
+    assert_eq!(a.text, f.tok.decode(&a.tokens, false).unwrap());
+
+    // a stop string taken from the middle of that text, spanning tokens
+    let chars: Vec<char> = a.text.chars().collect();
+    assert!(chars.len() > 12, "{:?}", a.text);
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 4].iter().collect();
+    let first = a.text.find(&stop).unwrap();
+    let with_stop = GenerateOptions {
+        stop_strings: vec![stop.clone()],
+        ..opts.clone()
+    };
+    let (c, pieces) = run(
+        &f,
+        SamplerConfig {
+            seed: 5,
+            temperature: 1.0,
+            ..Default::default()
+        },
+        &with_stop,
+        64,
+    );
+    assert_eq!(c.finish, FinishReason::Stop);
+    assert_eq!(c.text, a.text[..first], "cut before {stop:?}");
+    assert_eq!(pieces.concat(), c.text, "nothing after the stop string was ever shown");
+
+    // a stop token
+    let stop_id = a.tokens[5];
+    let at = a.tokens.iter().position(|&t| t == stop_id).unwrap();
+    let with_id = GenerateOptions {
+        stop_ids: vec![stop_id],
+        ..opts.clone()
+    };
+    let (d, _) = run(
+        &f,
+        SamplerConfig {
+            seed: 5,
+            temperature: 1.0,
+            ..Default::default()
+        },
+        &with_id,
+        64,
+    );
+    assert_eq!(d.finish, FinishReason::Stop);
+    assert_eq!(d.tokens, a.tokens[..at]);
+}
+
+#[test]
+fn a_full_context_ends_generation_clearly() {
+    let f = fixture();
+    let opts = GenerateOptions {
+        max_tokens: 100,
+        ..Default::default()
+    };
+    let (g, _) = run(&f, SamplerConfig::greedy(), &opts, 16);
+    assert_eq!(g.finish, FinishReason::ContextFull);
+    assert_eq!(
+        g.prompt_tokens + g.tokens.len(),
+        17,
+        "the last token is sampled but not fed"
+    );
+}
