@@ -1,28 +1,60 @@
-//! `phi3 run`: generate from token ids (text in and out arrive with the tokenizer).
+//! `phi3 run`: one prompt, streamed to stdout; speed on stderr.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use phi3_formats::ModelFiles;
 use phi3_model::{Logits, Model, RopePolicy, Session, SessionOptions};
+use phi3_runtime::{generate, FinishReason, GenerateOptions, Sampler, SamplerConfig};
+use phi3_tokenizer::{ChatTemplate, EncodeOptions, Message, Tokenizer, Vocab};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The prompt text (or use --prompt-ids).
+    #[arg(conflicts_with = "prompt_ids")]
+    prompt: Option<String>,
     /// A GGUF file or a Hugging Face folder.
     #[arg(long, short = 'm')]
     model: PathBuf,
-    /// Prompt as comma-separated token ids, e.g. 1,32010,450.
-    #[arg(long, value_delimiter = ',', num_args = 1.., required = true)]
-    prompt_ids: Vec<u32>,
-    /// Tokens to generate.
-    #[arg(short = 'n', long = "max-tokens", default_value_t = 32)]
+    /// The prompt as comma-separated token ids, e.g. 1,32010,450 (no chat template).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    prompt_ids: Option<Vec<u32>>,
+    /// A system message for the chat template.
+    #[arg(long)]
+    system: Option<String>,
+    /// Feed the prompt text as is, without the chat template.
+    #[arg(long)]
+    raw: bool,
+    /// Tokens to generate at most.
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 256)]
     max_tokens: usize,
-    /// Pick the most likely token at each step (the only decoding mode until
-    /// the sampler lands).
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
+    temp: f32,
+    /// Keep the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Nucleus sampling threshold.
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
+    top_p: f32,
+    /// Drop tokens less likely than this fraction of the best.
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
+    min_p: f32,
+    /// Repetition penalty (1: none).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    repeat_penalty: f32,
+    /// Random seed (default: from the clock; printed with the speed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Pick the most likely token at each step (same as --temp 0).
     #[arg(long)]
     greedy: bool,
-    /// Print generated token ids (comma-separated) on stdout.
+    /// Stop when this text appears (repeatable); it is not printed.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Print generated token ids (comma-separated) instead of text.
     #[arg(long)]
     print_ids: bool,
     /// Keep generating after a stop token.
@@ -45,24 +77,83 @@ pub struct Args {
     kv_type: String,
 }
 
+/// The tokenizer shipped with the model, if any.
+fn model_tokenizer(path: &std::path::Path) -> Option<Tokenizer> {
+    match ModelFiles::open(path).ok()? {
+        ModelFiles::Gguf(g) => Tokenizer::from_gguf(&g).ok(),
+        ModelFiles::HuggingFace(h) => Vocab::from_hf_dir(&h.dir).ok().map(Tokenizer::new),
+    }
+}
+
 pub fn main(args: Args) -> Result<()> {
-    if !args.greedy {
-        bail!("only greedy decoding is available so far: pass --greedy");
-    }
-    if !args.print_ids {
-        bail!("text output needs the tokenizer, which is not in this build yet: pass --print-ids");
-    }
     if let Some(t) = args.threads {
         if t == 0 {
             bail!("--threads must be at least 1");
         }
         phi3_kernels::pool::set_global_threads(t);
     }
+    let sampler_cfg = SamplerConfig {
+        temperature: if args.greedy { 0.0 } else { args.temp },
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repeat_penalty: args.repeat_penalty,
+        seed: args.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        }),
+        ..SamplerConfig::default()
+    };
+    let mut sampler = Sampler::new(sampler_cfg.clone()).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let kv_type = crate::parse_kv_type(&args.kv_type)?;
+    let rope_policy = match args.rope_policy.as_str() {
+        "fixed" => RopePolicy::FixedByContext,
+        _ => RopePolicy::Reference,
+    };
+
     let load_start = Instant::now();
     let model = Model::open(&args.model)?;
+    let tokenizer = model_tokenizer(&args.model);
     let load_time = load_start.elapsed();
     let cfg = &model.config;
-    let needed = args.prompt_ids.len() + args.max_tokens;
+
+    let prompt: Vec<u32> = match (&args.prompt_ids, &args.prompt) {
+        (Some(ids), _) => ids.clone(),
+        (None, Some(text)) => {
+            let Some(tok) = &tokenizer else {
+                bail!("{} has no tokenizer (no tokenizer.ggml.* metadata or tokenizer.json): give the prompt with --prompt-ids", args.model.display());
+            };
+            let text = if args.raw {
+                text.clone()
+            } else {
+                let template = match &tok.vocab.chat_template {
+                    Some(t) => ChatTemplate::new(t)?,
+                    None => ChatTemplate::builtin_phi3(),
+                };
+                let mut messages = Vec::new();
+                if let Some(s) = &args.system {
+                    messages.push(Message::new("system", s.clone()));
+                }
+                messages.push(Message::new("user", text.clone()));
+                let piece = |id: Option<u32>| id.map(|i| tok.vocab.pieces[i as usize].clone()).unwrap_or_default();
+                template.render(&messages, true, &piece(tok.vocab.bos), &piece(tok.vocab.eos))?
+            };
+            // templates write BOS themselves where the model wants it
+            tok.encode(
+                &text,
+                EncodeOptions {
+                    add_special: args.raw,
+                    parse_special: true,
+                },
+            )
+        }
+        (None, None) => bail!("give a prompt (text) or --prompt-ids"),
+    };
+    if prompt.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let needed = prompt.len() + args.max_tokens;
     let context = args.ctx.unwrap_or(needed.min(cfg.max_position_embeddings));
     if context > cfg.max_position_embeddings {
         bail!(
@@ -70,11 +161,12 @@ pub fn main(args: Args) -> Result<()> {
             cfg.max_position_embeddings
         );
     }
-    let rope_policy = match args.rope_policy.as_str() {
-        "fixed" => RopePolicy::FixedByContext,
-        _ => RopePolicy::Reference,
-    };
-    let kv_type = crate::parse_kv_type(&args.kv_type)?;
+    if prompt.len() > context {
+        bail!(
+            "the prompt has {} tokens, more than the context of {context}",
+            prompt.len()
+        );
+    }
     let mut session = Session::new(
         &model,
         SessionOptions {
@@ -83,44 +175,44 @@ pub fn main(args: Args) -> Result<()> {
             kv_type,
         },
     )?;
-
-    let t0 = Instant::now();
-    let mut logits = session
-        .feed(&args.prompt_ids, Logits::Last)
-        .context("processing the prompt")?;
-    let prompt_time = t0.elapsed();
-
-    let t1 = Instant::now();
-    let mut generated = Vec::new();
-    let mut stdout = std::io::stdout().lock();
-    let mut stop_reason = "max tokens";
-    while generated.len() < args.max_tokens {
-        let next = argmax(&logits);
-        if !args.ignore_eos && model.eos_token_ids.contains(&next) {
-            stop_reason = "stop token";
-            break;
-        }
-        write!(stdout, "{}{next}", if generated.is_empty() { "" } else { "," })?;
-        stdout.flush()?;
-        generated.push(next);
-        if generated.len() == args.max_tokens {
-            break;
-        }
-        if session.tokens().len() == context {
-            stop_reason = "context full";
-            break;
-        }
-        logits = session.feed(&[next], Logits::Last)?;
+    let mut stop_ids = model.eos_token_ids.clone();
+    if let Some(tok) = &tokenizer {
+        stop_ids.extend(tok.vocab.end_of_generation_ids());
     }
+    if args.ignore_eos {
+        stop_ids.clear();
+    }
+    let opts = GenerateOptions {
+        max_tokens: args.max_tokens,
+        stop_ids,
+        stop_strings: args.stop.clone(),
+    };
+
+    let mut stdout = std::io::stdout().lock();
+    let (generated, finish, prompt_s, gen_s) = match (&tokenizer, args.print_ids) {
+        (Some(tok), false) => {
+            let g = generate(&mut session, tok, &mut sampler, &prompt, &opts, |piece| {
+                let _ = stdout.write_all(piece.as_bytes());
+                let _ = stdout.flush();
+            })?;
+            (g.tokens.len(), g.finish, g.prompt_seconds, g.generation_seconds)
+        }
+        _ => ids_only(&mut session, &mut sampler, &prompt, &opts, &mut stdout)?,
+    };
     writeln!(stdout)?;
-    let gen_time = t1.elapsed();
+    let rate = |n: usize, s: f64| n as f64 / s.max(1e-9);
     eprintln!(
-        "load {:.2}s | prompt {} tokens, {:.1} tok/s | generated {} tokens, {:.1} tok/s | stopped: {stop_reason}{}",
+        "load {:.2}s | prompt {} tokens, {:.1} tok/s | generated {generated} tokens, {:.1} tok/s | stopped: {} | seed {}{}",
         load_time.as_secs_f64(),
-        args.prompt_ids.len(),
-        args.prompt_ids.len() as f64 / prompt_time.as_secs_f64().max(1e-9),
-        generated.len(),
-        generated.len() as f64 / gen_time.as_secs_f64().max(1e-9),
+        prompt.len(),
+        rate(prompt.len(), prompt_s),
+        rate(generated, gen_s),
+        match finish {
+            FinishReason::Stop => "stop token",
+            FinishReason::Length => "max tokens",
+            FinishReason::ContextFull => "context full",
+        },
+        sampler_cfg.seed,
         if session.reprefills > 0 {
             format!(" | LongRoPE switch: re-prefilled {} time(s)", session.reprefills)
         } else {
@@ -130,12 +222,38 @@ pub fn main(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
+/// Generation that prints ids (for models without a tokenizer, or --print-ids).
+fn ids_only(
+    session: &mut Session,
+    sampler: &mut Sampler,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    out: &mut impl Write,
+) -> Result<(usize, FinishReason, f64, f64)> {
+    let t0 = Instant::now();
+    let mut logits = session.feed(prompt, Logits::Last).context("processing the prompt")?;
+    let prompt_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let mut n = 0;
+    let finish = loop {
+        if n >= opts.max_tokens {
+            break FinishReason::Length;
         }
-    }
-    best as u32
+        let next = sampler.sample(&logits)?;
+        if opts.stop_ids.contains(&next) {
+            break FinishReason::Stop;
+        }
+        write!(out, "{}{next}", if n == 0 { "" } else { "," })?;
+        out.flush()?;
+        n += 1;
+        sampler.accept(next);
+        if n >= opts.max_tokens {
+            break FinishReason::Length;
+        }
+        if session.tokens().len() >= session.context() {
+            break FinishReason::ContextFull;
+        }
+        logits = session.feed(&[next], Logits::Last)?;
+    };
+    Ok((n, finish, prompt_s, t1.elapsed().as_secs_f64()))
 }

@@ -232,8 +232,7 @@ fn user_errors_are_clear_and_exit_non_zero() {
     let m = model.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["inspect", "/no/such/model.gguf"], "/no/such/model.gguf"),
-        (vec!["run", "-m", m, "--prompt-ids", "1,2", "--print-ids"], "--greedy"),
-        (vec!["run", "-m", m, "--prompt-ids", "1,2", "--greedy"], "--print-ids"),
+        (vec!["run", "-m", m, "hello"], "has no tokenizer"),
         (
             vec!["run", "-m", m, "--prompt-ids", "1,999", "--greedy", "--print-ids"],
             "outside the vocabulary",
@@ -255,6 +254,12 @@ fn user_errors_are_clear_and_exit_non_zero() {
                 "--print-ids",
             ],
             "context length",
+        ),
+        (vec!["run", "-m", m, "--prompt-ids", "1", "--temp", "-1"], "temperature"),
+        (vec!["run", "-m", m, "--prompt-ids", "1", "--top-p", "2"], "top_p"),
+        (
+            vec!["run", "-m", m, "--prompt-ids", "1", "--kv-type", "q4"],
+            "--kv-type",
         ),
         (vec!["inspect", m, "--ctx", "0"], "--ctx"),
     ];
@@ -311,4 +316,77 @@ fn tokenizer_errors() {
     let o = phi3(&["tokenize", "-m", m.to_str().unwrap(), "hi"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("tokenizer.ggml.model"), "{}", stderr(&o));
+}
+
+/// A small random model carrying the real Phi-3 vocabulary and chat template.
+fn model_with_vocab(dir: &std::path::Path) -> PathBuf {
+    use phi3_formats::{DType, GgufFile, GgufWriter};
+    let mut cfg = phi3_model::Model::open(testdata().join("models/phi-3-mini-4k"))
+        .unwrap()
+        .config;
+    cfg.vocab_size = 32064;
+    let weights = dir.join("w.gguf");
+    phi3_eval::synth::synthesize_config(&cfg, "Phi3 tiny", DType::Q8_0, &weights).unwrap();
+    let w = GgufFile::open(&weights).unwrap();
+    let vocab = GgufFile::open(vocab_gguf()).unwrap();
+    let mut out = GgufWriter::new();
+    for (k, v) in w
+        .metadata
+        .iter()
+        .chain(vocab.metadata.iter().filter(|(k, _)| k.starts_with("tokenizer.")))
+    {
+        out.set(k.clone(), v.clone());
+    }
+    for t in w.all_tensors() {
+        out.add_tensor(t.name.clone(), &t);
+    }
+    let path = dir.join("model.gguf");
+    out.write(&path).unwrap();
+    path
+}
+
+#[test]
+fn run_text_prompts_with_sampling_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_with_vocab(dir.path());
+    let m = model.to_str().unwrap();
+    let base = [
+        "run",
+        "-m",
+        m,
+        "Hello there",
+        "-n",
+        "24",
+        "--seed",
+        "9",
+        "--temp",
+        "0.9",
+        "--ignore-eos",
+    ];
+    let a = phi3(&base);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let b = phi3(&base);
+    assert_eq!(stdout(&a), stdout(&b), "same seed, same text");
+    assert!(stderr(&a).contains("seed 9"), "{}", stderr(&a));
+    let text = stdout(&a);
+    let chars: Vec<char> = text.trim_end_matches('\n').chars().collect();
+    assert!(chars.len() > 10, "{text:?}");
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 3].iter().collect();
+    let cut = phi3(&[&base[..], &["--stop", &stop]].concat());
+    assert!(cut.status.success(), "{}", stderr(&cut));
+    assert_eq!(
+        stdout(&cut).trim_end_matches('\n'),
+        &text[..text.find(&stop).unwrap()],
+        "cut before {stop:?}"
+    );
+    // a system message and the raw mode change the prompt
+    let sys = phi3(&[&base[..], &["--system", "Be brief."]].concat());
+    assert!(sys.status.success(), "{}", stderr(&sys));
+    let raw = phi3(&[&base[..], &["--raw"]].concat());
+    assert!(raw.status.success(), "{}", stderr(&raw));
+    assert!(
+        stderr(&raw).contains("prompt 3 tokens"),
+        "BOS + 2 pieces: {}",
+        stderr(&raw)
+    );
 }
