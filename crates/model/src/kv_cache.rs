@@ -132,6 +132,17 @@ impl KvCache {
         }
     }
 
+    /// Forgets positions from `n` on. Only possible while the ring buffer has
+    /// not wrapped (every position below `n` is still held).
+    pub fn truncate(&mut self, n: usize) -> bool {
+        if self.len <= self.capacity {
+            self.len = self.len.min(n);
+            true
+        } else {
+            false
+        }
+    }
+
     /// Marks `t` positions as appended (after every layer has written them).
     pub fn advance(&mut self, t: usize) {
         self.len += t;

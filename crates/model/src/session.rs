@@ -109,6 +109,22 @@ impl<'m> Session<'m> {
         self.cache.bytes()
     }
 
+    /// Keeps only the first `n` tokens (to continue differently after them).
+    /// Returns false, and resets instead, when the cache no longer holds
+    /// what those tokens need (a sliding window already overwrote it).
+    pub fn truncate(&mut self, n: usize) -> bool {
+        if n >= self.tokens.len() {
+            return true;
+        }
+        if self.cache.truncate(n) {
+            self.tokens.truncate(n);
+            true
+        } else {
+            self.reset();
+            false
+        }
+    }
+
     /// Forgets all tokens.
     pub fn reset(&mut self) {
         self.tokens.clear();

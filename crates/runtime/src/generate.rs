@@ -33,6 +33,8 @@ pub enum FinishReason {
     /// (The Phi-3 models' attention does not allow sliding the context
     /// without recomputing it; phi3 stops instead, and says so.)
     ContextFull,
+    /// Stopped through `GenerateOptions::cancel`.
+    Cancelled,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -42,6 +44,9 @@ pub struct GenerateOptions {
     pub stop_ids: Vec<u32>,
     /// Texts that end the reply; the text is cut before them.
     pub stop_strings: Vec<String>,
+    /// Set from another thread (a Ctrl-C handler, a client that left) to
+    /// stop after the current token.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +157,16 @@ pub fn generate(
         }
         if session.tokens().len() >= context {
             break FinishReason::ContextFull;
+        }
+        if opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            // the sampled token is shown but not fed: feed it so the session
+            // holds exactly what was shown
+            session.feed(&[next], Logits::Last)?;
+            break FinishReason::Cancelled;
         }
         logits = session.feed(&[next], Logits::Last)?;
     };

@@ -2,9 +2,11 @@
 //! decode, stop tokens and strings, streaming), saved sessions and the
 //! batch scheduler build on it.
 
+pub mod chat;
 pub mod generate;
 pub mod rng;
 pub mod sampler;
 
+pub use chat::Chat;
 pub use generate::{generate, FinishReason, GenerateError, GenerateOptions, Generation};
 pub use sampler::{Sampler, SamplerConfig, SamplerError};

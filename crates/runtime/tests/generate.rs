@@ -18,6 +18,9 @@ fn model_with_vocab(dir: &Path) -> PathBuf {
         .unwrap()
         .config;
     cfg.vocab_size = 32064;
+    cfg.max_position_embeddings = 512;
+    cfg.original_max_position_embeddings = 512;
+    cfg.sliding_window = None;
     let weights = dir.join("w.gguf");
     synthesize_config(&cfg, "Phi3 tiny", DType::Q8_0, &weights).unwrap();
     let w = GgufFile::open(&weights).unwrap();
@@ -162,4 +165,74 @@ fn a_full_context_ends_generation_clearly() {
         17,
         "the last token is sampled but not fed"
     );
+}
+
+#[test]
+fn chat_turns_reuse_the_kv_cache_and_cancel_cleanly() {
+    use phi3_runtime::Chat;
+    use phi3_tokenizer::ChatTemplate;
+    let f = fixture();
+    let session = Session::new(
+        &f.model,
+        SessionOptions {
+            context: 256,
+            rope_policy: RopePolicy::Reference,
+            kv_type: KvType::F16,
+        },
+    )
+    .unwrap();
+    let mut chat = Chat::new(session, &f.tok, ChatTemplate::builtin_phi3());
+    chat.system = Some("Be brief.".into());
+    let mut sampler = Sampler::new(SamplerConfig::greedy()).unwrap();
+    let opts = GenerateOptions {
+        max_tokens: 8,
+        ..Default::default()
+    };
+    chat.reply("Hello", &mut sampler, &opts, |_| {}).unwrap();
+    let first = chat.last_fed;
+    let held = chat.session.tokens().len();
+    chat.reply("And again", &mut sampler, &opts, |_| {}).unwrap();
+    // the second turn feeds far fewer tokens than the whole conversation
+    assert!(
+        chat.last_fed < held,
+        "fed {} of a conversation of {}+ tokens",
+        chat.last_fed,
+        held
+    );
+    assert!(first > chat.last_fed / 2);
+    assert_eq!(chat.messages.len(), 4);
+    // the same conversation fed from scratch gives the same second reply
+    let second = chat.messages[3].content.clone();
+    let session = Session::new(
+        &f.model,
+        SessionOptions {
+            context: 256,
+            rope_policy: RopePolicy::Reference,
+            kv_type: KvType::F16,
+        },
+    )
+    .unwrap();
+    let mut fresh = Chat::new(session, &f.tok, ChatTemplate::builtin_phi3());
+    fresh.system = Some("Be brief.".into());
+    fresh.messages = chat.messages[..2].to_vec();
+    let mut sampler = Sampler::new(SamplerConfig::greedy()).unwrap();
+    fresh.reply("And again", &mut sampler, &opts, |_| {}).unwrap();
+    assert!(
+        fresh.last_fed > chat.last_fed,
+        "from scratch feeds the whole conversation"
+    );
+    assert_eq!(fresh.messages[3].content, second);
+
+    // cancellation stops after the current token, and the chat goes on
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let opts = GenerateOptions {
+        max_tokens: 50,
+        cancel: Some(cancel),
+        ..Default::default()
+    };
+    let g = chat.reply("Stop me", &mut sampler, &opts, |_| {}).unwrap();
+    assert_eq!(g.finish, FinishReason::Cancelled);
+    assert_eq!(g.tokens.len(), 1);
+    chat.reset();
+    assert!(chat.messages.is_empty() && chat.session.tokens().is_empty());
 }
