@@ -186,6 +186,7 @@ pub fn main(args: Args) -> Result<()> {
         max_tokens: args.max_tokens,
         stop_ids,
         stop_strings: args.stop.clone(),
+        cancel: None,
     };
 
     let mut stdout = std::io::stdout().lock();
@@ -211,6 +212,7 @@ pub fn main(args: Args) -> Result<()> {
             FinishReason::Stop => "stop token",
             FinishReason::Length => "max tokens",
             FinishReason::ContextFull => "context full",
+            FinishReason::Cancelled => "cancelled",
         },
         sampler_cfg.seed,
         if session.reprefills > 0 {
