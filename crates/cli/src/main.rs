@@ -4,6 +4,7 @@
 //! module and calls into the library crates.
 
 mod bench;
+mod chat;
 mod convert;
 mod inspect;
 mod run;
@@ -22,8 +23,10 @@ struct Cli {
 enum Command {
     /// Show a model's architecture, size, tensor types and memory needs.
     Inspect(inspect::Args),
-    /// Run the model on token ids and print the generated ids.
+    /// Answer one prompt, streaming the reply.
     Run(run::Args),
+    /// Talk with the model interactively.
+    Chat(chat::Args),
     /// Write a model (GGUF or Hugging Face folder) as a GGUF file.
     Convert(convert::Args),
     /// Quantize a model to a GGUF file (same as convert with --type).
@@ -41,6 +44,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Inspect(a) => inspect::main(a),
         Command::Run(a) => run::main(a),
+        Command::Chat(a) => chat::main(a),
         Command::Convert(a) | Command::Quantize(a) => convert::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Tokenize(a) => tokenize::tokenize(a),

@@ -78,7 +78,7 @@ pub struct Args {
 }
 
 /// The tokenizer shipped with the model, if any.
-fn model_tokenizer(path: &std::path::Path) -> Option<Tokenizer> {
+pub(crate) fn model_tokenizer(path: &std::path::Path) -> Option<Tokenizer> {
     match ModelFiles::open(path).ok()? {
         ModelFiles::Gguf(g) => Tokenizer::from_gguf(&g).ok(),
         ModelFiles::HuggingFace(h) => Vocab::from_hf_dir(&h.dir).ok().map(Tokenizer::new),

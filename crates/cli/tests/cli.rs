@@ -325,6 +325,9 @@ fn model_with_vocab(dir: &std::path::Path) -> PathBuf {
         .unwrap()
         .config;
     cfg.vocab_size = 32064;
+    cfg.max_position_embeddings = 512;
+    cfg.original_max_position_embeddings = 512;
+    cfg.sliding_window = None;
     let weights = dir.join("w.gguf");
     phi3_eval::synth::synthesize_config(&cfg, "Phi3 tiny", DType::Q8_0, &weights).unwrap();
     let w = GgufFile::open(&weights).unwrap();
@@ -389,4 +392,101 @@ fn run_text_prompts_with_sampling_and_stops() {
         "BOS + 2 pieces: {}",
         stderr(&raw)
     );
+}
+
+fn chat_with_stdin(model: &str, input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_phi3"))
+        .args(["chat", "-m", model, "-n", "6", "--seed", "1", "--system", "Be brief."])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn chat_reads_turns_and_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_with_vocab(dir.path());
+    let m = model.to_str().unwrap();
+    let saved = dir.path().join("conv.json");
+    let script = format!(
+        "Hello\nTell me \\\nmore\n/save {0}\n/reset\n/load {0}\n/system\n/help\n/nope\nBye\n",
+        saved.display()
+    );
+    let o = chat_with_stdin(m, &script);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let err = stderr(&o);
+    for needle in [
+        "(saved 4 messages to",
+        "(conversation cleared)",
+        "(loaded 4 messages from",
+        "(system message removed)",
+        "commands:",
+        "(unknown command /nope",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    // three replies; the second feeds only the new turn, not the whole conversation
+    let fed: Vec<usize> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix('[')?.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(fed.len(), 3, "{err}");
+    // the third turn follows /load, which starts a fresh cache: it feeds the whole
+    // conversation, far more than the second turn needed
+    assert!(
+        fed[1] < fed[2],
+        "second turn fed {} tokens, the reloaded one {}: {err}",
+        fed[1],
+        fed[2]
+    );
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    assert_eq!(json["system"], "Be brief.");
+    assert_eq!(
+        json["messages"][2]["content"], "Tell me \nmore",
+        "a continued line is one message"
+    );
+}
+
+#[test]
+fn chat_in_a_terminal() {
+    // drive it through a pseudo-terminal (util-linux `script`), as a user would
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("script(1) not installed: skipping the pseudo-terminal test");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_with_vocab(dir.path());
+    let cmd = format!(
+        "{} chat -m {} -n 4 --seed 2",
+        env!("CARGO_BIN_EXE_phi3"),
+        model.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        // one line at a time: the line editor discards what is typed ahead
+        for keys in [&b"Hi there\r"[..], b"/help\r", b"\x04"] {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            stdin.write_all(keys).unwrap(); // the last one is Ctrl-D, which leaves
+        }
+    }
+    let o = child.wait_with_output().unwrap();
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(out.contains("> "), "the line editor's prompt: {out}");
+    assert!(out.contains("commands:"), "{out}");
+    assert!(out.contains("generated"), "a reply with its speed line: {out}");
 }
