@@ -75,6 +75,14 @@ pub struct Args {
     /// KV cache storage: f16 (default), f32 (exact) or q8_0 (a quarter of f32).
     #[arg(long, default_value = "f16")]
     kv_type: String,
+    /// Save the session (tokens and KV cache) to FILE at the end, so a long
+    /// prompt (a system prompt, a document) is processed only once.
+    #[arg(long)]
+    save_session: Option<PathBuf>,
+    /// Start from a session saved with --save-session: the part of the
+    /// prompt it already holds is not processed again.
+    #[arg(long)]
+    load_session: Option<PathBuf>,
 }
 
 /// The tokenizer shipped with the model, if any.
@@ -154,7 +162,14 @@ pub fn main(args: Args) -> Result<()> {
         bail!("the prompt is empty");
     }
     let needed = prompt.len() + args.max_tokens;
-    let context = args.ctx.unwrap_or(needed.min(cfg.max_position_embeddings));
+    // a session saved for later prompts gets room to grow
+    let context = args.ctx.unwrap_or(if args.save_session.is_some() {
+        cfg.max_position_embeddings
+            .min(4096)
+            .max(needed.min(cfg.max_position_embeddings))
+    } else {
+        needed.min(cfg.max_position_embeddings)
+    });
     if context > cfg.max_position_embeddings {
         bail!(
             "--ctx {context} is larger than the model's context length {}",
@@ -167,14 +182,35 @@ pub fn main(args: Args) -> Result<()> {
             prompt.len()
         );
     }
-    let mut session = Session::new(
-        &model,
-        SessionOptions {
-            context,
-            rope_policy,
-            kv_type,
-        },
-    )?;
+    let mut session = match &args.load_session {
+        Some(path) => {
+            let s = Session::load(&model, path, rope_policy)?;
+            if prompt.len() > s.context() {
+                bail!(
+                    "the prompt has {} tokens, more than the saved session's context of {}",
+                    prompt.len(),
+                    s.context()
+                );
+            }
+            s
+        }
+        None => Session::new(
+            &model,
+            SessionOptions {
+                context,
+                rope_policy,
+                kv_type,
+            },
+        )?,
+    };
+    // a loaded session feeds only what it does not hold yet
+    let mut held = session.tokens().iter().zip(&prompt).take_while(|(a, b)| a == b).count();
+    if held == prompt.len() {
+        held -= 1; // the last prompt token is fed again to get its logits
+    }
+    session.truncate(held);
+    let reused = session.tokens().len();
+    let prompt_delta = prompt[reused..].to_vec();
     let mut stop_ids = model.eos_token_ids.clone();
     if let Some(tok) = &tokenizer {
         stop_ids.extend(tok.vocab.end_of_generation_ids());
@@ -192,15 +228,26 @@ pub fn main(args: Args) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     let (generated, finish, prompt_s, gen_s) = match (&tokenizer, args.print_ids) {
         (Some(tok), false) => {
-            let g = generate(&mut session, tok, &mut sampler, &prompt, &opts, |piece| {
+            let g = generate(&mut session, tok, &mut sampler, &prompt_delta, &opts, |piece| {
                 let _ = stdout.write_all(piece.as_bytes());
                 let _ = stdout.flush();
             })?;
             (g.tokens.len(), g.finish, g.prompt_seconds, g.generation_seconds)
         }
-        _ => ids_only(&mut session, &mut sampler, &prompt, &opts, &mut stdout)?,
+        _ => ids_only(&mut session, &mut sampler, &prompt_delta, &opts, &mut stdout)?,
     };
     writeln!(stdout)?;
+    if let Some(path) = &args.save_session {
+        session.save(path)?;
+    }
+    if reused > 0 {
+        eprintln!(
+            "session: {reused} prompt tokens reused from {}",
+            args.load_session
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string())
+        );
+    }
     let rate = |n: usize, s: f64| n as f64 / s.max(1e-9);
     eprintln!(
         "load {:.2}s | prompt {} tokens, {:.1} tok/s | generated {generated} tokens, {:.1} tok/s | stopped: {} | seed {}{}",

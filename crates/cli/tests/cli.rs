@@ -490,3 +490,63 @@ fn chat_in_a_terminal() {
     assert!(out.contains("commands:"), "{out}");
     assert!(out.contains("generated"), "a reply with its speed line: {out}");
 }
+
+#[test]
+fn saved_sessions_skip_the_shared_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_with_vocab(dir.path());
+    let m = model.to_str().unwrap();
+    let saved = dir.path().join("doc.session");
+    let doc = "Here is a long document about rivers, lakes and the sea. ".repeat(4);
+    let q1 = format!("{doc}What is it about?");
+    let q2 = format!("{doc}Summarize it.");
+    let o = phi3(&[
+        "run",
+        "-m",
+        m,
+        &q1,
+        "-n",
+        "4",
+        "--greedy",
+        "--raw",
+        "--save-session",
+        saved.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fresh = phi3(&["run", "-m", m, &q2, "-n", "6", "--greedy", "--raw", "--kv-type", "f16"]);
+    let reused = phi3(&[
+        "run",
+        "-m",
+        m,
+        &q2,
+        "-n",
+        "6",
+        "--greedy",
+        "--raw",
+        "--load-session",
+        saved.to_str().unwrap(),
+    ]);
+    assert!(reused.status.success(), "{}", stderr(&reused));
+    let line = stderr(&reused);
+    let n: usize = line
+        .split("session: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no reuse reported: {line}"));
+    assert!(n > 40, "the shared document is reused ({n} tokens): {line}");
+    assert_eq!(
+        stdout(&reused),
+        stdout(&fresh),
+        "the same answer as processing everything"
+    );
+    let o = phi3(&[
+        "run",
+        "-m",
+        m,
+        "hi",
+        "--load-session",
+        dir.path().join("missing").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+}

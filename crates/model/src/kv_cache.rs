@@ -48,6 +48,38 @@ impl Store {
         }
     }
 
+    /// The stored bytes (little-endian), for saving.
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Store::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Store::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Store::Q8_0(v) => v.clone(),
+        }
+    }
+
+    /// Restores bytes written by `bytes`; false if the length is wrong.
+    fn restore(&mut self, b: &[u8]) -> bool {
+        match self {
+            Store::F32(v) if b.len() == 4 * v.len() => {
+                for (d, c) in v.iter_mut().zip(b.chunks_exact(4)) {
+                    *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+                true
+            }
+            Store::F16(v) if b.len() == 2 * v.len() => {
+                for (d, c) in v.iter_mut().zip(b.chunks_exact(2)) {
+                    *d = f16::from_le_bytes([c[0], c[1]]);
+                }
+                true
+            }
+            Store::Q8_0(v) if b.len() == v.len() => {
+                v.copy_from_slice(b);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// A view starting at value position `at`.
     fn rows(&self, at: usize) -> KvRows<'_> {
         match self {
@@ -130,6 +162,26 @@ impl KvCache {
             self.keys[layer].put(slot * self.width, &k[r * stride..r * stride + self.width]);
             self.values[layer].put(slot * self.width, &v[r * stride..r * stride + self.width]);
         }
+    }
+
+    /// Every layer's keys then values, as stored (for saved sessions).
+    pub fn layer_bytes(&self) -> Vec<Vec<u8>> {
+        self.keys.iter().chain(&self.values).map(Store::bytes).collect()
+    }
+
+    /// Restores what `layer_bytes` gave, with `len` positions appended;
+    /// false if the shapes do not match this cache.
+    pub fn restore(&mut self, layers: &[Vec<u8>], len: usize) -> bool {
+        if layers.len() != self.keys.len() * 2 {
+            return false;
+        }
+        let (k, v) = layers.split_at(self.keys.len());
+        let ok = self.keys.iter_mut().zip(k).all(|(s, b)| s.restore(b))
+            && self.values.iter_mut().zip(v).all(|(s, b)| s.restore(b));
+        if ok {
+            self.len = len;
+        }
+        ok
     }
 
     /// Forgets positions from `n` on. Only possible while the ring buffer has

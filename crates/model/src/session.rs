@@ -125,6 +125,104 @@ impl<'m> Session<'m> {
         }
     }
 
+    /// Writes the session (tokens and KV cache) so that a long prompt is
+    /// processed once: `load` restores it for the same model and options.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        let io =
+            |e: std::io::Error| ModelError::InvalidOption(format!("saving the session to {}: {e}", path.display()));
+        let mut out = Vec::new();
+        out.extend_from_slice(SESSION_MAGIC);
+        out.extend_from_slice(&SESSION_VERSION.to_le_bytes());
+        out.extend_from_slice(&fingerprint(&self.model.config).to_le_bytes());
+        for v in [
+            self.options.context as u64,
+            self.options.kv_type as u64,
+            self.cache.table as u64,
+            self.tokens.len() as u64,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend(self.tokens.iter().flat_map(|t| t.to_le_bytes()));
+        for layer in self.cache.layer_bytes() {
+            out.extend_from_slice(&(layer.len() as u64).to_le_bytes());
+            out.extend_from_slice(&layer);
+        }
+        // write beside, then rename: never a half-written session file
+        let tmp = path.with_extension("partial");
+        std::fs::write(&tmp, &out).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// Restores a session saved by `save` for this model. The options
+    /// (context, KV type) are the saved ones.
+    pub fn load(model: &'m Model, path: &std::path::Path, rope_policy: RopePolicy) -> Result<Session<'m>> {
+        let bad =
+            |why: &str| ModelError::InvalidOption(format!("{}: not a usable session file: {why}", path.display()));
+        let bytes = std::fs::read(path).map_err(|e| ModelError::InvalidOption(format!("{}: {e}", path.display())))?;
+        let mut r = bytes.as_slice();
+        let mut take = |n: usize| -> Result<&[u8]> {
+            if r.len() < n {
+                return Err(bad("it ends early"));
+            }
+            let (a, b) = r.split_at(n);
+            r = b;
+            Ok(a)
+        };
+        if take(8)? != SESSION_MAGIC {
+            return Err(bad("wrong magic"));
+        }
+        let u32_at = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes"));
+        let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        if u32_at(take(4)?) != SESSION_VERSION {
+            return Err(bad("unsupported version"));
+        }
+        if u64_at(take(8)?) != fingerprint(&model.config) {
+            return Err(bad("it was saved with a different model"));
+        }
+        let context = u64_at(take(8)?) as usize;
+        let kv_type = match u64_at(take(8)?) {
+            0 => KvType::F32,
+            1 => KvType::F16,
+            2 => KvType::Q8_0,
+            _ => return Err(bad("unknown KV type")),
+        };
+        let table = match u64_at(take(8)?) {
+            0 => RopeTable::Short,
+            1 => RopeTable::Long,
+            _ => return Err(bad("unknown rope table")),
+        };
+        let n = u64_at(take(8)?) as usize;
+        if n > context {
+            return Err(bad("more tokens than its context"));
+        }
+        let tokens: Vec<u32> = take(n.checked_mul(4).ok_or_else(|| bad("token count overflows"))?)?
+            .chunks_exact(4)
+            .map(u32_at)
+            .collect();
+        let mut session = Session::new(
+            model,
+            SessionOptions {
+                context,
+                rope_policy,
+                kv_type,
+            },
+        )?;
+        let mut layers = Vec::new();
+        for _ in 0..2 * model.config.num_layers {
+            let len = u64_at(take(8)?) as usize;
+            layers.push(take(len)?.to_vec());
+        }
+        if !r.is_empty() {
+            return Err(bad("trailing bytes"));
+        }
+        if !session.cache.restore(&layers, n) {
+            return Err(bad("its KV cache does not fit this model"));
+        }
+        session.cache.table = table;
+        session.tokens = tokens;
+        Ok(session)
+    }
+
     /// Forgets all tokens.
     pub fn reset(&mut self) {
         self.tokens.clear();
@@ -193,6 +291,17 @@ impl<'m> Session<'m> {
             }
         }
     }
+}
+
+const SESSION_MAGIC: &[u8; 8] = b"PHI3SESS";
+const SESSION_VERSION: u32 = 1;
+
+/// Identifies a model's shapes and numbers (FNV-1a of the config), so a
+/// session is never loaded into a different model.
+fn fingerprint(cfg: &crate::ModelConfig) -> u64 {
+    format!("{cfg:?}").bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 fn initial_table(model: &Model, options: &SessionOptions) -> RopeTable {

@@ -186,3 +186,40 @@ fn q8_0_kv_cache_needs_head_dims_of_whole_blocks() {
         .expect("head dim 16 cannot hold Q8_0 blocks");
     assert!(e.to_string().contains("multiples of 32"), "{e}");
 }
+
+#[test]
+fn saved_sessions_continue_exactly_and_refuse_other_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.phi3session");
+    let model = Model::open(model_dir("phi-3.5-mini")).unwrap();
+    let reference = Reference::load("phi-3.5-mini");
+    let seq = reference.sequences().into_iter().find(|s| s.key == "cross").unwrap();
+    let (head, tail) = seq.ids.split_at(20);
+    let mut s = session(&model);
+    s.feed(head, Logits::Last).unwrap();
+    s.save(&path).unwrap();
+    drop(s);
+    let mut restored = Session::load(&model, &path, RopePolicy::Reference).unwrap();
+    assert_eq!(restored.tokens(), head);
+    let mut got = Vec::new();
+    for &id in tail {
+        got.extend(restored.feed(&[id], Logits::Last).unwrap());
+    }
+    let want = &seq.incremental.as_ref().unwrap()[20 * model.config.vocab_size..];
+    assert!(
+        max_abs_diff(&got, want) < 1e-4,
+        "a restored session continues as the reference does"
+    );
+
+    // another model, a damaged file, a file that is not a session
+    let other = Model::open(model_dir("phi-3-mini-128k")).unwrap();
+    let e = Session::load(&other, &path, RopePolicy::Reference).err().unwrap();
+    assert!(e.to_string().contains("different model"), "{e}");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+    let e = Session::load(&model, &path, RopePolicy::Reference).err().unwrap();
+    assert!(e.to_string().contains("ends early"), "{e}");
+    std::fs::write(&path, b"GGUF and more bytes").unwrap();
+    let e = Session::load(&model, &path, RopePolicy::Reference).err().unwrap();
+    assert!(e.to_string().contains("wrong magic"), "{e}");
+}
