@@ -23,9 +23,13 @@ pub struct Args {
     /// Tokens per reply at most.
     #[arg(short = 'n', long = "max-tokens", default_value_t = 512)]
     max_tokens: usize,
-    /// Context length of the conversation (default: the model's, at most 4096).
+    /// Context length of the conversation (default: the largest that fits in
+    /// --max-memory, or in 80% of the memory available now, at most the model's).
     #[arg(long)]
     ctx: Option<usize>,
+    /// Memory the chat may use (weights + KV cache + buffers), e.g. 3G.
+    #[arg(long)]
+    max_memory: Option<String>,
     /// Sampling temperature (0: greedy).
     #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     temp: f32,
@@ -143,8 +147,36 @@ pub fn main(args: Args) -> Result<()> {
         Some(t) => ChatTemplate::new(t)?,
         None => ChatTemplate::builtin_phi3(),
     };
-    let context = args.ctx.unwrap_or(model.config.max_position_embeddings.min(4096));
-    let kv_type = crate::parse_kv_type(&args.kv_type)?;
+    let mut kv_type = crate::parse_kv_type(&args.kv_type)?;
+    let context = match args.ctx {
+        Some(c) => {
+            if let Some(limit) = &args.max_memory {
+                kv_type = crate::check_budget(&model, limit, c, kv_type)?;
+            }
+            c
+        }
+        None => {
+            use phi3_model::memory::{available_memory, fit_context, human_bytes, parse_size};
+            let budget = match &args.max_memory {
+                Some(l) => {
+                    parse_size(l).ok_or_else(|| anyhow::anyhow!("--max-memory {l}: expected a size such as 4G"))?
+                }
+                None => available_memory().map_or(u64::MAX / 4, |a| a / 10 * 8),
+            };
+            let weights: u64 = model.tensor_summary.iter().map(|t| t.3 as u64).sum();
+            let min = 256.min(model.config.max_position_embeddings);
+            let Some((ctx, kv)) = fit_context(&model.config, weights, budget, 512, kv_type, min) else {
+                bail!(
+                    "not even {min} tokens of context fit in {} with these weights ({})",
+                    human_bytes(budget),
+                    human_bytes(weights)
+                );
+            };
+            kv_type = kv;
+            ctx
+        }
+    };
+    eprintln!("context: {context} tokens, KV cache {}", kv_type.name());
     let session = Session::new(
         &model,
         SessionOptions {

@@ -18,6 +18,9 @@ pub struct Args {
     /// KV cache storage for the estimate: f16 (default), f32 or q8_0.
     #[arg(long, default_value = "f16")]
     kv_type: String,
+    /// Also show the largest context that fits in this much memory (e.g. 3G).
+    #[arg(long)]
+    max_memory: Option<String>,
 }
 
 /// Appends a formatted line to the report.
@@ -141,5 +144,21 @@ fn report(args: &Args, r: &mut String) -> Result<()> {
         512.min(ctx)
     );
     line!(r, "  total:    {}", human_bytes(est.total()));
+    if let Some(limit) = &args.max_memory {
+        let budget = phi3_model::memory::parse_size(limit)
+            .ok_or_else(|| anyhow::anyhow!("--max-memory {limit}: expected a size such as 4G or 512M"))?;
+        match phi3_model::memory::fit_context(cfg, weight_bytes, budget, 512, kv, 1) {
+            Some((c, k)) => line!(
+                r,
+                "in {limit}: up to {c} tokens of context with a {} KV cache",
+                k.name()
+            ),
+            None => line!(
+                r,
+                "in {limit}: does not fit (the weights alone take {})",
+                human_bytes(weight_bytes)
+            ),
+        }
+    }
     Ok(())
 }

@@ -79,3 +79,25 @@ pub(crate) fn parse_kv_type(s: &str) -> anyhow::Result<phi3_model::KvType> {
         other => anyhow::bail!("--kv-type {other}: expected f16, f32 or q8_0"),
     })
 }
+
+/// Checks that `context` tokens fit in the `--max-memory` budget, falling
+/// back to a Q8_0 KV cache if that is what makes them fit.
+pub(crate) fn check_budget(
+    model: &phi3_model::Model,
+    limit: &str,
+    context: usize,
+    kv: phi3_model::KvType,
+) -> anyhow::Result<phi3_model::KvType> {
+    use phi3_model::memory::{estimate, fit_context, human_bytes, parse_size};
+    let budget =
+        parse_size(limit).ok_or_else(|| anyhow::anyhow!("--max-memory {limit}: expected a size such as 4G or 512M"))?;
+    let weights: u64 = model.tensor_summary.iter().map(|t| t.3 as u64).sum();
+    match fit_context(&model.config, weights, budget, 512, kv, context) {
+        Some((_, kv)) => Ok(kv),
+        None => anyhow::bail!(
+            "{context} tokens need {} (weights {} + KV cache + buffers), more than --max-memory {limit}",
+            human_bytes(estimate(&model.config, weights, context, 512.min(context), kv).total()),
+            human_bytes(weights)
+        ),
+    }
+}

@@ -75,6 +75,10 @@ pub struct Args {
     /// KV cache storage: f16 (default), f32 (exact) or q8_0 (a quarter of f32).
     #[arg(long, default_value = "f16")]
     kv_type: String,
+    /// Memory the session may use (weights + KV cache + buffers), e.g. 3G:
+    /// the KV cache falls back to q8_0 if f16 does not fit.
+    #[arg(long)]
+    max_memory: Option<String>,
     /// Save the session (tokens and KV cache) to FILE at the end, so a long
     /// prompt (a system prompt, a document) is processed only once.
     #[arg(long)]
@@ -114,7 +118,7 @@ pub fn main(args: Args) -> Result<()> {
         ..SamplerConfig::default()
     };
     let mut sampler = Sampler::new(sampler_cfg.clone()).map_err(|e| anyhow::anyhow!("--{e}"))?;
-    let kv_type = crate::parse_kv_type(&args.kv_type)?;
+    let mut kv_type = crate::parse_kv_type(&args.kv_type)?;
     let rope_policy = match args.rope_policy.as_str() {
         "fixed" => RopePolicy::FixedByContext,
         _ => RopePolicy::Reference,
@@ -181,6 +185,9 @@ pub fn main(args: Args) -> Result<()> {
             "the prompt has {} tokens, more than the context of {context}",
             prompt.len()
         );
+    }
+    if let Some(limit) = &args.max_memory {
+        kv_type = crate::check_budget(&model, limit, context, kv_type)?;
     }
     let mut session = match &args.load_session {
         Some(path) => {

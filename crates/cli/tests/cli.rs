@@ -550,3 +550,37 @@ fn saved_sessions_skip_the_shared_prompt() {
     ]);
     assert!(!o.status.success());
 }
+
+#[test]
+fn memory_budgets_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_with_vocab(dir.path());
+    let m = model.to_str().unwrap();
+    let o = phi3(&["run", "-m", m, "Hello", "-n", "4", "--max-memory", "1M"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("more than --max-memory 1M"), "{}", stderr(&o));
+    let o = phi3(&["run", "-m", m, "Hello", "-n", "4", "--max-memory", "lots"]);
+    assert!(stderr(&o).contains("expected a size"), "{}", stderr(&o));
+    // the budget limits the chat's context below the model's 512 tokens
+    let size = std::fs::metadata(&model).unwrap().len();
+    let budget = format!("{}", size + 1_100_000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_phi3"))
+        .args(["chat", "-m", m, "--max-memory", &budget, "-n", "2"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take();
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    let ctx: usize = err
+        .split("context: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(ctx > 0 && ctx < 512, "{err}");
+    let shown = stdout(&phi3(&["inspect", m, "--max-memory", &budget]));
+    assert!(shown.contains(&format!("up to {ctx} tokens")), "{shown}");
+}

@@ -36,8 +36,8 @@ pub fn kv_bytes_per_position(cfg: &ModelConfig, kv: KvType) -> u64 {
 /// Estimate for `context` tokens processed in prefill batches of `batch`.
 pub fn estimate(cfg: &ModelConfig, weight_bytes: u64, context: usize, batch: usize, kv: KvType) -> MemoryEstimate {
     let kv_cache = kv_positions(cfg, context) as u64 * kv_bytes_per_position(cfg, kv);
-    let per_token =
-        3 * cfg.hidden_size + cfg.qkv_dim() + cfg.num_heads * cfg.head_dim + 3 * cfg.intermediate_size + cfg.vocab_size;
+    // activations per prefill token; logits for the last position only
+    let per_token = 3 * cfg.hidden_size + cfg.qkv_dim() + cfg.num_heads * cfg.head_dim + 3 * cfg.intermediate_size;
     let scratch = (batch as u64 * per_token as u64 + cfg.vocab_size.max(cfg.intermediate_size) as u64) * 4;
     MemoryEstimate {
         weights: weight_bytes,
@@ -60,4 +60,63 @@ pub fn human_bytes(b: u64) -> String {
     } else {
         format!("{v:.2} {}", UNITS[u])
     }
+}
+
+/// The largest context (and the KV type that allows it) whose estimate fits
+/// in `budget` bytes, trying `preferred` first and then Q8_0 (half of f16's
+/// cache) where the head size allows it. `None` if not even `min_context`
+/// tokens fit.
+pub fn fit_context(
+    cfg: &ModelConfig,
+    weight_bytes: u64,
+    budget: u64,
+    batch: usize,
+    preferred: KvType,
+    min_context: usize,
+) -> Option<(usize, KvType)> {
+    let mut kinds = vec![preferred];
+    if preferred != KvType::Q8_0 && cfg.head_dim.is_multiple_of(32) {
+        kinds.push(KvType::Q8_0);
+    }
+    for kv in kinds {
+        let fits = |ctx: usize| estimate(cfg, weight_bytes, ctx, batch.min(ctx), kv).total() <= budget;
+        let max = cfg.max_position_embeddings;
+        if !fits(min_context.clamp(1, max)) {
+            continue;
+        }
+        // the estimate grows with the context: binary search the largest that fits
+        let (mut lo, mut hi) = (min_context.clamp(1, max), max);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if fits(mid) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        return Some((lo, kv));
+    }
+    None
+}
+
+/// Memory the system can give without swapping (`MemAvailable`), if known.
+pub fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+/// Parses sizes such as `4G`, `3.5GiB`, `512M`, `2048MB` or a byte count.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim().to_ascii_uppercase();
+    let t = t.trim_end_matches("IB").trim_end_matches('B');
+    let (num, unit) = match t.chars().last()? {
+        'K' => (&t[..t.len() - 1], 1u64 << 10),
+        'M' => (&t[..t.len() - 1], 1 << 20),
+        'G' => (&t[..t.len() - 1], 1 << 30),
+        'T' => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let v: f64 = num.trim().parse().ok()?;
+    (v.is_finite() && v > 0.0).then(|| (v * unit as f64) as u64)
 }

@@ -223,3 +223,46 @@ fn saved_sessions_continue_exactly_and_refuse_other_models() {
     let e = Session::load(&model, &path, RopePolicy::Reference).err().unwrap();
     assert!(e.to_string().contains("wrong magic"), "{e}");
 }
+
+#[test]
+fn memory_budgets_pick_the_largest_context_that_fits() {
+    use phi3_model::memory::{estimate, fit_context, parse_size};
+    use phi3_model::KvType;
+    let model = Model::open(model_dir("phi-3-mini-128k")).unwrap();
+    let cfg = &model.config;
+    let w = 1_000_000u64;
+    // a budget of exactly the estimate for 300 tokens gives 300 tokens
+    let budget = estimate(cfg, w, 300, 64, KvType::F16).total();
+    assert_eq!(
+        fit_context(cfg, w, budget, 64, KvType::F16, 1),
+        Some((300, KvType::F16))
+    );
+    assert_eq!(fit_context(cfg, w, budget - 1, 64, KvType::F16, 1).unwrap().0, 299);
+    // everything fits: the model's whole context
+    assert_eq!(
+        fit_context(cfg, w, u64::MAX / 4, 64, KvType::F16, 1),
+        Some((cfg.max_position_embeddings, KvType::F16))
+    );
+    // not even the minimum: none
+    assert_eq!(fit_context(cfg, w, 1000, 64, KvType::F16, 16), None);
+    assert_eq!(parse_size("4G"), Some(4 << 30));
+    assert_eq!(parse_size("3.5GiB"), Some((3.5 * (1u64 << 30) as f64) as u64));
+    assert_eq!(parse_size("512mb"), Some(512 << 20));
+    assert_eq!(parse_size("1000"), Some(1000));
+    assert_eq!(parse_size("-1G"), None);
+    assert_eq!(parse_size("lots"), None);
+}
+
+#[test]
+fn a_tight_budget_falls_back_to_a_q8_0_kv_cache() {
+    use phi3_model::memory::{estimate, fit_context};
+    use phi3_model::KvType;
+    let mut cfg = Model::open(model_dir("phi-3-mini-128k")).unwrap().config;
+    cfg.head_dim = 64; // whole Q8_0 blocks
+    let w = 1_000_000u64;
+    let q8 = estimate(&cfg, w, 1000, 64, KvType::Q8_0).total();
+    let f16 = estimate(&cfg, w, 1000, 64, KvType::F16).total();
+    assert!(q8 < f16);
+    let (ctx, kv) = fit_context(&cfg, w, q8, 64, KvType::F16, 1000).unwrap();
+    assert_eq!((ctx, kv), (1000, KvType::Q8_0));
+}
