@@ -118,5 +118,5 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => (t, 1),
     };
     let v: f64 = num.trim().parse().ok()?;
-    (v.is_finite() && v > 0.0).then(|| (v * unit as f64) as u64)
+    (v.is_finite() && v > 0.0).then_some((v * unit as f64) as u64)
 }
