@@ -54,6 +54,8 @@ pub struct BenchReport {
     /// Machine bandwidth ÷ weight bytes per token.
     pub decode_bound_tok_s: Option<f64>,
     pub peak_rss_bytes: Option<u64>,
+    /// phi3's own estimate (weights + KV cache + buffers) for this run.
+    pub memory_estimate_bytes: u64,
 }
 
 fn rate(test: String, tokens: usize, mut secs: Vec<f64>) -> Rate {
@@ -150,6 +152,16 @@ pub fn run(path: &Path, opts: &BenchOptions) -> Result<BenchReport> {
         decode_bandwidth = Some(r.median_tok_s * per_token as f64 / 1e9);
         results.push(r);
     }
+    // the peak before the bandwidth test, whose 1 GiB buffer is not the model's
+    let peak_rss_bytes = peak_rss();
+    let estimate = phi3_model::memory::estimate(
+        cfg,
+        model.tensor_summary.iter().map(|t| t.3 as u64).sum(),
+        session_opts.context,
+        opts.prompt_lens.iter().copied().max().unwrap_or(1),
+        opts.kv_type,
+    )
+    .total();
     let machine = opts.measure_bandwidth.then(|| crate::membw::read_bandwidth(1 << 30, 5));
     Ok(BenchReport {
         model: path.display().to_string(),
@@ -164,7 +176,8 @@ pub fn run(path: &Path, opts: &BenchOptions) -> Result<BenchReport> {
         decode_bandwidth_gb_s: decode_bandwidth,
         machine_read_bandwidth_gb_s: machine,
         decode_bound_tok_s: machine.map(|m| m * 1e9 / per_token as f64),
-        peak_rss_bytes: peak_rss(),
+        peak_rss_bytes,
+        memory_estimate_bytes: estimate,
     })
 }
 
@@ -203,7 +216,12 @@ impl BenchReport {
             ));
         }
         if let Some(rss) = self.peak_rss_bytes {
-            s.push_str(&format!("peak RSS: {:.2} GB\n", gb(rss)));
+            s.push_str(&format!(
+                "peak RSS: {:.2} GB (estimate {:.2} GB, {:+.1}%)\n",
+                gb(rss),
+                gb(self.memory_estimate_bytes),
+                (self.memory_estimate_bytes as f64 / rss as f64 - 1.0) * 100.0
+            ));
         }
         s
     }
