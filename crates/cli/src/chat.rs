@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use phi3_model::{Model, RopePolicy, Session, SessionOptions};
-use phi3_runtime::{Chat, FinishReason, GenerateOptions, Sampler, SamplerConfig};
+use phi3_runtime::{Chat, FinishReason, GenerateOptions};
 use phi3_tokenizer::{ChatTemplate, Message};
 
 #[derive(clap::Args)]
@@ -30,19 +30,8 @@ pub struct Args {
     /// Memory the chat may use (weights + KV cache + buffers), e.g. 3G.
     #[arg(long)]
     max_memory: Option<String>,
-    /// Sampling temperature (0: greedy).
-    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
-    temp: f32,
-    #[arg(long, default_value_t = 40)]
-    top_k: usize,
-    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
-    top_p: f32,
-    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
-    min_p: f32,
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    repeat_penalty: f32,
-    #[arg(long)]
-    seed: Option<u64>,
+    #[command(flatten)]
+    sampling: crate::sampling::SamplingArgs,
     /// Stop a reply when this text appears (repeatable).
     #[arg(long)]
     stop: Vec<String>,
@@ -187,21 +176,7 @@ pub fn main(args: Args) -> Result<()> {
     )?;
     let mut chat = Chat::new(session, &tokenizer, template);
     chat.system = args.system.clone().filter(|s| !s.is_empty());
-    let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    });
-    let mut sampler = Sampler::new(SamplerConfig {
-        temperature: args.temp,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        min_p: args.min_p,
-        repeat_penalty: args.repeat_penalty,
-        seed,
-        ..SamplerConfig::default()
-    })
-    .map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let (mut sampler, _) = args.sampling.sampler()?;
     let mut stop_ids = model.eos_token_ids.clone();
     stop_ids.extend(tokenizer.vocab.end_of_generation_ids());
     let cancel = Arc::new(AtomicBool::new(false));

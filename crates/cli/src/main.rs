@@ -8,6 +8,7 @@ mod chat;
 mod convert;
 mod inspect;
 mod run;
+mod sampling;
 mod tokenize;
 
 use clap::{Parser, Subcommand};

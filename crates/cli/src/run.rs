@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use phi3_formats::ModelFiles;
 use phi3_model::{Logits, Model, RopePolicy, Session, SessionOptions};
-use phi3_runtime::{generate, FinishReason, GenerateOptions, Sampler, SamplerConfig};
+use phi3_runtime::{generate, FinishReason, GenerateOptions, Sampler};
 use phi3_tokenizer::{ChatTemplate, EncodeOptions, Message, Tokenizer, Vocab};
 
 #[derive(clap::Args)]
@@ -30,27 +30,8 @@ pub struct Args {
     /// Tokens to generate at most.
     #[arg(short = 'n', long = "max-tokens", default_value_t = 256)]
     max_tokens: usize,
-    /// Sampling temperature (0: greedy).
-    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
-    temp: f32,
-    /// Keep the k most likely tokens (0: all).
-    #[arg(long, default_value_t = 40)]
-    top_k: usize,
-    /// Nucleus sampling threshold.
-    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
-    top_p: f32,
-    /// Drop tokens less likely than this fraction of the best.
-    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
-    min_p: f32,
-    /// Repetition penalty (1: none).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    repeat_penalty: f32,
-    /// Random seed (default: from the clock; printed with the speed).
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Pick the most likely token at each step (same as --temp 0).
-    #[arg(long)]
-    greedy: bool,
+    #[command(flatten)]
+    sampling: crate::sampling::SamplingArgs,
     /// Stop when this text appears (repeatable); it is not printed.
     #[arg(long)]
     stop: Vec<String>,
@@ -104,20 +85,7 @@ pub fn main(args: Args) -> Result<()> {
         }
         phi3_kernels::pool::set_global_threads(t);
     }
-    let sampler_cfg = SamplerConfig {
-        temperature: if args.greedy { 0.0 } else { args.temp },
-        top_k: args.top_k,
-        top_p: args.top_p,
-        min_p: args.min_p,
-        repeat_penalty: args.repeat_penalty,
-        seed: args.seed.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        }),
-        ..SamplerConfig::default()
-    };
-    let mut sampler = Sampler::new(sampler_cfg.clone()).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let (mut sampler, sampler_cfg) = args.sampling.sampler()?;
     let mut kv_type = crate::parse_kv_type(&args.kv_type)?;
     let rope_policy = match args.rope_policy.as_str() {
         "fixed" => RopePolicy::FixedByContext,

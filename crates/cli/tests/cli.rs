@@ -320,7 +320,7 @@ fn tokenizer_errors() {
 
 /// A small random model carrying the real Phi-3 vocabulary and chat template.
 fn model_with_vocab(dir: &std::path::Path) -> PathBuf {
-    use phi3_formats::{DType, GgufFile, GgufWriter};
+    use phi3_formats::DType;
     let mut cfg = phi3_model::Model::open(testdata().join("models/phi-3-mini-4k"))
         .unwrap()
         .config;
@@ -330,21 +330,8 @@ fn model_with_vocab(dir: &std::path::Path) -> PathBuf {
     cfg.sliding_window = None;
     let weights = dir.join("w.gguf");
     phi3_eval::synth::synthesize_config(&cfg, "Phi3 tiny", DType::Q8_0, &weights).unwrap();
-    let w = GgufFile::open(&weights).unwrap();
-    let vocab = GgufFile::open(vocab_gguf()).unwrap();
-    let mut out = GgufWriter::new();
-    for (k, v) in w
-        .metadata
-        .iter()
-        .chain(vocab.metadata.iter().filter(|(k, _)| k.starts_with("tokenizer.")))
-    {
-        out.set(k.clone(), v.clone());
-    }
-    for t in w.all_tensors() {
-        out.add_tensor(t.name.clone(), &t);
-    }
     let path = dir.join("model.gguf");
-    out.write(&path).unwrap();
+    phi3_eval::synth::with_vocabulary(&weights, std::path::Path::new(&vocab_gguf()), &path).unwrap();
     path
 }
 

@@ -173,3 +173,24 @@ pub fn synthesize_config(cfg: &ModelConfig, name: &str, dtype: DType, out: &Path
     w.write(out)?;
     Ok(())
 }
+
+/// Writes `out`: the model in `weights` with the vocabulary metadata
+/// (`tokenizer.*`) of the GGUF file `vocab`, e.g. a random model that
+/// speaks the real Phi-3 vocabulary, for end-to-end tests.
+pub fn with_vocabulary(weights: &Path, vocab: &Path, out: &Path) -> Result<()> {
+    let w = phi3_formats::GgufFile::open(weights)?;
+    let v = phi3_formats::GgufFile::open(vocab)?;
+    let mut writer = phi3_formats::GgufWriter::new();
+    for (k, val) in w
+        .metadata
+        .iter()
+        .chain(v.metadata.iter().filter(|(k, _)| k.starts_with("tokenizer.")))
+    {
+        writer.set(k.clone(), val.clone());
+    }
+    for t in w.all_tensors() {
+        writer.add_tensor(t.name.clone(), &t);
+    }
+    writer.write(out)?;
+    Ok(())
+}

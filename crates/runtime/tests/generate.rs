@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use phi3_eval::synth::synthesize_config;
-use phi3_formats::{DType, GgufFile, GgufWriter};
+use phi3_formats::{DType, GgufFile};
 use phi3_model::{KvType, Model, RopePolicy, Session, SessionOptions};
 use phi3_runtime::{generate, FinishReason, GenerateOptions, Sampler, SamplerConfig};
 use phi3_tokenizer::{EncodeOptions, Tokenizer};
@@ -23,22 +23,13 @@ fn model_with_vocab(dir: &Path) -> PathBuf {
     cfg.sliding_window = None;
     let weights = dir.join("w.gguf");
     synthesize_config(&cfg, "Phi3 tiny", DType::Q8_0, &weights).unwrap();
-    let w = GgufFile::open(&weights).unwrap();
-    let vocab = GgufFile::open(root().join("../shared/testdata/tokenizer/ggml-vocab-phi-3.gguf")).unwrap();
-    let mut out = GgufWriter::new();
-    for (k, v) in &w.metadata {
-        out.set(k.clone(), v.clone());
-    }
-    for (k, v) in &vocab.metadata {
-        if k.starts_with("tokenizer.") {
-            out.set(k.clone(), v.clone());
-        }
-    }
-    for t in w.all_tensors() {
-        out.add_tensor(t.name.clone(), &t);
-    }
     let path = dir.join("model.gguf");
-    out.write(&path).unwrap();
+    phi3_eval::synth::with_vocabulary(
+        &weights,
+        &root().join("../shared/testdata/tokenizer/ggml-vocab-phi-3.gguf"),
+        &path,
+    )
+    .unwrap();
     path
 }
 
