@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use phi3_model::{Model, RopePolicy, Session, SessionOptions};
+use phi3_model::{RopePolicy, Session, SessionOptions};
 use phi3_runtime::{Chat, FinishReason, GenerateOptions};
 use phi3_tokenizer::{ChatTemplate, Message};
 
@@ -125,7 +125,7 @@ pub fn main(args: Args) -> Result<()> {
         }
         phi3_kernels::pool::set_global_threads(t);
     }
-    let model = Model::open(&args.model)?;
+    let model = crate::open_model(&args.model)?;
     let Some(tokenizer) = crate::run::model_tokenizer(&args.model) else {
         bail!(
             "{} has no tokenizer (no tokenizer.ggml.* metadata or tokenizer.json)",

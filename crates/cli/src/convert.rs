@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 use phi3_formats::DType;
 use phi3_model::convert::{write_gguf_plan, Plan, WRITABLE};
-use phi3_model::Model;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,7 +20,7 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> Result<()> {
-    let model = Model::open(&args.input)?;
+    let model = crate::open_model(&args.input)?;
     let plan = match &args.dtype {
         None => Plan::Uniform(
             model

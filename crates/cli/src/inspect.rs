@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use phi3_model::memory::{estimate, human_bytes, kv_bytes_per_position, kv_positions};
 use phi3_model::variant::variant_name;
-use phi3_model::{Model, SourceFormat};
+use phi3_model::SourceFormat;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,7 +38,7 @@ pub fn main(args: Args) -> Result<()> {
 }
 
 fn report(args: &Args, r: &mut String) -> Result<()> {
-    let model = Model::open(&args.model)?;
+    let model = crate::open_model(&args.model)?;
     let cfg = &model.config;
     let format = match model.format {
         SourceFormat::Gguf => "GGUF",

@@ -102,3 +102,22 @@ pub(crate) fn check_budget(
         ),
     }
 }
+
+/// Opens a model, with a progress bar on a terminal for large files (the
+/// check of every quant block's scale reads the whole file once).
+pub(crate) fn open_model(path: &std::path::Path) -> anyhow::Result<phi3_model::Model> {
+    use std::io::IsTerminal;
+    let files = phi3_formats::ModelFiles::open(path)?;
+    let total = phi3_model::Model::tensor_bytes(&files);
+    if total < 256 << 20 || !std::io::stderr().is_terminal() {
+        return Ok(phi3_model::Model::from_files(files)?);
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("loading {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let model = phi3_model::Model::from_files_with_progress(files, &|n| bar.inc(n));
+    bar.finish_and_clear();
+    Ok(model?)
+}

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use phi3_formats::ModelFiles;
-use phi3_model::{Logits, Model, RopePolicy, Session, SessionOptions};
+use phi3_model::{Logits, RopePolicy, Session, SessionOptions};
 use phi3_runtime::{generate, FinishReason, GenerateOptions, Sampler};
 use phi3_tokenizer::{ChatTemplate, EncodeOptions, Message, Tokenizer, Vocab};
 
@@ -93,7 +93,7 @@ pub fn main(args: Args) -> Result<()> {
     };
 
     let load_start = Instant::now();
-    let model = Model::open(&args.model)?;
+    let model = crate::open_model(&args.model)?;
     let tokenizer = model_tokenizer(&args.model);
     let load_time = load_start.elapsed();
     let cfg = &model.config;

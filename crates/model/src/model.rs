@@ -33,10 +33,25 @@ impl Model {
     }
 
     pub fn from_files(files: ModelFiles) -> Result<Model> {
+        Self::from_files_with_progress(files, &|_| {})
+    }
+
+    /// Total bytes of the tensors in `files` (the `progress` callback of
+    /// `from_files_with_progress` adds up to about this).
+    pub fn tensor_bytes(files: &ModelFiles) -> u64 {
+        match files {
+            ModelFiles::Gguf(g) => g.tensors.iter().map(|t| t.size).sum(),
+            ModelFiles::HuggingFace(h) => h.weights.tensors.values().map(|t| t.bytes().len() as u64).sum(),
+        }
+    }
+
+    /// As `from_files`, reporting the bytes of each weight matrix once it
+    /// has been checked (every quant block's scale is read).
+    pub fn from_files_with_progress(files: ModelFiles, progress: &dyn Fn(u64)) -> Result<Model> {
         match files {
             ModelFiles::Gguf(g) => {
                 let config = ModelConfig::from_gguf(&g)?;
-                let weights = Weights::from_gguf(&config, &g)?;
+                let weights = Weights::from_gguf(&config, &g, progress)?;
                 let mut eos = Vec::new();
                 for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"] {
                     if let Some(id) = g.get(key).and_then(|v| v.as_u64()) {
@@ -60,7 +75,7 @@ impl Model {
             }
             ModelFiles::HuggingFace(hf) => {
                 let config = ModelConfig::from_hf_json(&hf.config, &hf.dir.join("config.json"))?;
-                let weights = Weights::from_hf(&config, &hf)?;
+                let weights = Weights::from_hf(&config, &hf, progress)?;
                 let eos_value = hf
                     .generation_config
                     .as_ref()

@@ -116,17 +116,32 @@ pub fn layer_name(pattern: &str, layer: usize) -> String {
     pattern.replace("{}", &layer.to_string())
 }
 
+/// Called with the bytes of each matrix once it is checked (for progress bars).
+pub type Progress<'a> = &'a dyn Fn(u64);
+
 impl Weights {
-    pub fn from_gguf(cfg: &ModelConfig, gguf: &GgufFile) -> Result<Weights> {
-        bind(cfg, &gguf.path, &GGUF_NAMES, |n| gguf.tensor(n))
+    pub fn from_gguf(cfg: &ModelConfig, gguf: &GgufFile, progress: Progress) -> Result<Weights> {
+        bind(cfg, &gguf.path, &GGUF_NAMES, |n| gguf.tensor(n), progress)
     }
 
-    pub fn from_hf(cfg: &ModelConfig, folder: &HfFolder) -> Result<Weights> {
-        bind(cfg, &folder.dir, &HF_NAMES, |n| folder.weights.tensor(n).cloned())
+    pub fn from_hf(cfg: &ModelConfig, folder: &HfFolder, progress: Progress) -> Result<Weights> {
+        bind(
+            cfg,
+            &folder.dir,
+            &HF_NAMES,
+            |n| folder.weights.tensor(n).cloned(),
+            progress,
+        )
     }
 }
 
-fn bind(cfg: &ModelConfig, path: &Path, names: &NameMap, get: impl Fn(&str) -> Option<Tensor>) -> Result<Weights> {
+fn bind(
+    cfg: &ModelConfig,
+    path: &Path,
+    names: &NameMap,
+    get: impl Fn(&str) -> Option<Tensor>,
+    progress: Progress,
+) -> Result<Weights> {
     let fetch = |name: &str, shape: &[usize]| -> Result<Tensor> {
         let t = get(name).ok_or_else(|| ModelError::MissingTensor {
             path: path.to_path_buf(),
@@ -164,6 +179,7 @@ fn bind(cfg: &ModelConfig, path: &Path, names: &NameMap, get: impl Fn(&str) -> O
                 Some(_) => {}
             },
         }
+        progress(tensor.bytes().len() as u64);
         Ok(Linear { rows, cols, tensor })
     };
     let vector = |name: &str, len: usize| -> Result<Vec<f32>> {

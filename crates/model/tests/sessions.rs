@@ -266,3 +266,15 @@ fn a_tight_budget_falls_back_to_a_q8_0_kv_cache() {
     let (ctx, kv) = fit_context(&cfg, w, q8, 64, KvType::F16, 1000).unwrap();
     assert_eq!((ctx, kv), (1000, KvType::Q8_0));
 }
+
+#[test]
+fn loading_reports_progress_over_every_matrix() {
+    let files = phi3_formats::ModelFiles::open(model_dir("phi-3-medium-4k")).unwrap();
+    let total = Model::tensor_bytes(&files);
+    let seen = std::cell::Cell::new(0u64);
+    let model = Model::from_files_with_progress(files, &|n| seen.set(seen.get() + n)).unwrap();
+    let c = &model.config;
+    // every matrix once (norm vectors are not reported); lm_head is separate here
+    let norms = ((2 * c.num_layers + 1) * c.hidden_size * 4) as u64;
+    assert_eq!(seen.get(), total - norms);
+}
