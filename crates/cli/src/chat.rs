@@ -14,9 +14,10 @@ use phi3_tokenizer::{ChatTemplate, Message};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A GGUF file or a Hugging Face folder (with its tokenizer).
+    /// A GGUF file, a Hugging Face folder, or a hub file (owner/repo/file.gguf,
+    /// downloaded into the cache on first use). Default: Phi-3-mini-4k-instruct, 4-bit GGUF.
     #[arg(long, short = 'm')]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// A system message.
     #[arg(long)]
     system: Option<String>,
@@ -125,11 +126,12 @@ pub fn main(args: Args) -> Result<()> {
         }
         phi3_kernels::pool::set_global_threads(t);
     }
-    let model = crate::open_model(&args.model)?;
-    let Some(tokenizer) = crate::run::model_tokenizer(&args.model) else {
+    let model_path = crate::hub::resolve(args.model.as_deref())?;
+    let model = crate::open_model(&model_path)?;
+    let Some(tokenizer) = crate::run::model_tokenizer(&model_path) else {
         bail!(
             "{} has no tokenizer (no tokenizer.ggml.* metadata or tokenizer.json)",
-            args.model.display()
+            model_path.display()
         );
     };
     let template = match &tokenizer.vocab.chat_template {
@@ -199,7 +201,7 @@ pub fn main(args: Args) -> Result<()> {
     };
     eprintln!(
         "phi3 chat: {} — /help for commands, Ctrl-D to leave",
-        args.model.display()
+        model_path.display()
     );
     while let Some(msg) = input.message()? {
         let trimmed = msg.trim();

@@ -6,6 +6,7 @@
 mod bench;
 mod chat;
 mod convert;
+mod hub;
 mod inspect;
 mod run;
 mod sampling;
@@ -34,6 +35,10 @@ enum Command {
     Quantize(convert::Args),
     /// Measure prompt processing and generation speed, memory and bandwidth.
     Bench(bench::Args),
+    /// Download a model from the hub into the cache (resumable, verified).
+    Pull(hub::PullArgs),
+    /// List the models in the cache.
+    List,
     /// Show the token ids (and pieces) of a text.
     Tokenize(tokenize::TokenizeArgs),
     /// Turn token ids back into text.
@@ -48,6 +53,8 @@ fn main() -> std::process::ExitCode {
         Command::Chat(a) => chat::main(a),
         Command::Convert(a) | Command::Quantize(a) => convert::main(a),
         Command::Bench(a) => bench::main(a),
+        Command::Pull(a) => hub::pull_main(a),
+        Command::List => hub::list_main(),
         Command::Tokenize(a) => tokenize::tokenize(a),
         Command::Detokenize(a) => tokenize::detokenize(a),
     };

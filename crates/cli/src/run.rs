@@ -15,9 +15,10 @@ pub struct Args {
     /// The prompt text (or use --prompt-ids).
     #[arg(conflicts_with = "prompt_ids")]
     prompt: Option<String>,
-    /// A GGUF file or a Hugging Face folder.
+    /// A GGUF file, a Hugging Face folder, or a hub file (owner/repo/file.gguf,
+    /// downloaded into the cache on first use). Default: Phi-3-mini-4k-instruct, 4-bit GGUF.
     #[arg(long, short = 'm')]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// The prompt as comma-separated token ids, e.g. 1,32010,450 (no chat template).
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     prompt_ids: Option<Vec<u32>>,
@@ -93,8 +94,9 @@ pub fn main(args: Args) -> Result<()> {
     };
 
     let load_start = Instant::now();
-    let model = crate::open_model(&args.model)?;
-    let tokenizer = model_tokenizer(&args.model);
+    let model_path = crate::hub::resolve(args.model.as_deref())?;
+    let model = crate::open_model(&model_path)?;
+    let tokenizer = model_tokenizer(&model_path);
     let load_time = load_start.elapsed();
     let cfg = &model.config;
 
@@ -102,7 +104,7 @@ pub fn main(args: Args) -> Result<()> {
         (Some(ids), _) => ids.clone(),
         (None, Some(text)) => {
             let Some(tok) = &tokenizer else {
-                bail!("{} has no tokenizer (no tokenizer.ggml.* metadata or tokenizer.json): give the prompt with --prompt-ids", args.model.display());
+                bail!("{} has no tokenizer (no tokenizer.ggml.* metadata or tokenizer.json): give the prompt with --prompt-ids", model_path.display());
             };
             let text = if args.raw {
                 text.clone()
