@@ -571,3 +571,45 @@ fn memory_budgets_are_honoured() {
     let shown = stdout(&phi3(&["inspect", m, "--max-memory", &budget]));
     assert!(shown.contains(&format!("up to {ctx} tokens")), "{shown}");
 }
+
+#[test]
+fn ctrl_c_stops_a_reply_without_leaving_the_chat() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("script(1) not installed: skipping the pseudo-terminal test");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_with_vocab(dir.path());
+    // a reply that would run to the end of the context (a few seconds)
+    let cmd = format!(
+        "{} chat -m {} -n 100000 --ctx 512 --seed 4 --temp 1",
+        env!("CARGO_BIN_EXE_phi3"),
+        model.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        for (wait_ms, keys) in [
+            (1500, &b"Tell me everything\r"[..]),
+            (600, b"\x03"),
+            (1500, b"/help\r"),
+            (1000, b"\x04"),
+        ] {
+            std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+            stdin.write_all(keys).unwrap();
+        }
+    }
+    let o = child.wait_with_output().unwrap();
+    let out = stdout(&o);
+    assert!(o.status.success(), "Ctrl-C must not end the chat: {out}");
+    assert!(out.contains("commands:"), "the chat went on after Ctrl-C: {out}");
+    // on a loaded machine the reply may end by itself before the key arrives
+    assert!(out.contains("(stopped)") || out.contains("context full"), "{out}");
+}
