@@ -220,3 +220,29 @@ fn missing_repos_and_offline_misses_say_what_to_do() {
         "{err}"
     );
 }
+
+#[test]
+fn a_full_disk_fails_clearly_and_leaves_nothing_complete() {
+    // a 200 KiB filesystem for a 460 KB model (needs root to mount; skipped otherwise)
+    let home = tempfile::tempdir().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=200k", "tmpfs"])
+        .arg(home.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("cannot mount a small tmpfs here: skipping the full-disk test");
+        return;
+    }
+    let server = serve(fixture());
+    let o = phi3(home.path(), &server.url, &["pull", REF]);
+    let listed = phi3(home.path(), &server.url, &["list"]);
+    let _ = Command::new("umount").arg(home.path()).status();
+    assert!(!o.status.success(), "a full disk must fail the download");
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("could not download") && err.to_lowercase().contains("space"),
+        "{err}"
+    );
+    assert!(listed.stdout.is_empty(), "nothing half-written is listed as complete");
+}
