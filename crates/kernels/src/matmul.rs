@@ -66,17 +66,8 @@ pub fn matmul(w: WeightRef, n: usize, k: usize, x: &[f32], t: usize, out: &mut [
             return matmul_quantized(kind, act, bytes, n, k, x, t, out);
         }
     }
-    let pool = crate::pool::global();
-    // a few tasks per thread balance uneven progress; tiny products run inline
-    let tasks = if n * k * t < 1 << 15 {
-        1
-    } else {
-        (pool.threads() * 4).min(n)
-    };
-    let chunk = n.div_ceil(tasks);
     let out_ptr = SendPtr(out.as_mut_ptr());
-    pool.run(tasks, &|task| {
-        let rows = task * chunk..((task + 1) * chunk).min(n);
+    for_row_ranges(n, n * k * t, &|rows| {
         SCRATCH.with(|s| {
             let mut scratch = s.borrow_mut();
             if scratch.len() < k {
@@ -110,21 +101,15 @@ fn matmul_quantized(
     out: &mut [f32],
 ) {
     let xrow = act.row_bytes(k);
-    let mut xq = vec![0u8; t * xrow];
+    // the quantized activations, in a buffer kept per thread (no allocation per token)
+    let mut xq = QUANTIZED.with(|q| std::mem::take(&mut *q.borrow_mut()));
+    xq.resize(t * xrow, 0);
     for (xi, qi) in x.chunks_exact(k).zip(xq.chunks_exact_mut(xrow)) {
         act.quantize(xi, qi);
     }
     let wrow = kind.row_bytes(k);
-    let pool = crate::pool::global();
-    let tasks = if n * k * t < 1 << 15 {
-        1
-    } else {
-        (pool.threads() * 4).min(n)
-    };
-    let chunk = n.div_ceil(tasks);
     let out_ptr = SendPtr(out.as_mut_ptr());
-    pool.run(tasks, &|task| {
-        let rows = task * chunk..((task + 1) * chunk).min(n);
+    for_row_ranges(n, n * k * t, &|rows: std::ops::Range<usize>| {
         // Tiles of ROW_TILE weight rows: a tile stays in cache while every
         // activation row passes over it, and each activation row stays in L1
         // across the tile; weights are read from memory once per call.
@@ -140,6 +125,16 @@ fn matmul_quantized(
             }
         }
     });
+    QUANTIZED.with(|q| *q.borrow_mut() = xq);
+}
+
+/// Splits weight rows `0..n` into a few ranges per pool thread and runs
+/// `f` on each; `work` (multiply-adds) below ~32k runs inline.
+fn for_row_ranges(n: usize, work: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+    let pool = crate::pool::global();
+    let tasks = if work < 1 << 15 { 1 } else { (pool.threads() * 4).min(n) };
+    let chunk = n.div_ceil(tasks.max(1));
+    pool.run(tasks, &|task| f(task * chunk..((task + 1) * chunk).min(n)));
 }
 
 /// Weight rows per cache tile in prefill (16 rows of 3072 Q4_0 weights: 27 KiB).
@@ -161,6 +156,8 @@ impl SendPtr {
 thread_local! {
     /// Per-thread buffer for widening one weight row.
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per-thread buffer for the quantized activations of a product.
+    static QUANTIZED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]
