@@ -280,6 +280,10 @@ pub fn main(args: Args) -> Result<()> {
                     g.tokens.len() as f64 / g.generation_seconds.max(1e-9)
                 );
             }
+            // the conversation no longer fits: say what to do, keep the chat
+            Err(phi3_runtime::GenerateError::Model(e @ phi3_model::ModelError::ContextFull { .. })) => {
+                println!("({e}: /reset starts over, or restart with a larger --ctx)")
+            }
             Err(e) => println!("(error: {e})"),
         }
     }

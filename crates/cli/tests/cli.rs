@@ -320,19 +320,10 @@ fn tokenizer_errors() {
 
 /// A small random model carrying the real Phi-3 vocabulary and chat template.
 fn model_with_vocab(dir: &std::path::Path) -> PathBuf {
-    use phi3_formats::DType;
-    let mut cfg = phi3_model::Model::open(testdata().join("models/phi-3-mini-4k"))
+    let base = phi3_model::Model::open(testdata().join("models/phi-3-mini-4k"))
         .unwrap()
         .config;
-    cfg.vocab_size = 32064;
-    cfg.max_position_embeddings = 512;
-    cfg.original_max_position_embeddings = 512;
-    cfg.sliding_window = None;
-    let weights = dir.join("w.gguf");
-    phi3_eval::synth::synthesize_config(&cfg, "Phi3 tiny", DType::Q8_0, &weights).unwrap();
-    let path = dir.join("model.gguf");
-    phi3_eval::synth::with_vocabulary(&weights, std::path::Path::new(&vocab_gguf()), &path).unwrap();
-    path
+    phi3_eval::synth::random_chat_model(&base, std::path::Path::new(&vocab_gguf()), dir).unwrap()
 }
 
 #[test]
@@ -440,20 +431,15 @@ fn chat_reads_turns_and_commands() {
     );
 }
 
-#[test]
-fn chat_in_a_terminal() {
-    // drive it through a pseudo-terminal (util-linux `script`), as a user would
+/// Runs `phi3 ARGS` in a pseudo-terminal (util-linux `script`), typing each
+/// of `keys` after its delay, as a user would; `None` where script(1) is missing.
+fn in_terminal(args: &str, keys: &[(u64, &[u8])]) -> Option<Output> {
+    use std::io::Write;
     if Command::new("script").arg("--version").output().is_err() {
         eprintln!("script(1) not installed: skipping the pseudo-terminal test");
-        return;
+        return None;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let model = model_with_vocab(dir.path());
-    let cmd = format!(
-        "{} chat -m {} -n 4 --seed 2",
-        env!("CARGO_BIN_EXE_phi3"),
-        model.display()
-    );
+    let cmd = format!("{} {args}", env!("CARGO_BIN_EXE_phi3"));
     let mut child = Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
         .stdin(std::process::Stdio::piped())
@@ -461,16 +447,24 @@ fn chat_in_a_terminal() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        // one line at a time: the line editor discards what is typed ahead
-        for keys in [&b"Hi there\r"[..], b"/help\r", b"\x04"] {
-            std::thread::sleep(std::time::Duration::from_millis(1500));
-            stdin.write_all(keys).unwrap(); // the last one is Ctrl-D, which leaves
-        }
+    let mut stdin = child.stdin.take().unwrap();
+    for (wait_ms, k) in keys {
+        std::thread::sleep(std::time::Duration::from_millis(*wait_ms));
+        stdin.write_all(k).unwrap();
     }
-    let o = child.wait_with_output().unwrap();
+    drop(stdin);
+    Some(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn chat_in_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_with_vocab(dir.path());
+    // one line at a time: the line editor discards what is typed ahead; the last key is Ctrl-D
+    let keys: [(u64, &[u8]); 3] = [(1500, b"Hi there\r"), (1500, b"/help\r"), (1500, b"\x04")];
+    let Some(o) = in_terminal(&format!("chat -m {} -n 4 --seed 2", model.display()), &keys) else {
+        return;
+    };
     let out = stdout(&o);
     assert!(o.status.success(), "{out}\n{}", stderr(&o));
     assert!(out.contains("> "), "the line editor's prompt: {out}");
@@ -574,39 +568,17 @@ fn memory_budgets_are_honoured() {
 
 #[test]
 fn ctrl_c_stops_a_reply_without_leaving_the_chat() {
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("script(1) not installed: skipping the pseudo-terminal test");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let model = model_with_vocab(dir.path());
-    // a reply that would run to the end of the context (a few seconds)
-    let cmd = format!(
-        "{} chat -m {} -n 100000 --ctx 512 --seed 4 --temp 1",
-        env!("CARGO_BIN_EXE_phi3"),
-        model.display()
-    );
-    let mut child = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        for (wait_ms, keys) in [
-            (1500, &b"Tell me everything\r"[..]),
-            (600, b"\x03"),
-            (1500, b"/help\r"),
-            (1000, b"\x04"),
-        ] {
-            std::thread::sleep(std::time::Duration::from_millis(wait_ms));
-            stdin.write_all(keys).unwrap();
-        }
-    }
-    let o = child.wait_with_output().unwrap();
+    // a reply that would run to the end of the context (a few seconds), Ctrl-C, /help, Ctrl-D
+    let keys: [(u64, &[u8]); 4] = [
+        (1500, b"Tell me everything\r"),
+        (600, b"\x03"),
+        (1500, b"/help\r"),
+        (1000, b"\x04"),
+    ];
+    let args = format!("chat -m {} -n 100000 --ctx 512 --seed 4 --temp 1", model.display());
+    let Some(o) = in_terminal(&args, &keys) else { return };
     let out = stdout(&o);
     assert!(o.status.success(), "Ctrl-C must not end the chat: {out}");
     assert!(out.contains("commands:"), "the chat went on after Ctrl-C: {out}");

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use phi3_formats::DType;
 use phi3_model::{KvType, Logits, Model, RopePolicy, Session, SessionOptions};
+use phi3_runtime::{Sampler, SamplerConfig};
 use serde::Serialize;
 
 use crate::Result;
@@ -77,16 +78,6 @@ pub fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 pub fn run(path: &Path, opts: &BenchOptions) -> Result<BenchReport> {
     let file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let t = Instant::now();
@@ -139,9 +130,12 @@ pub fn run(path: &Path, opts: &BenchOptions) -> Result<BenchReport> {
         for rep in 0..opts.reps + 1 {
             let mut s = Session::new(&model, session_opts)?;
             let mut logits = s.feed(&[token(0)], Logits::Last)?;
+            let mut greedy = Sampler::new(SamplerConfig::greedy()).expect("greedy settings are valid");
             let t = Instant::now();
             for _ in 0..opts.gen_len {
-                let next = argmax(&logits);
+                let next = greedy
+                    .sample(&logits)
+                    .map_err(|e| crate::EvalError::Invalid(e.to_string()))?;
                 logits = s.feed(&[next], Logits::Last)?;
             }
             if rep > 0 {

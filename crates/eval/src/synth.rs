@@ -194,3 +194,24 @@ pub fn with_vocabulary(weights: &Path, vocab: &Path, out: &Path) -> Result<()> {
     writer.write(out)?;
     Ok(())
 }
+
+/// A small random model (Q8_0) with `base`'s layers and heads, a 512-token
+/// context without a window, and the vocabulary and chat template of the
+/// GGUF file `vocab`: a model that speaks real text, for end-to-end tests of
+/// generation and chat. Written as `dir/model.gguf`.
+pub fn random_chat_model(base: &ModelConfig, vocab: &Path, dir: &Path) -> Result<PathBuf> {
+    let tokens = phi3_formats::GgufFile::open(vocab)?
+        .get("tokenizer.ggml.tokens")
+        .and_then(|v| v.as_array().map(<[_]>::len))
+        .ok_or_else(|| EvalError::Invalid(format!("{}: no tokenizer.ggml.tokens", vocab.display())))?;
+    let mut cfg = base.clone();
+    cfg.vocab_size = tokens;
+    cfg.max_position_embeddings = 512;
+    cfg.original_max_position_embeddings = 512;
+    cfg.sliding_window = None;
+    let weights = dir.join("weights.gguf");
+    synthesize_config(&cfg, "Phi3 tiny", DType::Q8_0, &weights)?;
+    let out = dir.join("model.gguf");
+    with_vocabulary(&weights, vocab, &out)?;
+    Ok(out)
+}

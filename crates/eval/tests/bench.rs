@@ -87,14 +87,21 @@ fn bench_reports_rates_memory_and_bandwidth() {
     assert!(r.table().contains("| tg4 | 4 |"));
 }
 
-#[test]
-fn k_quant_models_run_on_the_integer_path_close_to_their_dequantized_copy() {
-    // a small config whose rows are whole 256-weight superblocks
+/// The phi-3-mini-4k fixture widened so that rows are whole 256-weight
+/// superblocks and heads whole Q8_0 blocks (head dim 64).
+fn wide_config() -> phi3_model::ModelConfig {
     let mut cfg = Model::open(fixture("phi-3-mini-4k")).unwrap().config;
     cfg.hidden_size = 256;
     cfg.head_dim = 64;
     cfg.rotary_dim = 64;
     cfg.intermediate_size = 512;
+    cfg
+}
+
+#[test]
+fn k_quant_models_run_on_the_integer_path_close_to_their_dequantized_copy() {
+    // a small config whose rows are whole 256-weight superblocks
+    let cfg = wide_config();
     let dir = tempfile::tempdir().unwrap();
     for dtype in [DType::Q4K, DType::Q6K, DType::Q4_0, DType::Q8_0] {
         let qpath = dir.path().join(format!("{dtype}.gguf"));
@@ -127,11 +134,7 @@ fn k_quant_models_run_on_the_integer_path_close_to_their_dequantized_copy() {
 #[test]
 fn k_quant_recipes_type_each_tensor_as_llama_cpp_and_run() {
     use phi3_model::convert::{write_gguf_plan, Plan, Role};
-    let mut cfg = Model::open(fixture("phi-3-mini-4k")).unwrap().config;
-    cfg.hidden_size = 256;
-    cfg.head_dim = 64;
-    cfg.rotary_dim = 64;
-    cfg.intermediate_size = 512;
+    let mut cfg = wide_config();
     cfg.num_layers = 8;
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("f32.gguf");
@@ -200,11 +203,7 @@ fn k_quant_recipes_type_each_tensor_as_llama_cpp_and_run() {
 #[test]
 fn kv_cache_types_stay_close_to_f32() {
     // head dim 64: whole Q8_0 blocks
-    let mut cfg = Model::open(fixture("phi-3-mini-4k")).unwrap().config;
-    cfg.hidden_size = 256;
-    cfg.head_dim = 64;
-    cfg.rotary_dim = 64;
-    cfg.intermediate_size = 512;
+    let cfg = wide_config();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f32.gguf");
     synthesize_config(&cfg, "kv", DType::F32, &path).unwrap();

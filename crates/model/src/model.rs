@@ -108,9 +108,6 @@ impl Model {
     /// KV cache slots a session of `context` tokens needs (W−1 for windowed
     /// models: see `kv_cache`).
     pub fn kv_capacity(&self, context: usize) -> usize {
-        match self.config.attention_window() {
-            Some(w) => context.min(w.saturating_sub(1)).max(1),
-            None => context.max(1),
-        }
+        crate::memory::kv_positions(&self.config, context)
     }
 }

@@ -2,8 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use phi3_eval::synth::synthesize_config;
-use phi3_formats::{DType, GgufFile};
+use phi3_formats::GgufFile;
 use phi3_model::{KvType, Model, RopePolicy, Session, SessionOptions};
 use phi3_runtime::{generate, FinishReason, GenerateOptions, Sampler, SamplerConfig};
 use phi3_tokenizer::{EncodeOptions, Tokenizer};
@@ -14,23 +13,11 @@ fn root() -> PathBuf {
 
 /// A 2-layer random model with the Phi-3 vocabulary (32064 tokens).
 fn model_with_vocab(dir: &Path) -> PathBuf {
-    let mut cfg = Model::open(root().join("testdata/models/phi-3-mini-4k"))
+    let base = Model::open(root().join("testdata/models/phi-3-mini-4k"))
         .unwrap()
         .config;
-    cfg.vocab_size = 32064;
-    cfg.max_position_embeddings = 512;
-    cfg.original_max_position_embeddings = 512;
-    cfg.sliding_window = None;
-    let weights = dir.join("w.gguf");
-    synthesize_config(&cfg, "Phi3 tiny", DType::Q8_0, &weights).unwrap();
-    let path = dir.join("model.gguf");
-    phi3_eval::synth::with_vocabulary(
-        &weights,
-        &root().join("../shared/testdata/tokenizer/ggml-vocab-phi-3.gguf"),
-        &path,
-    )
-    .unwrap();
-    path
+    let vocab = root().join("../shared/testdata/tokenizer/ggml-vocab-phi-3.gguf");
+    phi3_eval::synth::random_chat_model(&base, &vocab, dir).unwrap()
 }
 
 struct Fixture {
