@@ -41,6 +41,15 @@ fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[..n]
 }
 
+/// One sequence's part of a batched forward call: its new tokens, its own
+/// KV cache and rotary table, and which of its logits to return.
+pub struct SequenceInput<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    pub rope: &'a Rope,
+    pub which: Logits,
+}
+
 /// Runs `tokens` through the model, appending their keys and values to
 /// `cache`, and writes the requested logits into `out`.
 pub fn forward(
@@ -52,28 +61,56 @@ pub fn forward(
     which: Logits,
     out: &mut Vec<f32>,
 ) -> Result<()> {
+    let mut seq = [SequenceInput {
+        tokens,
+        cache,
+        rope,
+        which,
+    }];
+    forward_many(model, &mut seq, s, out)
+}
+
+/// Runs several independent sequences in one pass (continuous batching):
+/// their new tokens are stacked into one activation matrix, so every weight
+/// matrix is read once for all of them, while each row attends only to its
+/// own sequence's cache and earlier rows. Each row's arithmetic is the same
+/// as when its sequence runs alone. `out` receives the requested logits of
+/// every sequence in order, `[rows, vocab]`.
+pub fn forward_many(model: &Model, seqs: &mut [SequenceInput], s: &mut Scratch, out: &mut Vec<f32>) -> Result<()> {
     let (cfg, w) = (&model.config, &model.weights);
-    let t = tokens.len();
-    if t == 0 {
-        out.clear();
-        return Ok(());
+    out.clear();
+    for seq in seqs.iter() {
+        if let Some(&id) = seq.tokens.iter().find(|&&id| id as usize >= cfg.vocab_size) {
+            return Err(ModelError::TokenOutOfRange {
+                id,
+                vocab: cfg.vocab_size,
+            });
+        }
     }
-    if let Some(&id) = tokens.iter().find(|&&id| id as usize >= cfg.vocab_size) {
-        return Err(ModelError::TokenOutOfRange {
-            id,
-            vocab: cfg.vocab_size,
-        });
+    // every row's sequence, that sequence's first row, and its position
+    let mut rows = Vec::new();
+    for (n, seq) in seqs.iter().enumerate() {
+        let first = rows.len();
+        let start = seq.cache.len();
+        rows.extend((0..seq.tokens.len()).map(|i| Row {
+            seq: n,
+            first,
+            pos: start + i,
+        }));
+    }
+    let t = rows.len();
+    if t == 0 {
+        return Ok(());
     }
     let (h, d) = (cfg.hidden_size, cfg.head_dim);
     let (nh, nkv) = (cfg.num_heads, cfg.num_kv_heads);
     let qkv_dim = cfg.qkv_dim();
     let ffn = cfg.intermediate_size;
-    let start = cache.len();
     let window = cfg.attention_window();
     let scale = 1.0 / (d as f32).sqrt();
 
     let x = grow(&mut s.x, t * h);
-    for (i, &id) in tokens.iter().enumerate() {
+    for (i, &id) in seqs.iter().flat_map(|q| q.tokens).enumerate() {
         w.embed.row_f32(id as usize, &mut x[i * h..(i + 1) * h]);
     }
     let x = &mut s.x[..t * h];
@@ -83,8 +120,9 @@ pub fn forward(
     grow(&mut s.proj, t * h);
     grow(&mut s.gate_up, t * 2 * ffn);
     grow(&mut s.act, t * ffn);
-    grow(&mut s.cos, rope.half_dim());
-    grow(&mut s.sin, rope.half_dim());
+    let half = seqs[0].rope.half_dim();
+    grow(&mut s.cos, half);
+    grow(&mut s.sin, half);
 
     for (l, lw) in w.layers.iter().enumerate() {
         // attention block
@@ -99,26 +137,28 @@ pub fn forward(
         }
         let qkv = &mut s.qkv[..t * qkv_dim];
         lw.qkv.forward(xn, t, qkv);
-        for i in 0..t {
-            rope.cos_sin(start + i, &mut s.cos, &mut s.sin);
+        for (i, r) in rows.iter().enumerate() {
+            let seq = &seqs[r.seq];
+            seq.rope.cos_sin(r.pos, &mut s.cos, &mut s.sin);
             let row = &mut qkv[i * qkv_dim..(i + 1) * qkv_dim];
             // Q heads then K heads are contiguous at the start of the row
             for head in row[..(nh + nkv) * d].chunks_exact_mut(d) {
-                rope.apply(head, &s.cos, &s.sin);
+                seq.rope.apply(head, &s.cos, &s.sin);
             }
             // this batch's keys and values as the cache will give them back,
             // so a token sees the same numbers whether it came in this call or earlier
             for head in row[nh * d..].chunks_exact_mut(d) {
-                cache.kind().round_trip(head);
+                seq.cache.kind().round_trip(head);
             }
         }
         let attn = &mut s.attn[..t * nh * d];
         let qkv = &s.qkv[..t * qkv_dim];
-        for i in 0..t {
-            let pos = start + i;
-            let lo = window.map_or(0, |wk| (pos + 1).saturating_sub(wk));
+        for (i, r) in rows.iter().enumerate() {
+            let cache = &*seqs[r.seq].cache;
+            let start = cache.len();
+            let lo = window.map_or(0, |wk| (r.pos + 1).saturating_sub(wk));
             let past_from = lo.max(cache.first_held()).min(start);
-            let batch_from = lo.max(start) - start; // first visible row of this batch
+            let batch_from = r.first + (lo.max(start) - start); // first visible row of this batch
             for head in 0..nh {
                 let kvh = head / cfg.group_size();
                 let [a, b] = cache.segments(l, kvh, d, past_from);
@@ -139,7 +179,13 @@ pub fn forward(
                 attend_split(q, &[a, b], k_cur, v_off, scale, o);
             }
         }
-        cache.write(l, &qkv[nh * d..], &qkv[(nh + nkv) * d..], qkv_dim, t);
+        let mut first = 0;
+        for seq in seqs.iter_mut() {
+            let n = seq.tokens.len();
+            let own = &qkv[first * qkv_dim..(first + n) * qkv_dim];
+            seq.cache.write(l, &own[nh * d..], &own[(nh + nkv) * d..], qkv_dim, n);
+            first += n;
+        }
         let proj = &mut s.proj[..t * h];
         lw.o_proj.forward(attn, t, proj);
         for (xv, p) in x.iter_mut().zip(proj.iter()) {
@@ -171,26 +217,40 @@ pub fn forward(
             *xv += p;
         }
     }
-    cache.advance(t);
+    for seq in seqs.iter_mut() {
+        seq.cache.advance(seq.tokens.len());
+    }
 
-    let first = match which {
-        Logits::All => 0,
-        Logits::Last => t - 1,
-    };
-    let rows = t - first;
-    let xn = &mut s.xn[..rows * h];
-    for i in 0..rows {
+    // the rows whose logits were asked for
+    let wanted: Vec<usize> = (0..t)
+        .filter(|&i| {
+            let r = &rows[i];
+            let seq = &seqs[r.seq];
+            seq.which == Logits::All || i + 1 == r.first + seq.tokens.len()
+        })
+        .collect();
+    let xn = &mut s.xn[..wanted.len() * h];
+    for (o, &i) in wanted.iter().enumerate() {
         rms_norm(
-            &x[(first + i) * h..(first + i + 1) * h],
+            &x[i * h..(i + 1) * h],
             &w.final_norm,
             cfg.rms_norm_eps,
-            &mut xn[i * h..(i + 1) * h],
+            &mut xn[o * h..(o + 1) * h],
         );
     }
-    out.clear();
-    out.resize(rows * cfg.vocab_size, 0.0);
-    w.lm_head.forward(xn, rows, out);
+    out.resize(wanted.len() * cfg.vocab_size, 0.0);
+    w.lm_head.forward(xn, wanted.len(), out);
     Ok(())
+}
+
+/// Where one row of a batched call belongs.
+struct Row {
+    /// Index of its sequence.
+    seq: usize,
+    /// Its sequence's first row in the batch.
+    first: usize,
+    /// Its position in its sequence.
+    pos: usize,
 }
 
 /// Attention over cached segments plus the current batch, whose keys and

@@ -48,6 +48,19 @@ impl Store {
         }
     }
 
+    /// Copies the first `values` values of `other` (same storage type).
+    fn copy_prefix(&mut self, other: &Store, values: usize) {
+        match (self, other) {
+            (Store::F32(a), Store::F32(b)) => a[..values].copy_from_slice(&b[..values]),
+            (Store::F16(a), Store::F16(b)) => a[..values].copy_from_slice(&b[..values]),
+            (Store::Q8_0(a), Store::Q8_0(b)) => {
+                let bytes = values / 32 * 34;
+                a[..bytes].copy_from_slice(&b[..bytes])
+            }
+            _ => unreachable!("callers check that the storage types match"),
+        }
+    }
+
     /// The stored bytes (little-endian), for saving.
     fn bytes(&self) -> Vec<u8> {
         match self {
@@ -193,6 +206,28 @@ impl KvCache {
         } else {
             false
         }
+    }
+
+    /// Makes this cache hold `other`'s first `n` positions (a copy, for
+    /// prefix sharing). False, with this cache unchanged, when the shapes or
+    /// storage types differ or `other` no longer holds all of them.
+    pub fn copy_prefix_from(&mut self, other: &KvCache, n: usize) -> bool {
+        let same_shape = self.width == other.width && self.kind == other.kind && self.keys.len() == other.keys.len();
+        if !same_shape || n > other.len || other.first_held() > 0 || n > self.capacity || n > other.capacity {
+            return false;
+        }
+        let values = n * self.width;
+        for (mine, theirs) in self
+            .keys
+            .iter_mut()
+            .zip(&other.keys)
+            .chain(self.values.iter_mut().zip(&other.values))
+        {
+            mine.copy_prefix(theirs, values);
+        }
+        self.len = n;
+        self.table = other.table;
+        true
     }
 
     /// Marks `t` positions as appended (after every layer has written them).

@@ -17,6 +17,7 @@ pub mod weights;
 pub use config::{Architecture, LongRope, ModelConfig};
 pub use error::{ModelError, Result};
 pub use forward::Logits;
+pub use forward::Scratch;
 pub use model::{Model, SourceFormat};
 pub use rope::RopeTable;
-pub use session::{KvType, RopePolicy, Session, SessionOptions};
+pub use session::{feed_many, KvType, RopePolicy, Session, SessionOptions};

@@ -5,7 +5,7 @@
 pub use phi3_kernels::attention::KvType;
 
 use crate::error::{ModelError, Result};
-use crate::forward::{forward, Logits, Scratch};
+use crate::forward::{forward, forward_many, Logits, Scratch, SequenceInput};
 use crate::kv_cache::KvCache;
 use crate::model::Model;
 use crate::rope::{Rope, RopeTable};
@@ -235,19 +235,7 @@ impl<'m> Session<'m> {
     /// of the last one (`Logits::Last`).
     pub fn feed(&mut self, new: &[u32], which: Logits) -> Result<Vec<f32>> {
         // Validate before touching the cache, so a rejected call changes nothing.
-        let vocab = self.model.config.vocab_size;
-        if let Some(&id) = new.iter().find(|&&id| id as usize >= vocab) {
-            return Err(ModelError::TokenOutOfRange { id, vocab });
-        }
-        let total = self.tokens.len() + new.len();
-        if total > self.options.context {
-            return Err(ModelError::ContextFull {
-                needed: total,
-                limit: self.options.context,
-                why: "the session's context",
-            });
-        }
-        let wanted = self.table_for(total);
+        let wanted = self.check(new)?;
         let mut out = Vec::new();
         if wanted != self.cache.table && !self.tokens.is_empty() {
             // Never mix tables in one cache: recompute everything with the new one.
@@ -269,6 +257,40 @@ impl<'m> Session<'m> {
         Ok(out)
     }
 
+    /// Checks that `new` may follow the tokens held: ids in the vocabulary
+    /// and room in the context. Returns the rope table the whole sequence needs.
+    fn check(&self, new: &[u32]) -> Result<RopeTable> {
+        let vocab = self.model.config.vocab_size;
+        if let Some(&id) = new.iter().find(|&&id| id as usize >= vocab) {
+            return Err(ModelError::TokenOutOfRange { id, vocab });
+        }
+        let total = self.tokens.len() + new.len();
+        if total > self.options.context {
+            return Err(ModelError::ContextFull {
+                needed: total,
+                limit: self.options.context,
+                why: "the session's context",
+            });
+        }
+        Ok(self.table_for(total))
+    }
+
+    /// Makes this session hold the first `n` tokens of `other` (same model and
+    /// options) by copying their keys and values instead of recomputing them:
+    /// prefix caching across sessions. False, with this session unchanged,
+    /// when `other` does not hold them all or the shapes differ.
+    pub fn copy_prefix_from(&mut self, other: &Session, n: usize) -> bool {
+        if !std::ptr::eq(self.model, other.model) || n > other.tokens.len() || n > self.options.context {
+            return false;
+        }
+        if !self.cache.copy_prefix_from(&other.cache, n) {
+            return false;
+        }
+        self.tokens.clear();
+        self.tokens.extend_from_slice(&other.tokens[..n]);
+        true
+    }
+
     fn run(&mut self, tokens: &[u32], which: Logits, out: &mut Vec<f32>) -> Result<()> {
         let rope = match self.cache.table {
             RopeTable::Short => &self.short,
@@ -276,7 +298,77 @@ impl<'m> Session<'m> {
         };
         forward(self.model, rope, tokens, &mut self.cache, &mut self.scratch, which, out)
     }
+}
 
+/// Feeds several sessions of the same model in one forward pass
+/// (continuous batching): `feeds[i]` goes to `sessions[i]`, and the result
+/// for each is the logits of its last new position, or its own error (one
+/// session's bad input never affects the others). A session that needs a
+/// LongRoPE re-prefill runs on its own.
+pub fn feed_many(sessions: &mut [&mut Session], feeds: &[&[u32]], scratch: &mut Scratch) -> Vec<Result<Vec<f32>>> {
+    assert_eq!(sessions.len(), feeds.len(), "one feed per session");
+    let mut results: Vec<Option<Result<Vec<f32>>>> = (0..sessions.len()).map(|_| None).collect();
+    let mut together = Vec::new();
+    for (i, (session, new)) in sessions.iter_mut().zip(feeds).enumerate() {
+        match session.check(new) {
+            Err(e) => results[i] = Some(Err(e)),
+            Ok(_) if new.is_empty() => results[i] = Some(Ok(Vec::new())),
+            Ok(table) if table != session.cache.table && !session.tokens.is_empty() => {
+                results[i] = Some(session.feed(new, Logits::Last))
+            }
+            Ok(table) => {
+                session.cache.table = table;
+                together.push(i);
+            }
+        }
+    }
+    if let Some(&first) = together.first() {
+        let model = sessions[first].model;
+        let vocab = model.config.vocab_size;
+        let mut inputs = Vec::with_capacity(together.len());
+        let mut chosen: Vec<&mut &mut Session> = Vec::new();
+        for (i, s) in sessions.iter_mut().enumerate() {
+            if together.contains(&i) {
+                chosen.push(s);
+            }
+        }
+        for (s, &i) in chosen.iter_mut().zip(&together) {
+            let s: &mut Session = s;
+            let rope = match s.cache.table {
+                RopeTable::Short => &s.short,
+                RopeTable::Long => &s.long,
+            };
+            inputs.push(SequenceInput {
+                tokens: feeds[i],
+                cache: &mut s.cache,
+                rope,
+                which: Logits::Last,
+            });
+        }
+        let mut out = Vec::new();
+        match forward_many(model, &mut inputs, scratch, &mut out) {
+            Ok(()) => {
+                drop(inputs);
+                for (k, (s, &i)) in chosen.into_iter().zip(&together).enumerate() {
+                    s.tokens.extend_from_slice(feeds[i]);
+                    results[i] = Some(Ok(out[k * vocab..(k + 1) * vocab].to_vec()));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for &i in &together {
+                    results[i] = Some(Err(ModelError::InvalidOption(msg.clone())));
+                }
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every session answered"))
+        .collect()
+}
+
+impl Session<'_> {
     fn table_for(&self, total: usize) -> RopeTable {
         let cfg = &self.model.config;
         match (self.options.rope_policy, &cfg.long_rope) {

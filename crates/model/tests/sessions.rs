@@ -278,3 +278,102 @@ fn loading_reports_progress_over_every_matrix() {
     let norms = ((2 * c.num_layers + 1) * c.hidden_size * 4) as u64;
     assert_eq!(seen.get(), total - norms);
 }
+
+/// Pseudo-random token ids below `vocab`.
+fn ids(seed: u32, n: usize, vocab: usize) -> Vec<u32> {
+    (0..n as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) ^ seed.wrapping_mul(40_503)) % vocab as u32)
+        .collect()
+}
+
+#[test]
+fn batched_sequences_give_each_the_logits_it_gets_alone() {
+    // a windowed model (the ring buffer wraps) and a LongRoPE one (the switch re-prefills)
+    for name in ["phi-3-mini-4k", "phi-3-mini-128k", "phi-4-mini"] {
+        let model = Model::open(model_dir(name)).unwrap();
+        let vocab = model.config.vocab_size;
+        let ctx = model.config.max_position_embeddings.min(80);
+        // three sequences with different prompt lengths, then decoding together
+        let prompts = [ids(1, 5, vocab), ids(2, 17, vocab), ids(3, 1, vocab)];
+        let steps = ctx - 18;
+        let alone: Vec<Vec<Vec<f32>>> = prompts
+            .iter()
+            .map(|p| {
+                let mut s = session(&model);
+                let mut all = vec![s.feed(p, Logits::Last).unwrap()];
+                for step in 0..steps {
+                    let next = argmax(all.last().unwrap()) ^ (step as u32 % 2);
+                    all.push(s.feed(&[next], Logits::Last).unwrap());
+                }
+                all
+            })
+            .collect();
+        let mut sessions: Vec<Session> = prompts.iter().map(|_| session(&model)).collect();
+        let mut scratch = phi3_model::Scratch::default();
+        let mut last: Vec<Vec<f32>> = Vec::new();
+        for step in 0..=steps {
+            let feeds: Vec<Vec<u32>> = if step == 0 {
+                prompts.to_vec()
+            } else {
+                last.iter().map(|l| vec![argmax(l) ^ ((step - 1) as u32 % 2)]).collect()
+            };
+            let views: Vec<&[u32]> = feeds.iter().map(|f| f.as_slice()).collect();
+            let mut refs: Vec<&mut Session> = sessions.iter_mut().collect();
+            last = phi3_model::feed_many(&mut refs, &views, &mut scratch)
+                .into_iter()
+                .map(|r| r.unwrap())
+                .collect();
+            for (k, l) in last.iter().enumerate() {
+                assert_eq!(l, &alone[k][step], "{name}: sequence {k}, step {step}");
+            }
+        }
+        if model.config.long_rope.is_some() {
+            assert!(
+                sessions.iter().all(|s| s.reprefills == 1),
+                "{name}: the LongRoPE switch happened"
+            );
+        }
+    }
+}
+
+#[test]
+fn one_sessions_bad_feed_leaves_the_batch_alone() {
+    let model = Model::open(model_dir("phi-3-mini-128k")).unwrap();
+    let vocab = model.config.vocab_size as u32;
+    let (mut a, mut b) = (session(&model), session(&model));
+    let want = session(&model).feed(&[5, 6], Logits::Last).unwrap();
+    let mut scratch = phi3_model::Scratch::default();
+    let out = phi3_model::feed_many(&mut [&mut a, &mut b], &[&[vocab + 1], &[5, 6]], &mut scratch);
+    assert!(matches!(out[0], Err(phi3_model::ModelError::TokenOutOfRange { .. })));
+    assert_eq!(out[1].as_ref().unwrap(), &want);
+    assert!(a.tokens().is_empty());
+}
+
+#[test]
+fn a_copied_prefix_continues_like_the_original() {
+    // (the tiny models' 16-wide heads allow no Q8_0 cache)
+    for kv_type in [phi3_model::KvType::F32, phi3_model::KvType::F16] {
+        let model = Model::open(model_dir("phi-3-mini-128k")).unwrap();
+        let opts = SessionOptions {
+            context: 48,
+            rope_policy: RopePolicy::Reference,
+            kv_type,
+        };
+        let prompt = ids(9, 20, model.config.vocab_size);
+        let mut original = Session::new(&model, opts).unwrap();
+        original.feed(&prompt, Logits::Last).unwrap();
+        let mut alone = Session::new(&model, opts).unwrap();
+        alone.feed(&prompt[..12], Logits::Last).unwrap();
+        let want = alone.feed(&[7, 8], Logits::Last).unwrap();
+        let mut copy = Session::new(&model, opts).unwrap();
+        assert!(copy.copy_prefix_from(&original, 12));
+        assert_eq!(copy.tokens(), &prompt[..12]);
+        assert_eq!(copy.feed(&[7, 8], Logits::Last).unwrap(), want, "{kv_type:?}");
+        assert!(!copy.copy_prefix_from(&original, 21), "more than it holds");
+    }
+    // a wrapped ring buffer no longer holds the start of its sequence
+    let model = Model::open(model_dir("phi-3-mini-4k")).unwrap();
+    let mut long = session(&model);
+    long.feed(&ids(4, 30, model.config.vocab_size), Logits::Last).unwrap();
+    assert!(!session(&model).copy_prefix_from(&long, 5));
+}
