@@ -287,6 +287,7 @@ fn ids(seed: u32, n: usize, vocab: usize) -> Vec<u32> {
 }
 
 #[test]
+#[allow(clippy::needless_range_loop)] // `step` indexes the steps of every sequence
 fn batched_sequences_give_each_the_logits_it_gets_alone() {
     // a windowed model (the ring buffer wraps) and a LongRoPE one (the switch re-prefills)
     for name in ["phi-3-mini-4k", "phi-3-mini-128k", "phi-4-mini"] {
