@@ -41,16 +41,7 @@ impl<'m> Chat<'m> {
             all.push(Message::new("system", s.clone()));
         }
         all.extend(self.messages.iter().cloned());
-        let v = &self.tokenizer.vocab;
-        let piece = |id: Option<u32>| id.map(|i| v.pieces[i as usize].clone()).unwrap_or_default();
-        let text = self.template.render(&all, true, &piece(v.bos), &piece(v.eos))?;
-        Ok(self.tokenizer.encode(
-            &text,
-            EncodeOptions {
-                add_special: false,
-                parse_special: true,
-            },
-        ))
+        render_prompt(self.tokenizer, &self.template, &all)
     }
 
     /// Adds a user message and generates the reply, feeding only the part of
@@ -86,4 +77,23 @@ impl<'m> Chat<'m> {
             }
         }
     }
+}
+
+/// The token ids of `messages` rendered with `template`, ending with the
+/// generation prompt (the assistant's turn starts next).
+pub fn render_prompt(
+    tokenizer: &Tokenizer,
+    template: &ChatTemplate,
+    messages: &[Message],
+) -> Result<Vec<u32>, GenerateError> {
+    let v = &tokenizer.vocab;
+    let piece = |id: Option<u32>| id.map(|i| v.pieces[i as usize].clone()).unwrap_or_default();
+    let text = template.render(messages, true, &piece(v.bos), &piece(v.eos))?;
+    Ok(tokenizer.encode(
+        &text,
+        EncodeOptions {
+            add_special: false,
+            parse_special: true,
+        },
+    ))
 }

@@ -99,6 +99,72 @@ impl StopFilter {
     }
 }
 
+/// Turns sampled tokens into the text shown and decides when a reply ends:
+/// stop tokens, stop strings (text after one is never shown), the token
+/// limit. Shared by [`generate`] and the server's scheduler.
+pub struct ReplyState<'t> {
+    decoder: StreamDecoder<'t>,
+    filter: StopFilter,
+    stop_ids: Vec<u32>,
+    max_tokens: usize,
+    hit_stop_string: bool,
+    /// Tokens taken so far (a stop token excluded).
+    pub tokens: Vec<u32>,
+    /// Text shown so far.
+    pub text: String,
+}
+
+impl<'t> ReplyState<'t> {
+    pub fn new(tokenizer: &'t Tokenizer, opts: &GenerateOptions) -> Self {
+        ReplyState {
+            decoder: StreamDecoder::new(tokenizer, false),
+            filter: StopFilter {
+                stops: opts.stop_strings.iter().filter(|s| !s.is_empty()).cloned().collect(),
+                pending: String::new(),
+            },
+            stop_ids: opts.stop_ids.clone(),
+            max_tokens: opts.max_tokens,
+            hit_stop_string: false,
+            tokens: Vec::new(),
+            text: String::new(),
+        }
+    }
+
+    /// Whether the token limit is already reached (before sampling).
+    pub fn full(&self) -> bool {
+        self.tokens.len() >= self.max_tokens
+    }
+
+    /// Takes one sampled token: returns the text to show now and, when the
+    /// reply ends with it, why. A stop token is not taken.
+    pub fn push(&mut self, token: u32) -> Result<(String, Option<FinishReason>), GenerateError> {
+        if self.stop_ids.contains(&token) {
+            return Ok((String::new(), Some(FinishReason::Stop)));
+        }
+        self.tokens.push(token);
+        let piece = self.decoder.push(token)?;
+        let (shown, stopped) = self.filter.push(&piece);
+        self.text.push_str(&shown);
+        if stopped {
+            self.hit_stop_string = true;
+            return Ok((shown, Some(FinishReason::Stop)));
+        }
+        let done = self.full().then_some(FinishReason::Length);
+        Ok((shown, done))
+    }
+
+    /// Ends the reply: returns the text still held back (a possible start
+    /// of a stop string, an incomplete character), unless a stop string ended it.
+    pub fn finish(&mut self) -> String {
+        if self.hit_stop_string {
+            return String::new();
+        }
+        let rest = format!("{}{}", self.filter.flush(), self.decoder.finish());
+        self.text.push_str(&rest);
+        rest
+    }
+}
+
 /// Runs `prompt` through `session` (which may already hold earlier turns)
 /// and generates until a stop, calling `on_text` with each piece of text.
 pub fn generate(
@@ -121,40 +187,20 @@ pub fn generate(
     let prompt_seconds = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
-    let mut decoder = StreamDecoder::new(tokenizer, false);
-    let mut filter = StopFilter {
-        stops: opts.stop_strings.iter().filter(|s| !s.is_empty()).cloned().collect(),
-        pending: String::new(),
-    };
-    let mut tokens = Vec::new();
-    let mut text = String::new();
-    let mut emit = |s: &str, text: &mut String| {
-        if !s.is_empty() {
-            text.push_str(s);
-            on_text(s);
-        }
-    };
-    let mut hit_stop_string = false;
+    let mut reply = ReplyState::new(tokenizer, opts);
     let finish = loop {
-        if tokens.len() >= opts.max_tokens {
+        if reply.full() {
             break FinishReason::Length;
         }
         let next = sampler.sample(&logits)?;
-        if opts.stop_ids.contains(&next) {
-            break FinishReason::Stop;
+        let (shown, done) = reply.push(next)?;
+        if !shown.is_empty() {
+            on_text(&shown);
         }
-        tokens.push(next);
+        if let Some(reason) = done {
+            break reason;
+        }
         sampler.accept(next);
-        let piece = decoder.push(next)?;
-        let (shown, stopped) = filter.push(&piece);
-        emit(&shown, &mut text);
-        if stopped {
-            hit_stop_string = true;
-            break FinishReason::Stop;
-        }
-        if tokens.len() >= opts.max_tokens {
-            break FinishReason::Length;
-        }
         if session.tokens().len() >= context {
             break FinishReason::ContextFull;
         }
@@ -170,14 +216,13 @@ pub fn generate(
         }
         logits = session.feed(&[next], Logits::Last)?;
     };
-    if !hit_stop_string {
-        // text held back as a possible stop-string start, and any incomplete character
-        let rest = format!("{}{}", filter.flush(), decoder.finish());
-        emit(&rest, &mut text);
+    let rest = reply.finish();
+    if !rest.is_empty() {
+        on_text(&rest);
     }
     Ok(Generation {
-        tokens,
-        text,
+        tokens: reply.tokens,
+        text: reply.text,
         finish,
         prompt_tokens: prompt.len(),
         prompt_seconds,

@@ -6,7 +6,9 @@ pub mod chat;
 pub mod generate;
 pub mod rng;
 pub mod sampler;
+pub mod scheduler;
 
 pub use chat::Chat;
-pub use generate::{generate, FinishReason, GenerateError, GenerateOptions, Generation};
+pub use generate::{generate, FinishReason, GenerateError, GenerateOptions, Generation, ReplyState};
 pub use sampler::{Sampler, SamplerConfig, SamplerError};
+pub use scheduler::{Event, Job, Scheduler, SchedulerConfig, SubmitError};
