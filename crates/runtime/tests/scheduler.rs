@@ -154,7 +154,7 @@ fn alone(f: &Fixture, prompt: &[u32], sampler: SamplerConfig, opts: &GenerateOpt
 }
 
 fn sampling(k: usize) -> SamplerConfig {
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         SamplerConfig::greedy()
     } else {
         SamplerConfig {
