@@ -10,6 +10,7 @@ mod hub;
 mod inspect;
 mod run;
 mod sampling;
+mod serve;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ enum Command {
     Run(run::Args),
     /// Talk with the model interactively.
     Chat(chat::Args),
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    Serve(serve::Args),
     /// Write a model (GGUF or Hugging Face folder) as a GGUF file.
     Convert(convert::Args),
     /// Quantize a model to a GGUF file (same as convert with --type).
@@ -51,6 +54,7 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(a) => inspect::main(a),
         Command::Run(a) => run::main(a),
         Command::Chat(a) => chat::main(a),
+        Command::Serve(a) => serve::main(a),
         Command::Convert(a) | Command::Quantize(a) => convert::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Pull(a) => hub::pull_main(a),

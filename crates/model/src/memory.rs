@@ -74,18 +74,49 @@ pub fn fit_context(
     preferred: KvType,
     min_context: usize,
 ) -> Option<(usize, KvType)> {
+    let limits = ContextLimits {
+        sessions: 1,
+        min: min_context,
+        max: cfg.max_position_embeddings,
+    };
+    fit_sessions(cfg, weight_bytes, budget, batch, preferred, limits)
+}
+
+/// How many sessions share the weights and the bounds of each one's context.
+#[derive(Debug, Clone, Copy)]
+pub struct ContextLimits {
+    pub sessions: usize,
+    pub min: usize,
+    pub max: usize,
+}
+
+/// As [`fit_context`], for `limits.sessions` sessions (a server's slots) of
+/// the same context, each with its own KV cache, sharing the weights and
+/// one batch's buffers.
+pub fn fit_sessions(
+    cfg: &ModelConfig,
+    weight_bytes: u64,
+    budget: u64,
+    batch: usize,
+    preferred: KvType,
+    limits: ContextLimits,
+) -> Option<(usize, KvType)> {
     let mut kinds = vec![preferred];
     if preferred != KvType::Q8_0 && cfg.head_dim.is_multiple_of(32) {
         kinds.push(KvType::Q8_0);
     }
+    let max = limits.max.clamp(1, cfg.max_position_embeddings);
+    let min = limits.min.clamp(1, max);
     for kv in kinds {
-        let fits = |ctx: usize| estimate(cfg, weight_bytes, ctx, batch.min(ctx), kv).total() <= budget;
-        let max = cfg.max_position_embeddings;
-        if !fits(min_context.clamp(1, max)) {
+        let fits = |ctx: usize| {
+            let e = estimate(cfg, weight_bytes, ctx, batch.min(ctx), kv);
+            e.weights + e.scratch + e.kv_cache * limits.sessions.max(1) as u64 <= budget
+        };
+        if !fits(min) {
             continue;
         }
         // the estimate grows with the context: binary search the largest that fits
-        let (mut lo, mut hi) = (min_context.clamp(1, max), max);
+        let (mut lo, mut hi) = (min, max);
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
             if fits(mid) {

@@ -110,6 +110,24 @@ struct Queue {
     waiting: VecDeque<Job>,
     shutting_down: bool,
     active: usize,
+    stats: Stats,
+}
+
+/// Counts since the scheduler started, for monitoring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub running: usize,
+    pub waiting: usize,
+    /// Requests that ended with a stop or a limit.
+    pub finished: u64,
+    /// Requests whose client left or that a shutdown cut short.
+    pub cancelled: u64,
+    /// Requests that failed or were refused once queued.
+    pub failed: u64,
+    pub prompt_tokens: u64,
+    /// Prompt tokens taken from the prefix cache instead of computed.
+    pub cached_tokens: u64,
+    pub generated_tokens: u64,
 }
 
 struct Shared {
@@ -196,25 +214,44 @@ impl Scheduler {
 
     /// (requests running, requests waiting)
     pub fn load(&self) -> (usize, usize) {
-        let q = self.shared.queue.lock().expect("scheduler lock");
-        (q.active, q.waiting.len())
+        let s = self.stats();
+        (s.running, s.waiting)
     }
 
-    /// Stops taking requests; waiting ones fail, running ones finish (or,
-    /// with `abort`, end as cancelled at the next step). Returns when the
-    /// thread has ended.
-    pub fn shutdown(&self, abort: bool) {
-        {
-            let mut q = self.shared.queue.lock().expect("scheduler lock");
-            q.shutting_down = true;
-            for mut job in q.waiting.drain(..) {
-                (job.sink)(Event::Failed(SubmitError::ShuttingDown.to_string()));
-            }
+    pub fn stats(&self) -> Stats {
+        let q = self.shared.queue.lock().expect("scheduler lock");
+        Stats {
+            running: q.active,
+            waiting: q.waiting.len(),
+            ..q.stats
         }
-        if abort {
-            self.shared.abort.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops taking requests: waiting ones fail, running ones go on.
+    pub fn close(&self) {
+        let mut q = self.shared.queue.lock().expect("scheduler lock");
+        q.shutting_down = true;
+        let refused: Vec<Job> = q.waiting.drain(..).collect();
+        q.stats.failed += refused.len() as u64;
+        for mut job in refused {
+            (job.sink)(Event::Failed(SubmitError::ShuttingDown.to_string()));
         }
         self.shared.wake.notify_all();
+    }
+
+    /// Ends every running request as cancelled at the next step.
+    pub fn abort(&self) {
+        self.shared.abort.store(true, Ordering::Relaxed);
+        self.shared.wake.notify_all();
+    }
+
+    /// Closes, lets running requests finish (or, with `abort`, end as
+    /// cancelled at the next step), and returns when the thread has ended.
+    pub fn shutdown(&self, abort: bool) {
+        self.close();
+        if abort {
+            self.abort();
+        }
         if let Some(t) = self.thread.lock().expect("scheduler lock").take() {
             let _ = t.join();
         }
@@ -272,7 +309,7 @@ fn run(model: &Model, tokenizer: &Tokenizer, config: SchedulerConfig, shared: &S
             }
         };
         for job in arrived {
-            admit(&mut slots, job, tokenizer);
+            admit(&mut slots, job, tokenizer, shared);
         }
         step(&mut slots, config.step_tokens, &mut scratch, shared);
     }
@@ -287,18 +324,18 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 }
 
 /// Puts a job in the free slot that reuses most of its prompt.
-fn admit<'m, 't>(slots: &mut [Slot<'m, 't>], mut job: Job, tokenizer: &'t Tokenizer) {
+fn admit<'m, 't>(slots: &mut [Slot<'m, 't>], mut job: Job, tokenizer: &'t Tokenizer, shared: &Shared) {
     let prompt = &job.prompt;
-    let shared = |s: &Slot| common_prefix(s.session.tokens(), prompt);
+    let in_common = |s: &Slot| common_prefix(s.session.tokens(), prompt);
     let chosen = (0..slots.len())
         .filter(|&i| slots[i].active.is_none())
-        .max_by_key(|&i| shared(&slots[i]))
+        .max_by_key(|&i| in_common(&slots[i]))
         .expect("admitted only with a free slot");
     // the last prompt token is always fed: its logits choose the first reply token
     let limit = prompt.len() - 1;
-    let mut reuse = shared(&slots[chosen]).min(limit);
-    if let Some(donor) = (0..slots.len()).max_by_key(|&i| shared(&slots[i])) {
-        let offered = shared(&slots[donor]).min(limit);
+    let mut reuse = in_common(&slots[chosen]).min(limit);
+    if let Some(donor) = (0..slots.len()).max_by_key(|&i| in_common(&slots[i])) {
+        let offered = in_common(&slots[donor]).min(limit);
         if offered > reuse {
             let (a, b) = (chosen.min(donor), chosen.max(donor));
             let (left, right) = slots.split_at_mut(b);
@@ -318,6 +355,7 @@ fn admit<'m, 't>(slots: &mut [Slot<'m, 't>], mut job: Job, tokenizer: &'t Tokeni
     let mut sampler = match Sampler::new(job.sampler.clone()) {
         Ok(s) => s,
         Err(e) => {
+            left_before_starting(shared, false);
             (job.sink)(Event::Failed(e.to_string()));
             return;
         }
@@ -331,6 +369,7 @@ fn admit<'m, 't>(slots: &mut [Slot<'m, 't>], mut job: Job, tokenizer: &'t Tokeni
         cached_tokens: cached,
     };
     if !(job.sink)(started) {
+        left_before_starting(shared, true);
         return;
     }
     let reply = ReplyState::new(tokenizer, &job.options);
@@ -344,6 +383,17 @@ fn admit<'m, 't>(slots: &mut [Slot<'m, 't>], mut job: Job, tokenizer: &'t Tokeni
     });
 }
 
+/// Counts a request that never got to run in its slot.
+fn left_before_starting(shared: &Shared, cancelled: bool) {
+    let mut q = shared.queue.lock().expect("scheduler lock");
+    if cancelled {
+        q.stats.cancelled += 1;
+    } else {
+        q.stats.failed += 1;
+    }
+    q.active = q.active.saturating_sub(1);
+}
+
 /// One forward pass over every active slot, then sampling for each.
 fn step(slots: &mut [Slot], step_tokens: usize, scratch: &mut Scratch, shared: &Shared) {
     let abort = shared.abort.load(Ordering::Relaxed);
@@ -353,7 +403,7 @@ fn step(slots: &mut [Slot], step_tokens: usize, scratch: &mut Scratch, shared: &
     for (i, slot) in slots.iter_mut().enumerate() {
         let Some(a) = slot.active.as_mut() else { continue };
         if abort || cancelled(&a.job) {
-            finish(slot, FinishReason::Cancelled);
+            finish(slot, FinishReason::Cancelled, shared);
             continue;
         }
         if let Some(t) = a.next {
@@ -381,14 +431,14 @@ fn step(slots: &mut [Slot], step_tokens: usize, scratch: &mut Scratch, shared: &
     for ((i, _), result) in feeds.into_iter().zip(results) {
         let slot = &mut slots[i];
         match result {
-            Err(e) => fail(slot, e.to_string()),
+            Err(e) => fail(slot, e.to_string(), shared),
             Ok(logits) => {
                 let prefilling = slot
                     .active
                     .as_ref()
                     .is_some_and(|a| a.next.is_none() && !a.pending.is_empty());
                 if !prefilling {
-                    sample(slot, &logits);
+                    sample(slot, &logits, shared);
                 }
             }
         }
@@ -396,42 +446,55 @@ fn step(slots: &mut [Slot], step_tokens: usize, scratch: &mut Scratch, shared: &
 }
 
 /// Chooses the slot's next token from `logits` and tells its client.
-fn sample(slot: &mut Slot, logits: &[f32]) {
+fn sample(slot: &mut Slot, logits: &[f32], shared: &Shared) {
     let context = slot.session.context();
     let held = slot.session.tokens().len();
     let a = slot.active.as_mut().expect("an active slot");
     if a.reply.full() {
-        return finish(slot, FinishReason::Length);
+        return finish(slot, FinishReason::Length, shared);
     }
     let token = match a.sampler.sample(logits) {
         Ok(t) => t,
-        Err(e) => return fail(slot, e.to_string()),
+        Err(e) => return fail(slot, e.to_string(), shared),
     };
     let logprobs = a.job.logprobs.map(|n| logprobs_of(logits, token, n));
     let taken_before = a.reply.tokens.len();
     let (text, done) = match a.reply.push(token) {
         Ok(r) => r,
-        Err(e) => return fail(slot, e.to_string()),
+        Err(e) => return fail(slot, e.to_string(), shared),
     };
     if a.reply.tokens.len() > taken_before {
         // a stop token is not part of the reply
         let event = Event::Token { token, text, logprobs };
         if !(a.job.sink)(event) {
-            return finish(slot, FinishReason::Cancelled);
+            return finish(slot, FinishReason::Cancelled, shared);
         }
     }
     if let Some(reason) = done {
-        return finish(slot, reason);
+        return finish(slot, reason, shared);
     }
     a.sampler.accept(token);
     if held >= context {
-        return finish(slot, FinishReason::ContextFull);
+        return finish(slot, FinishReason::ContextFull, shared);
     }
     a.next = Some(token);
 }
 
-fn finish(slot: &mut Slot, finish: FinishReason) {
+fn finish(slot: &mut Slot, finish: FinishReason, shared: &Shared) {
     let Some(mut a) = slot.active.take() else { return };
+    {
+        let mut q = shared.queue.lock().expect("scheduler lock");
+        let s = &mut q.stats;
+        if finish == FinishReason::Cancelled {
+            s.cancelled += 1;
+        } else {
+            s.finished += 1;
+        }
+        s.prompt_tokens += a.job.prompt.len() as u64;
+        s.cached_tokens += a.cached as u64;
+        s.generated_tokens += a.reply.tokens.len() as u64;
+        q.active = q.active.saturating_sub(1);
+    }
     let text = a.reply.finish();
     (a.job.sink)(Event::Finished {
         finish,
@@ -442,8 +505,13 @@ fn finish(slot: &mut Slot, finish: FinishReason) {
     });
 }
 
-fn fail(slot: &mut Slot, why: String) {
+fn fail(slot: &mut Slot, why: String, shared: &Shared) {
     if let Some(mut a) = slot.active.take() {
+        {
+            let mut q = shared.queue.lock().expect("scheduler lock");
+            q.stats.failed += 1;
+            q.active = q.active.saturating_sub(1);
+        }
         (a.job.sink)(Event::Failed(why));
     }
     // what the session holds may be half-fed: start the slot afresh

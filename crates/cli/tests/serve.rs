@@ -1,0 +1,496 @@
+//! Tier 4: `phi3 serve` as a real process on 127.0.0.1, driven over real
+//! sockets: the OpenAI endpoints, concurrency, malformed requests,
+//! disconnects, API keys and shutdown.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+fn testdata() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
+}
+
+/// A 2-layer random model with the real Phi-3 vocabulary and chat template.
+fn chat_model(dir: &Path) -> PathBuf {
+    let base = phi3_model::Model::open(testdata().join("models/phi-3-mini-4k"))
+        .unwrap()
+        .config;
+    let vocab = testdata().join("../../shared/testdata/tokenizer/ggml-vocab-phi-3.gguf");
+    phi3_eval::synth::random_chat_model(&base, &vocab, dir).unwrap()
+}
+
+/// A running `phi3 serve`, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub addr: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let model = chat_model(dir.path());
+        let mut s = Server::start_with(&model, extra);
+        s._dir = Some(dir);
+        s
+    }
+
+    pub fn start_with(model: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_phi3"))
+            .args(["serve", "-m", model.to_str().unwrap(), "--port", "0"])
+            .args(extra)
+            .env_remove("PHI3_API_KEY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = String::new();
+        let addr = loop {
+            let Some(Ok(line)) = lines.next() else {
+                panic!("phi3 serve ended before listening: {seen}")
+            };
+            seen.push_str(&line);
+            seen.push('\n');
+            if let Some(a) = line.strip_prefix("listening on http://") {
+                break a.to_string();
+            }
+        };
+        // keep draining stderr so the server never blocks on it
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            base: format!("http://{addr}"),
+            addr,
+            _dir: None,
+        }
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(path, body.to_string().as_bytes(), &[])
+    }
+
+    pub fn post_raw(&self, path: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = ureq::post(&format!("{}{path}", self.base)).set("Content-Type", "application/json");
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        let resp = match req.send_bytes(body) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{path}: {e}"),
+        };
+        let status = resp.status();
+        let text = resp.into_string().unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")),
+        )
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let resp = match ureq::get(&format!("{}{path}", self.base)).call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{path}: {e}"),
+        };
+        (resp.status(), resp.into_json().unwrap())
+    }
+
+    /// The data of every server-sent event of a streamed request.
+    pub fn stream(&self, path: &str, body: &Value) -> Vec<String> {
+        let resp = ureq::post(&format!("{}{path}", self.base))
+            .send_json(body.clone())
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(resp.header("content-type"), Some("text/event-stream"));
+        let mut events = vec![];
+        for line in BufReader::new(resp.into_reader()).lines() {
+            if let Some(d) = line.unwrap().strip_prefix("data: ") {
+                events.push(d.to_string());
+            }
+        }
+        events
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chat(content: &str, extra: Value) -> Value {
+    let mut body = json!({
+        "model": "phi3",
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": content}
+        ],
+        "temperature": 0,
+        "max_tokens": 12,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+/// The reply text and finish reason of a streamed chat.
+fn streamed_text(events: &[String]) -> (String, String) {
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let mut text = String::new();
+    let mut finish = String::new();
+    for e in &events[..events.len() - 1] {
+        let v: Value = serde_json::from_str(e).unwrap();
+        if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(c);
+        }
+        if let Some(c) = v["choices"][0]["text"].as_str() {
+            text.push_str(c);
+        }
+        if let Some(f) = v["choices"][0]["finish_reason"].as_str() {
+            finish = f.to_string();
+        }
+    }
+    (text, finish)
+}
+
+#[test]
+fn chat_and_completions_whole_and_streamed() {
+    let s = Server::start(&["--parallel", "2"]);
+    assert_eq!(s.get("/health").1["status"], "ok");
+    let (status, models) = s.get("/v1/models");
+    assert_eq!(status, 200);
+    assert_eq!(models["data"][0]["id"], "model");
+    assert_eq!(s.get("/v1/models/model").0, 200);
+    assert_eq!(s.get("/v1/models/other").0, 404);
+
+    let (status, whole) = s.post("/v1/chat/completions", &chat("Name a river.", json!({})));
+    assert_eq!(status, 200, "{whole}");
+    assert_eq!(whole["object"], "chat.completion");
+    assert_eq!(whole["choices"][0]["message"]["role"], "assistant");
+    let text = whole["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let finish = whole["choices"][0]["finish_reason"].as_str().unwrap();
+    assert!(finish == "stop" || finish == "length");
+    let usage = &whole["usage"];
+    let (p, c) = (
+        usage["prompt_tokens"].as_u64().unwrap(),
+        usage["completion_tokens"].as_u64().unwrap(),
+    );
+    assert!(p > 10 && c <= 12 && (finish == "stop" || c == 12));
+    assert_eq!(usage["total_tokens"].as_u64().unwrap(), p + c);
+
+    // streamed: the same greedy answer, a role chunk first, usage at the end
+    let events = s.stream(
+        "/v1/chat/completions",
+        &chat(
+            "Name a river.",
+            json!({"stream": true, "stream_options": {"include_usage": true}}),
+        ),
+    );
+    let first: Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(first["object"], "chat.completion.chunk");
+    assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+    assert!(first["usage"].is_null());
+    let usage_chunk: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage_chunk["choices"], json!([]));
+    assert_eq!(usage_chunk["usage"]["completion_tokens"], c);
+    assert_eq!(
+        usage_chunk["usage"]["prompt_tokens_details"]["cached_tokens"],
+        p - 1,
+        "the repeated prompt came from the prefix cache"
+    );
+    assert_eq!(streamed_text(&events), (text.clone(), finish.to_string()));
+
+    // stop strings cut the text; max_tokens gives "length"
+    if let Some(cut) = text.char_indices().nth(3).map(|(i, _)| i).filter(|&i| i > 0) {
+        let stop = text[cut..].chars().next().unwrap().to_string();
+        let (_, v) = s.post(
+            "/v1/chat/completions",
+            &chat("Name a river.", json!({"stop": [stop.clone()]})),
+        );
+        let got = v["choices"][0]["message"]["content"].as_str().unwrap();
+        assert_eq!(got, &text[..text.find(&stop).unwrap()]);
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    }
+    let (_, v) = s.post("/v1/chat/completions", &chat("Name a river.", json!({"max_tokens": 2})));
+    if v["choices"][0]["finish_reason"] == "length" {
+        assert_eq!(v["usage"]["completion_tokens"], 2);
+    }
+
+    // logprobs: the chosen token is the most likely under greedy sampling
+    let (_, v) = s.post(
+        "/v1/chat/completions",
+        &chat(
+            "Name a river.",
+            json!({"logprobs": true, "top_logprobs": 3, "max_tokens": 4}),
+        ),
+    );
+    let entries = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert!(!entries.is_empty());
+    for e in entries {
+        let top = e["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        assert_eq!(top[0]["logprob"], e["logprob"]);
+        assert!(e["logprob"].as_f64().unwrap() <= 0.0);
+    }
+
+    // the completions API, whole and streamed, with a seed
+    let body = json!({"prompt": "Once upon a time", "max_tokens": 8, "temperature": 0.9, "seed": 7, "logprobs": 2});
+    let (status, v) = s.post("/v1/completions", &body);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"], "text_completion");
+    let text = v["choices"][0]["text"].as_str().unwrap();
+    assert_eq!(
+        v["choices"][0]["logprobs"]["tokens"].as_array().unwrap().len() as u64,
+        v["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    assert_eq!(
+        streamed_text(&s.stream("/v1/completions", &streamed)).0,
+        text,
+        "the same seed, the same text"
+    );
+    // token ids as the prompt
+    let (status, _) = s.post("/v1/completions", &json!({"prompt": [1, 450, 4996], "max_tokens": 2}));
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn sixteen_clients_at_once_get_their_answers_alone() {
+    let s = Server::start(&["--parallel", "4", "--queue", "16"]);
+    let questions: Vec<String> = (0..16)
+        .map(|i| format!("Question {i}: what is {} plus {}?", i * 7, i + 3))
+        .collect();
+    let request = |i: usize| chat(&questions[i], json!({"max_tokens": 6 + i % 5, "stream": i % 2 == 1}));
+    let answer = |s: &Server, i: usize| -> (String, String) {
+        if i % 2 == 1 {
+            streamed_text(&s.stream("/v1/chat/completions", &request(i)))
+        } else {
+            let (status, v) = s.post("/v1/chat/completions", &request(i));
+            assert_eq!(status, 200, "{v}");
+            let c = &v["choices"][0];
+            (
+                c["message"]["content"].as_str().unwrap().to_string(),
+                c["finish_reason"].as_str().unwrap().to_string(),
+            )
+        }
+    };
+    let together: Vec<(String, String)> = std::thread::scope(|scope| {
+        let (s, answer) = (&s, &answer);
+        let handles: Vec<_> = (0..16).map(|i| scope.spawn(move || answer(s, i))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // batched rows compute exactly what a lone request computes
+    for (i, got) in together.iter().enumerate() {
+        assert_eq!(got, &answer(&s, i), "request {i}");
+    }
+    let health = s.get("/health").1;
+    assert_eq!(
+        (health["running"].as_u64(), health["waiting"].as_u64()),
+        (Some(0), Some(0))
+    );
+}
+
+fn error_of(v: &Value) -> (&str, &str) {
+    let e = &v["error"];
+    (e["type"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""))
+}
+
+#[test]
+fn malformed_requests_get_clear_errors_and_the_server_goes_on() {
+    let s = Server::start(&["--max-body", "64K", "--max-tokens", "100"]);
+    let cases: Vec<(&[u8], u16, &str)> = vec![
+        (b"{\"messages\": [", 400, "not valid JSON"),
+        (b"", 400, "empty"),
+        (b"[1, 2]", 400, "JSON object"),
+        (b"{\"messages\": \"hi\"}", 400, "'messages' must be a list of messages"),
+        (b"{\"max_tokens\": 5}", 400, "'messages' is required"),
+        (b"{\"messages\": []}", 400, "at least one message"),
+        (b"{\"messages\": [{\"content\": \"hi\"}]}", 400, "needs a 'role'"),
+        (b"{\"messages\": [{\"role\": \"wizard\", \"content\": \"hi\"}]}", 400, "unknown role 'wizard'"),
+        (b"{\"messages\": [{\"role\": \"user\", \"content\": 5}]}", 400, "'content' must be"),
+        (b"{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\"}]}]}", 400, "'image_url' are not supported"),
+        (b"{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"temperature\": \"hot\"}", 400, "'temperature' must be a number"),
+        (b"{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"temperature\": 7}", 400, "between 0 and 2"),
+        (b"{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"max_tokens\": 1000000000000}", 400, "at most 100"),
+        (b"{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"max_tokens\": -3}", 400, "'max_tokens' must be a non-negative integer"),
+        (b"{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"n\": 2}", 400, "only n = 1"),
+        (b"{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"tools\": []}", 400, "'tools' is not supported"),
+        (b"{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"frobnicate\": 1}", 400, "Unrecognized request argument supplied: frobnicate"),
+        (b"{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"stop\": [1]}", 400, "'stop' must be"),
+        (b"{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"logit_bias\": {\"abc\": 1}}", 400, "not a token id"),
+        (b"{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"logit_bias\": {\"99999999\": 1}}", 400, "outside the vocabulary"),
+        (b"{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"top_logprobs\": 2}", 400, "needs 'logprobs': true"),
+        (b"{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"stream_options\": {\"include_usage\": true}}", 400, "needs 'stream': true"),
+        (b"{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}", 400, "not valid UTF-8"),
+    ];
+    for (body, status, needle) in &cases {
+        let (got, v) = s.post_raw("/v1/chat/completions", body, &[]);
+        let (kind, message) = error_of(&v);
+        assert_eq!(got, *status, "{}: {v}", String::from_utf8_lossy(body));
+        assert_eq!(kind, "invalid_request_error", "{v}");
+        assert!(message.contains(needle), "{}: {message}", String::from_utf8_lossy(body));
+    }
+    // completions-specific
+    let (got, v) = s.post("/v1/completions", &json!({"prompt": ["a", "b"]}));
+    assert!(got == 400 && error_of(&v).1.contains("one prompt per request"), "{v}");
+    let (got, v) = s.post("/v1/completions", &json!({"prompt": [1, 99999999]}));
+    assert!(got == 400 && error_of(&v).1.contains("outside the vocabulary"), "{v}");
+    let (got, v) = s.post("/v1/completions", &json!({"prompt": "x ".repeat(600)}));
+    assert_eq!(got, 400, "{v}");
+    assert_eq!(v["error"]["code"], "context_length_exceeded");
+    // a huge body: 413, and the server reads no more than its limit
+    let huge = format!(
+        "{{\"messages\": [{{\"role\": \"user\", \"content\": \"{}\"}}]}}",
+        "a".repeat(200_000)
+    );
+    let (got, v) = s.post_raw("/v1/chat/completions", huge.as_bytes(), &[]);
+    assert_eq!(got, 413, "{v}");
+    assert!(error_of(&v).1.contains("limit of 65536 bytes"));
+    // unknown routes
+    assert_eq!(s.get("/v1/nothing").0, 404);
+    // garbage that is not HTTP at all, and a request cut off mid-body
+    let mut raw = TcpStream::connect(&s.addr).unwrap();
+    raw.write_all(b"\x00\x01\x02 not http\r\n\r\n").unwrap();
+    drop(raw);
+    let mut raw = TcpStream::connect(&s.addr).unwrap();
+    raw.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"messages\":")
+        .unwrap();
+    drop(raw);
+    // and everyone else is still served
+    let (status, v) = s.post("/v1/chat/completions", &chat("Still there?", json!({})));
+    assert_eq!(status, 200, "{v}");
+}
+
+#[test]
+fn a_client_that_leaves_frees_its_slot() {
+    let s = Server::start(&["--parallel", "1"]);
+    let body = chat(
+        "Tell me a long story.",
+        json!({"stream": true, "max_tokens": 450, "temperature": 1, "seed": 1, "logit_bias": {"32000": -100, "32007": -100}}),
+    );
+    let body = body.to_string();
+    let mut raw = TcpStream::connect(&s.addr).unwrap();
+    write!(
+        raw,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        s.addr,
+        body.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 512];
+    let n = raw.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).contains("200 OK"));
+    drop(raw);
+    // the only slot is freed as soon as the server notices, not after 450 tokens
+    let t0 = Instant::now();
+    let h = loop {
+        let h = s.get("/health").1;
+        if h["running"] == 0 {
+            break h;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "the slot stayed busy: {h}");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert_eq!(h["requests"]["cancelled"], 1, "{h}");
+    assert!(h["tokens"]["generated"].as_u64().unwrap() < 450, "{h}");
+    // a client that leaves while waiting for a whole (non-streamed) answer
+    let body = chat(
+        "Tell me a long story.",
+        json!({"max_tokens": 450, "temperature": 1, "seed": 2, "logit_bias": {"32000": -100, "32007": -100}}),
+    );
+    let body = body.to_string();
+    let mut raw = TcpStream::connect(&s.addr).unwrap();
+    write!(
+        raw,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        s.addr,
+        body.len()
+    )
+    .unwrap();
+    while s.get("/health").1["running"] == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(raw);
+    let t0 = Instant::now();
+    let h = loop {
+        let h = s.get("/health").1;
+        if h["running"] == 0 {
+            break h;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "the slot stayed busy: {h}");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert_eq!(h["requests"]["cancelled"], 2, "{h}");
+    let (status, _) = s.post("/v1/chat/completions", &chat("Hello?", json!({})));
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn an_api_key_guards_the_api() {
+    let s = Server::start(&["--api-key", "sesame"]);
+    let body = chat("Hi", json!({})).to_string();
+    let (status, v) = s.post_raw("/v1/chat/completions", body.as_bytes(), &[]);
+    assert_eq!(status, 401);
+    assert_eq!(v["error"]["code"], "invalid_api_key");
+    let (status, _) = s.post_raw(
+        "/v1/chat/completions",
+        body.as_bytes(),
+        &[("Authorization", "Bearer wrong")],
+    );
+    assert_eq!(status, 401);
+    let (status, _) = s.post_raw(
+        "/v1/chat/completions",
+        body.as_bytes(),
+        &[("Authorization", "Bearer sesame")],
+    );
+    assert_eq!(status, 200);
+    assert_eq!(s.get("/health").0, 200, "health needs no key");
+}
+
+#[test]
+fn sigterm_lets_running_requests_finish() {
+    let mut s = Server::start(&["--parallel", "1"]);
+    let body = chat(
+        "Count to fifty.",
+        json!({"stream": true, "max_tokens": 60, "temperature": 1, "seed": 3}),
+    );
+    let url = format!("{}/v1/chat/completions", s.base);
+    let reader = std::thread::spawn(move || {
+        let resp = ureq::post(&url).send_json(body).unwrap();
+        BufReader::new(resp.into_reader())
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| l.strip_prefix("data: ").map(str::to_string))
+            .collect::<Vec<_>>()
+    });
+    // wait until the request runs, then ask the server to stop
+    let t0 = Instant::now();
+    while s.get("/health").1["running"] == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    let events = reader.join().unwrap();
+    let (_, finish) = streamed_text(&events);
+    assert!(finish == "stop" || finish == "length", "finished normally: {finish}");
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    // nothing listens any more
+    assert!(TcpStream::connect(&s.addr).is_err());
+}
