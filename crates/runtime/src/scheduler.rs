@@ -293,7 +293,9 @@ fn run(model: &Model, tokenizer: &Tokenizer, config: SchedulerConfig, shared: &S
         let arrived = {
             let mut q = shared.queue.lock().expect("scheduler lock");
             loop {
+                let before = q.waiting.len();
                 q.waiting.retain(|job| !cancelled(job));
+                q.stats.cancelled += (before - q.waiting.len()) as u64;
                 let running = slots.iter().filter(|s| s.active.is_some()).count();
                 let free = slots.len() - running;
                 let take = free.min(q.waiting.len());

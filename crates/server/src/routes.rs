@@ -39,6 +39,10 @@ pub fn router(state: Shared) -> Router {
         .route("/health", get(health))
         .merge(v1)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refuse_declared_oversize,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .with_state(state)
@@ -58,6 +62,29 @@ async fn not_found(req: Request) -> ApiError {
         StatusCode::NOT_FOUND,
         "invalid_request_error",
         format!("no route for {} {}", req.method(), req.uri().path()),
+    )
+}
+
+/// A body whose declared length is over the limit is refused before any of
+/// it is read (bodies without a length are cut off at the limit as they come).
+async fn refuse_declared_oversize(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let limit = state.config.max_body_bytes;
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large(limit).into_response();
+    }
+    next.run(req).await
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::status(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "invalid_request_error",
+        format!("the request body is larger than this server's limit of {limit} bytes"),
     )
 }
 
@@ -133,11 +160,7 @@ async fn model(State(state): State<Shared>, Path(id): Path<String>) -> Result<Js
 fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::status(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                format!("the request body is larger than this server's limit of {limit} bytes"),
-            )
+            too_large(limit)
         } else {
             ApiError::bad_request(format!("could not read the request body: {e}"))
         }
