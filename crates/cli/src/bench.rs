@@ -53,15 +53,36 @@ pub fn main(args: Args) -> Result<()> {
         }
         phi3_kernels::pool::set_global_threads(t);
     }
-    let path = match (&args.model, &args.shape) {
+    let path = model_or_shape(args.model.as_ref(), args.shape.as_deref(), &args.dtype)?;
+    let report = run(
+        &path,
+        &BenchOptions {
+            prompt_lens: args.prompt.clone(),
+            gen_len: args.gen,
+            reps: args.reps,
+            measure_bandwidth: !args.no_bandwidth,
+            kv_type: crate::parse_kv_type(&args.kv_type)?,
+        },
+    )?;
+    if args.json {
+        crate::print_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?))
+    } else {
+        crate::print_stdout(&report.table())
+    }
+}
+
+/// The model to measure: a file, or random weights with a named model's
+/// shapes (synthesized once into the cache).
+pub(crate) fn model_or_shape(model: Option<&PathBuf>, shape: Option<&str>, dtype: &str) -> Result<PathBuf> {
+    Ok(match (model, shape) {
         (Some(m), _) => m.clone(),
         (None, Some(shape)) => {
-            let dtype = DType::parse(&args.dtype)
+            let dtype = DType::parse(&dtype)
                 .filter(|t| SYNTHESIZABLE.contains(t))
                 .ok_or_else(|| {
                     anyhow!(
                         "--type {}: expected one of {}",
-                        args.dtype,
+                        dtype,
                         SYNTHESIZABLE.map(|t| t.name().to_lowercase()).join(", ")
                     )
                 })?;
@@ -79,20 +100,5 @@ pub fn main(args: Args) -> Result<()> {
             "give --model FILE or --shape NAME (one of {})",
             SHAPES.map(|(n, _)| n).join(", ")
         ),
-    };
-    let report = run(
-        &path,
-        &BenchOptions {
-            prompt_lens: args.prompt.clone(),
-            gen_len: args.gen,
-            reps: args.reps,
-            measure_bandwidth: !args.no_bandwidth,
-            kv_type: crate::parse_kv_type(&args.kv_type)?,
-        },
-    )?;
-    if args.json {
-        crate::print_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?))
-    } else {
-        crate::print_stdout(&report.table())
-    }
+    })
 }

@@ -4,6 +4,7 @@
 //! module and calls into the library crates.
 
 mod bench;
+mod bench_serve;
 mod chat;
 mod convert;
 mod hub;
@@ -38,6 +39,8 @@ enum Command {
     Quantize(convert::Args),
     /// Measure prompt processing and generation speed, memory and bandwidth.
     Bench(bench::Args),
+    /// Load-test the server: concurrent streaming clients, time to first token, throughput.
+    BenchServe(bench_serve::Args),
     /// Download a model from the hub into the cache (resumable, verified).
     Pull(hub::PullArgs),
     /// List the models in the cache.
@@ -57,6 +60,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(a) => serve::main(a),
         Command::Convert(a) | Command::Quantize(a) => convert::main(a),
         Command::Bench(a) => bench::main(a),
+        Command::BenchServe(a) => bench_serve::main(a),
         Command::Pull(a) => hub::pull_main(a),
         Command::List => hub::list_main(),
         Command::Tokenize(a) => tokenize::tokenize(a),

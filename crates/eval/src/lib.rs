@@ -3,6 +3,7 @@
 //! bandwidth, and the `phi3 bench` harness.
 
 pub mod bench;
+pub mod load;
 pub mod membw;
 pub mod synth;
 

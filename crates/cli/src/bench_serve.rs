@@ -1,0 +1,155 @@
+//! `phi3 bench-serve`: a load test of the server. Starts `phi3 serve` on a
+//! model (or on random weights with a real model's shapes) and drives it
+//! with 1, 4, 16… concurrent streaming clients; or drives any running
+//! OpenAI-compatible server given by --url, for comparison.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use phi3_eval::load::{run_load, table, LoadOptions};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A running server to measure instead of starting one.
+    #[arg(long, conflicts_with_all = ["model", "shape"])]
+    url: Option<String>,
+    /// A model file to serve (or use --shape).
+    #[arg(long, short = 'm', conflicts_with = "shape")]
+    model: Option<PathBuf>,
+    /// Random weights with the shapes of a real model (see `phi3 bench`).
+    #[arg(long)]
+    shape: Option<String>,
+    /// Weight type of the synthesized model.
+    #[arg(long = "type", default_value = "q4_0")]
+    dtype: String,
+    /// A GGUF file whose tokenizer the synthesized model takes (random
+    /// weights carry none), e.g. a Phi-3 GGUF or llama.cpp's ggml-vocab-phi-3.gguf.
+    #[arg(long)]
+    vocab: Option<PathBuf>,
+    /// Concurrent clients to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    streams: Vec<usize>,
+    /// Requests each client sends one after another.
+    #[arg(long, default_value_t = 2)]
+    requests: usize,
+    /// Tokens generated per request (stop tokens are banned so every request makes them all).
+    #[arg(short = 'n', long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Server slots (default: the largest --streams).
+    #[arg(long)]
+    parallel: Option<usize>,
+    /// Context of each slot.
+    #[arg(long, default_value_t = 1024)]
+    ctx: usize,
+    /// Kernel threads of the server (default: physical cores).
+    #[arg(long, short = 't')]
+    threads: Option<usize>,
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+const PROMPT: &str = "Here is a short passage about rivers. Rivers carry water from high ground to the sea, \
+shaping valleys, feeding lakes and wetlands, and supporting towns and farms along their banks. \
+Summarize the passage in one sentence, then list three famous rivers and the countries they flow through.";
+
+/// Phi-3's stop tokens: <|endoftext|>, <|end|> and </s>.
+const PHI3_STOP_IDS: [u32; 3] = [32000, 32007, 2];
+
+/// A `phi3 serve` child process, stopped when dropped.
+struct ServerProcess(Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(args: &Args, model: &std::path::Path) -> Result<(ServerProcess, String)> {
+    let parallel = args.parallel.unwrap_or(*args.streams.iter().max().unwrap_or(&1));
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["serve", "--port", "0", "-m"])
+        .arg(model)
+        .args(["--parallel", &parallel.to_string(), "--ctx", &args.ctx.to_string()])
+        .args(["--queue", &(parallel * 4).to_string()]);
+    if let Some(t) = args.threads {
+        cmd.args(["--threads", &t.to_string()]);
+    }
+    if let Some(k) = &args.api_key {
+        cmd.args(["--api-key", k]);
+    }
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
+    let stderr = child.stderr.take().context("the server's stderr")?;
+    let child = ServerProcess(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    let addr = loop {
+        let Some(Ok(line)) = lines.next() else {
+            bail!("phi3 serve stopped before listening:\n{seen}");
+        };
+        eprintln!("{line}");
+        if let Some(a) = line.strip_prefix("listening on ") {
+            break a.to_string();
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Ok((child, addr))
+}
+
+pub fn main(args: Args) -> Result<()> {
+    if args.streams.contains(&0) || args.requests == 0 || args.max_tokens == 0 {
+        bail!("--streams, --requests and --max-tokens must be at least 1");
+    }
+    let (_server, url) = match &args.url {
+        Some(u) => (None, u.clone()),
+        None => {
+            let mut model = crate::bench::model_or_shape(args.model.as_ref(), args.shape.as_deref(), &args.dtype)?;
+            if args.shape.is_some() {
+                let Some(vocab) = &args.vocab else {
+                    bail!("random weights carry no tokenizer: give --vocab FILE.gguf (a GGUF with tokenizer.ggml.* metadata)");
+                };
+                let with_vocab = model.with_extension("chat.gguf");
+                if !with_vocab.exists() {
+                    phi3_eval::synth::with_vocabulary(&model, vocab, &with_vocab)?;
+                }
+                model = with_vocab;
+            }
+            let (server, url) = start_server(&args, &model)?;
+            (Some(server), url)
+        }
+    };
+    let mut results = Vec::new();
+    for &streams in &args.streams {
+        let opts = LoadOptions {
+            url: url.clone(),
+            api_key: args.api_key.clone(),
+            streams,
+            requests_per_stream: args.requests,
+            max_tokens: args.max_tokens,
+            prompt: PROMPT.to_string(),
+            ban_tokens: PHI3_STOP_IDS.to_vec(),
+        };
+        eprintln!("{streams} concurrent streams ...");
+        let r = run_load(&opts)?;
+        if let Some(e) = r.errors.first() {
+            bail!(
+                "{} of {} requests failed, the first with: {e}",
+                r.errors.len(),
+                r.errors.len() + r.requests
+            );
+        }
+        results.push(r);
+    }
+    if args.json {
+        crate::print_stdout(&format!("{}\n", serde_json::to_string_pretty(&results)?))
+    } else {
+        crate::print_stdout(&table(&results))
+    }
+}
