@@ -77,7 +77,7 @@ pub(crate) fn model_or_shape(model: Option<&PathBuf>, shape: Option<&str>, dtype
     Ok(match (model, shape) {
         (Some(m), _) => m.clone(),
         (None, Some(shape)) => {
-            let dtype = DType::parse(&dtype)
+            let dtype = DType::parse(dtype)
                 .filter(|t| SYNTHESIZABLE.contains(t))
                 .ok_or_else(|| {
                     anyhow!(
