@@ -390,3 +390,36 @@ fn sigterm_lets_running_requests_finish() {
     // nothing listens any more
     assert!(TcpStream::connect(&s.addr).is_err());
 }
+
+#[test]
+fn bench_serve_measures_concurrent_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = serve_common::chat_model(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_phi3"))
+        .args([
+            "bench-serve",
+            "-m",
+            model.to_str().unwrap(),
+            "--streams",
+            "1,3",
+            "--requests",
+            "2",
+            "-n",
+            "5",
+        ])
+        .args(["--ctx", "256", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let results: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for (r, streams) in results.iter().zip([1u64, 3]) {
+        assert_eq!(r["streams"], streams);
+        assert_eq!(r["requests"], streams * 2);
+        // stop tokens are banned: every request generates all its tokens
+        assert_eq!(r["completion_tokens"], streams * 2 * 5);
+        assert!(r["aggregate_tokens_per_second"].as_f64().unwrap() > 0.0);
+        assert!(r["ttft_median_seconds"].as_f64().unwrap() > 0.0);
+    }
+}

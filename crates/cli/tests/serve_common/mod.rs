@@ -13,7 +13,7 @@ fn testdata() -> PathBuf {
 }
 
 /// A 2-layer random model with the real Phi-3 vocabulary and chat template.
-fn chat_model(dir: &Path) -> PathBuf {
+pub fn chat_model(dir: &Path) -> PathBuf {
     let base = phi3_model::Model::open(testdata().join("models/phi-3-mini-4k"))
         .unwrap()
         .config;
