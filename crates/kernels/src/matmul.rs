@@ -115,6 +115,32 @@ fn matmul_quantized(
         // across the tile; weights are read from memory once per call.
         for tile in (rows.start..rows.end).step_by(ROW_TILE) {
             let tile = tile..(tile + ROW_TILE).min(rows.end);
+            if matches!(kind, QuantKind::Q4_0 | QuantKind::Q8_0) {
+                // 4 × 4 register tiles of (weight row, activation row) pairs
+                let mut res = [0f32; 16];
+                for i0 in (0..t).step_by(4) {
+                    let cols = (t - i0).min(4);
+                    let xs: [&[u8]; 4] = std::array::from_fn(|c| {
+                        let i = i0 + c.min(cols - 1);
+                        &xq[i * xrow..(i + 1) * xrow]
+                    });
+                    for j0 in tile.clone().step_by(4) {
+                        let n_rows = (tile.end - j0).min(4);
+                        let ws: [&[u8]; 4] = std::array::from_fn(|r| {
+                            let j = j0 + r.min(n_rows - 1);
+                            &w[j * wrow..(j + 1) * wrow]
+                        });
+                        crate::simd::dot_tile_q8_0(kind == QuantKind::Q4_0, &ws[..n_rows], &xs[..cols], &mut res);
+                        for r in 0..n_rows {
+                            for c in 0..cols {
+                                // SAFETY: as in `matmul`: disjoint rows `j` per task.
+                                unsafe { *out_ptr.get().add((i0 + c) * n + j0 + r) = res[r * 4 + c] };
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
             for i in 0..t {
                 let xr = &xq[i * xrow..(i + 1) * xrow];
                 for j in tile.clone() {

@@ -108,7 +108,15 @@ fn the_selected_instruction_set_is_reported() {
         && std::is_x86_feature_detected!("fma")
         && std::env::var("PHI3_ISA").is_err()
     {
-        assert_eq!(isa, simd::Isa::Avx2);
+        let want = if std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512bw")
+        {
+            simd::Isa::Avx512Vnni
+        } else {
+            simd::Isa::Avx2
+        };
+        assert_eq!(isa, want);
     }
     let _ = isa;
 }
@@ -199,5 +207,53 @@ fn q8_k_activations_keep_their_sums() {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     for (a, c) in x.iter().zip(&y) {
         assert!((a - c).abs() <= amax / 127.0 * 0.51, "{a} vs {c}");
+    }
+}
+
+#[test]
+fn tile_kernels_equal_scalar_whatever_the_tile_shape() {
+    let mut rng = Lcg(11);
+    for kind in [QuantKind::Q4_0, QuantKind::Q8_0] {
+        let scalar = if kind == QuantKind::Q4_0 {
+            dot_q4_0_q8_0_scalar
+        } else {
+            dot_q8_0_q8_0_scalar
+        };
+        for blocks in [1usize, 3, 96] {
+            let n = blocks * 32;
+            let ws: Vec<Vec<u8>> = (0..4)
+                .map(|_| quantize(kind, &(0..n).map(|_| rng.f32() * 2.0).collect::<Vec<_>>()))
+                .collect();
+            let xs: Vec<Vec<u8>> = (0..4)
+                .map(|_| quantize(QuantKind::Q8_0, &(0..n).map(|_| rng.f32()).collect::<Vec<_>>()))
+                .collect();
+            let mut full = [0f32; 16];
+            let w_all: Vec<&[u8]> = ws.iter().map(|w| w.as_slice()).collect();
+            let x_all: Vec<&[u8]> = xs.iter().map(|x| x.as_slice()).collect();
+            simd::dot_tile_q8_0(kind == QuantKind::Q4_0, &w_all, &x_all, &mut full);
+            for r in 0..4 {
+                for c in 0..4 {
+                    let want = scalar(&ws[r], &xs[c]);
+                    let (_, mag) = exact_dot(kind, &ws[r], &xs[c], n);
+                    let got = full[r * 4 + c];
+                    assert!(
+                        ((got - want) as f64).abs() <= 1e-5 * mag + 1e-6,
+                        "{kind:?} {blocks} blocks ({r},{c}): {got} vs scalar {want}"
+                    );
+                }
+            }
+            // every sub-tile gives each pair exactly the same number
+            for rows in 1..=4 {
+                for cols in 1..=4 {
+                    let mut part = [0f32; 16];
+                    simd::dot_tile_q8_0(kind == QuantKind::Q4_0, &w_all[4 - rows..], &x_all[..cols], &mut part);
+                    for r in 0..rows {
+                        for c in 0..cols {
+                            assert_eq!(part[r * 4 + c], full[(4 - rows + r) * 4 + c], "{kind:?} {rows}x{cols}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

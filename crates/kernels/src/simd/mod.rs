@@ -9,6 +9,10 @@ pub enum Isa {
     Scalar,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// AVX2 plus AVX-512 VNNI (`vpdpbusd` on 256-bit registers) for the
+    /// Q4_0/Q8_0 tile kernels; the other kernels are AVX2's.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
     /// aarch64 NEON (every aarch64 CPU has it).
     #[cfg(target_arch = "aarch64")]
     Neon,
@@ -17,8 +21,9 @@ pub enum Isa {
     NeonDotprod,
 }
 
-/// The best instruction set available, or `PHI3_ISA=scalar` (or `neon` on
-/// aarch64, to leave out SDOT) to force a lesser one for comparisons.
+/// The best instruction set available, or `PHI3_ISA=scalar` (`avx2` on
+/// x86-64 to leave out VNNI, `neon` on aarch64 to leave out SDOT) to force
+/// a lesser one for comparisons.
 pub fn isa() -> Isa {
     static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
     *ISA.get_or_init(|| {
@@ -40,11 +45,19 @@ fn best_isa(forced: &str) -> Isa {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn best_isa(_forced: &str) -> Isa {
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        Isa::Avx2
+fn best_isa(forced: &str) -> Isa {
+    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+        return Isa::Scalar;
+    }
+    let vnni = is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512dq")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni");
+    if vnni && forced != "avx2" {
+        Isa::Avx512Vnni
     } else {
-        Isa::Scalar
+        Isa::Avx2
     }
 }
 
@@ -57,7 +70,7 @@ pub fn dot_q4_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
     match isa() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 and FMA were detected at run time.
-        Isa::Avx2 => unsafe { avx2::dot_q4_0_q8_0(w, x) },
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::dot_q4_0_q8_0(w, x) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: NEON is part of aarch64.
         Isa::Neon => unsafe { neon::dot_q4_0_q8_0::<false>(w, x) },
@@ -72,7 +85,7 @@ pub fn dot_q8_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
     match isa() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 and FMA were detected at run time.
-        Isa::Avx2 => unsafe { avx2::dot_q8_0_q8_0(w, x) },
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::dot_q8_0_q8_0(w, x) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: NEON is part of aarch64.
         Isa::Neon => unsafe { neon::dot_q8_0_q8_0::<false>(w, x) },
@@ -87,7 +100,7 @@ pub fn dot_q4_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
     match isa() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 and FMA were detected at run time.
-        Isa::Avx2 => unsafe { avx2::dot_q4_k_q8_k(w, x) },
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::dot_q4_k_q8_k(w, x) },
         // no NEON K-quant kernels yet: the scalar twin
         #[allow(unreachable_patterns)]
         _ => dot_q4_k_q8_k_scalar(w, x),
@@ -98,12 +111,38 @@ pub fn dot_q6_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
     match isa() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 and FMA were detected at run time.
-        Isa::Avx2 => unsafe { avx2::dot_q6_k_q8_k(w, x) },
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::dot_q6_k_q8_k(w, x) },
         // no NEON K-quant kernels yet: the scalar twin
         #[allow(unreachable_patterns)]
         _ => dot_q6_k_q8_k_scalar(w, x),
     }
 }
+
+/// Dot products of up to 4 weight rows with up to 4 activation rows
+/// (`out[r * 4 + c] = w_rows[r] · x_rows[c]`) for Q4_0 or Q8_0 weights and
+/// Q8_0 activations. Each weight block is unpacked once for all activation
+/// rows, each activation block loaded once for all weight rows. Every pair's
+/// arithmetic is the same whatever the tile's shape, so a row's result does
+/// not depend on how many others share its tile (continuous batching relies
+/// on this). Without VNNI: one `dot_quantized` per pair.
+pub fn dot_tile_q8_0(q4: bool, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [f32; 16]) {
+    assert!(w_rows.len() <= 4 && x_rows.len() <= 4, "tiles are at most 4 × 4");
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512Vnni {
+        // SAFETY: AVX-512 F/BW/DQ/VL/VNNI and AVX2/FMA were detected at run time.
+        unsafe { vnni::dot_tile(q4, w_rows, x_rows, out) };
+        return;
+    }
+    let dot = if q4 { dot_q4_0_q8_0 } else { dot_q8_0_q8_0 };
+    for (r, w) in w_rows.iter().enumerate() {
+        for (c, x) in x_rows.iter().enumerate() {
+            out[r * 4 + c] = dot(w, x);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {

@@ -1,0 +1,167 @@
+//! AVX-512 VNNI tile kernels: Q4_0 or Q8_0 weight rows × Q8_0 activation
+//! rows, `vpdpbusd` on 256-bit registers (one instruction per 32-weight
+//! block pair, where AVX2 needs sign + maddubs + madd).
+//!
+//! `vpdpbusd` multiplies unsigned by signed bytes, so each pair's block sum
+//! is formed from unsigned values and a correction, exactly (integers):
+//! * Q4_0: Σ (u−8)·x = Σ u·x − Σ 8·x, with u the raw nibbles (0..15);
+//!   the −Σ 8·x lanes are computed once per activation block and start the
+//!   accumulation.
+//! * Q8_0: Σ w·x = Σ (x+128)·w − Σ 128·w; x+128 and −Σ 128·w are computed
+//!   once per activation block and weight block.
+
+use std::arch::x86_64::*;
+
+use crate::quant::{f16_table, q4_0, q8_0};
+
+/// The raw nibbles of a Q4_0 block as unsigned bytes in weight order (low
+/// nibbles are weights 0..16, high nibbles 16..32).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn nibbles(block: *const u8) -> __m256i {
+    let raw = _mm_loadu_si128(block.add(2) as *const __m128i);
+    let both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn quants(block: *const u8) -> __m256i {
+    _mm256_loadu_si256(block.add(2) as *const __m256i)
+}
+
+/// Two consecutive 32-byte groups (of blocks `b` and `b + 1`) in one
+/// 512-bit register; the second is zero when `two` is false (a row's last,
+/// odd block).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn join(first: __m256i, second: __m256i, two: bool) -> __m512i {
+    let second = if two { second } else { _mm256_setzero_si256() };
+    _mm512_inserti64x4(_mm512_castsi256_si512(first), second, 1)
+}
+
+/// Lanes 0-7 `a`, lanes 8-15 `b`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn halves(a: f32, b: f32) -> __m512 {
+    _mm512_insertf32x8(_mm512_set1_ps(a), _mm256_set1_ps(b), 1)
+}
+
+/// R weight rows × C activation rows, written to `out` from row `row0` on.
+/// Two blocks per step in 512-bit registers: lanes 0-7 hold block b's
+/// partial sums, lanes 8-15 block b+1's.
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+#[allow(clippy::needless_range_loop)] // indexing const-size arrays keeps the tile in registers
+unsafe fn tile<const Q4: bool, const R: usize, const C: usize>(
+    w: &[&[u8]],
+    x: &[&[u8]],
+    out: &mut [f32; 16],
+    row0: usize,
+) {
+    let wbytes = if Q4 { q4_0::BYTES } else { q8_0::BYTES };
+    let xbytes = q8_0::BYTES;
+    let blocks = x[0].len() / xbytes;
+    for r in 0..R {
+        assert_eq!(w[r].len(), blocks * wbytes, "weight blocks");
+    }
+    for c in 0..C {
+        assert_eq!(x[c].len(), blocks * xbytes, "activation blocks");
+    }
+    let table = f16_table();
+    let scale = |p: *const u8| table[u16::from_le_bytes([*p, *p.add(1)]) as usize];
+    let wp: [*const u8; R] = std::array::from_fn(|r| w[r].as_ptr());
+    let xp: [*const u8; C] = std::array::from_fn(|c| x[c].as_ptr());
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let zero = _mm512_setzero_si512();
+    for b in (0..blocks).step_by(2) {
+        let two = b + 1 < blocks;
+        let xb: [*const u8; C] = std::array::from_fn(|c| xp[c].add(b * xbytes));
+        let wb: [*const u8; R] = std::array::from_fn(|r| wp[r].add(b * wbytes));
+        // The rows that follow these in memory come next: fetch them now, a
+        // tile ahead (rows are short, 1-2 KiB, too short for the hardware
+        // prefetcher to ramp up on each). A prefetch never faults.
+        for r in 0..R {
+            _mm_prefetch::<_MM_HINT_T0>(wb[r].wrapping_add(R * blocks * wbytes) as *const i8);
+        }
+        // second block's scale 0 when there is none
+        let dx: [__m512; C] =
+            std::array::from_fn(|c| halves(scale(xb[c]), if two { scale(xb[c].add(xbytes)) } else { 0.0 }));
+        let xv: [__m512i; C] = std::array::from_fn(|c| {
+            join(
+                quants(xb[c]),
+                if two {
+                    quants(xb[c].add(xbytes))
+                } else {
+                    _mm256_setzero_si256()
+                },
+                two,
+            )
+        });
+        if Q4 {
+            // −Σ 8·x per lane: the start of every pair's sum with these activation blocks
+            let start: [__m512i; C] =
+                std::array::from_fn(|c| _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(8), xv[c])));
+            for r in 0..R {
+                let dw = halves(scale(wb[r]), if two { scale(wb[r].add(wbytes)) } else { 0.0 });
+                let second = if two {
+                    nibbles(wb[r].add(wbytes))
+                } else {
+                    _mm256_setzero_si256()
+                };
+                let u = join(nibbles(wb[r]), second, two);
+                for c in 0..C {
+                    let s = _mm512_dpbusd_epi32(start[c], u, xv[c]);
+                    acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[c]), _mm512_cvtepi32_ps(s), acc[r][c]);
+                }
+            }
+        } else {
+            // x + 128 as unsigned bytes
+            let xu: [__m512i; C] = std::array::from_fn(|c| _mm512_xor_si512(xv[c], _mm512_set1_epi8(-128)));
+            for r in 0..R {
+                let dw = halves(scale(wb[r]), if two { scale(wb[r].add(wbytes)) } else { 0.0 });
+                let second = if two {
+                    quants(wb[r].add(wbytes))
+                } else {
+                    _mm256_setzero_si256()
+                };
+                let wv = join(quants(wb[r]), second, two);
+                let start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(-128), wv));
+                for c in 0..C {
+                    let s = _mm512_dpbusd_epi32(start, xu[c], wv);
+                    acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[c]), _mm512_cvtepi32_ps(s), acc[r][c]);
+                }
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            out[(row0 + r) * 4 + c] = _mm512_reduce_add_ps(acc[r][c]);
+        }
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX2, FMA and AVX-512 F, BW, DQ, VL and VNNI.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+pub unsafe fn dot_tile(q4: bool, w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16]) {
+    // a whole tile of 4 weight rows, or single rows: the per-pair
+    // arithmetic is the same in every instance
+    macro_rules! cols {
+        ($q4:literal, $r:literal, $w:expr, $row0:expr) => {
+            match x.len() {
+                1 => tile::<$q4, $r, 1>($w, x, out, $row0),
+                2 => tile::<$q4, $r, 2>($w, x, out, $row0),
+                3 => tile::<$q4, $r, 3>($w, x, out, $row0),
+                4 => tile::<$q4, $r, 4>($w, x, out, $row0),
+                _ => {}
+            }
+        };
+    }
+    match (w.len(), q4) {
+        (4, true) => cols!(true, 4, w, 0),
+        (4, false) => cols!(false, 4, w, 0),
+        (_, true) => (0..w.len()).for_each(|r| cols!(true, 1, &w[r..r + 1], r)),
+        (_, false) => (0..w.len()).for_each(|r| cols!(false, 1, &w[r..r + 1], r)),
+    }
+}
