@@ -79,6 +79,28 @@ impl ThreadPool {
         self.workers.len() + 1
     }
 
+    /// Calls `f(i, part)` for every `part` of `data` cut in pieces of
+    /// `part_len` elements (the last may be shorter), in parallel, a few
+    /// tasks per thread.
+    pub fn for_each_part<T: Send>(&self, data: &mut [T], part_len: usize, f: &(dyn Fn(usize, &mut [T]) + Sync)) {
+        let parts = data.len().div_ceil(part_len.max(1));
+        let tasks = (self.threads() * 4).min(parts).max(1);
+        let per_task = parts.div_ceil(tasks);
+        let base = PartsPtr(data.as_mut_ptr());
+        let len = data.len();
+        self.run(tasks, &|task| {
+            let base = &base;
+            for i in task * per_task..((task + 1) * per_task).min(parts) {
+                let start = i * part_len;
+                let end = (start + part_len).min(len);
+                // SAFETY: parts are disjoint ranges of `data`, each visited by
+                // exactly one task, and `data` outlives `run`.
+                let part = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), end - start) };
+                f(i, part);
+            }
+        });
+    }
+
     /// Calls `f(i)` for every `i` in `0..n_tasks`, in parallel.
     pub fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         if n_tasks == 0 {
@@ -240,3 +262,8 @@ mod tests {
         assert_eq!(total.load(Ordering::SeqCst), 2000 * 21);
     }
 }
+
+/// The start of a slice whose disjoint parts go to different threads.
+struct PartsPtr<T>(*mut T);
+// SAFETY: only used by `for_each_part`, which hands out disjoint parts.
+unsafe impl<T: Send> Sync for PartsPtr<T> {}

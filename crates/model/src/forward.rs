@@ -151,34 +151,44 @@ pub fn forward_many(model: &Model, seqs: &mut [SequenceInput], s: &mut Scratch, 
                 seq.cache.kind().round_trip(head);
             }
         }
+        // every (row, head) pair on its own, spread over the thread pool
         let attn = &mut s.attn[..t * nh * d];
         let qkv = &s.qkv[..t * qkv_dim];
-        for (i, r) in rows.iter().enumerate() {
-            let cache = &*seqs[r.seq].cache;
+        let caches: Vec<&KvCache> = seqs.iter().map(|q| &*q.cache).collect();
+        // short contexts: too little work to wake the pool for
+        let keys: usize = rows.iter().map(|r| r.pos + 1).sum();
+        let pairs_per_part = if keys * nh * d < 1 << 16 { t * nh } else { 1 };
+        let attend_pair = |pair: usize, o: &mut [f32]| {
+            let (i, head) = (pair / nh, pair % nh);
+            let r = &rows[i];
+            let cache = caches[r.seq];
             let start = cache.len();
             let lo = window.map_or(0, |wk| (r.pos + 1).saturating_sub(wk));
             let past_from = lo.max(cache.first_held()).min(start);
             let batch_from = r.first + (lo.max(start) - start); // first visible row of this batch
-            for head in 0..nh {
-                let kvh = head / cfg.group_size();
-                let [a, b] = cache.segments(l, kvh, d, past_from);
-                let current = KvSegment {
-                    keys: KvRows::F32(&qkv[batch_from * qkv_dim..]),
-                    values: KvRows::F32(&qkv[batch_from * qkv_dim..]),
-                    stride: qkv_dim,
-                    offset: 0,
-                    len: i + 1 - batch_from,
-                };
-                let k_cur = KvSegment {
-                    offset: nh * d + kvh * d,
-                    ..current
-                };
-                let v_off = (nh + nkv) * d + kvh * d;
-                let q = &qkv[i * qkv_dim + head * d..i * qkv_dim + (head + 1) * d];
-                let o = &mut attn[i * nh * d + head * d..i * nh * d + (head + 1) * d];
-                attend_split(q, &[a, b], k_cur, v_off, scale, o);
+            let kvh = head / cfg.group_size();
+            let [a, b] = cache.segments(l, kvh, d, past_from);
+            let current = KvSegment {
+                keys: KvRows::F32(&qkv[batch_from * qkv_dim..]),
+                values: KvRows::F32(&qkv[batch_from * qkv_dim..]),
+                stride: qkv_dim,
+                offset: 0,
+                len: i + 1 - batch_from,
+            };
+            let k_cur = KvSegment {
+                offset: nh * d + kvh * d,
+                ..current
+            };
+            let v_off = (nh + nkv) * d + kvh * d;
+            let q = &qkv[i * qkv_dim + head * d..i * qkv_dim + (head + 1) * d];
+            attend_split(q, &[a, b], k_cur, v_off, scale, o);
+        };
+        phi3_kernels::pool::global().for_each_part(attn, pairs_per_part * d, &|part, heads| {
+            for (h, o) in heads.chunks_exact_mut(d).enumerate() {
+                attend_pair(part * pairs_per_part + h, o);
             }
-        }
+        });
+        drop(caches);
         let mut first = 0;
         for seq in seqs.iter_mut() {
             let n = seq.tokens.len();
