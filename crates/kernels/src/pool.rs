@@ -232,6 +232,11 @@ pub fn physical_cores() -> usize {
     }
 }
 
+/// The start of a slice whose disjoint parts go to different threads.
+struct PartsPtr<T>(*mut T);
+// SAFETY: only used by `for_each_part`, which hands out disjoint parts.
+unsafe impl<T: Send> Sync for PartsPtr<T> {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,9 +266,18 @@ mod tests {
         }
         assert_eq!(total.load(Ordering::SeqCst), 2000 * 21);
     }
-}
 
-/// The start of a slice whose disjoint parts go to different threads.
-struct PartsPtr<T>(*mut T);
-// SAFETY: only used by `for_each_part`, which hands out disjoint parts.
-unsafe impl<T: Send> Sync for PartsPtr<T> {}
+    #[test]
+    fn parts_are_disjoint_and_cover_everything() {
+        let pool = ThreadPool::new(3);
+        for (len, part) in [(0usize, 4usize), (1, 4), (10, 3), (1000, 7), (64, 64)] {
+            let mut data = vec![0u32; len];
+            pool.for_each_part(&mut data, part, &|i, p| {
+                for (k, v) in p.iter_mut().enumerate() {
+                    *v += (i * part + k) as u32 + 1;
+                }
+            });
+            assert!(data.iter().enumerate().all(|(k, &v)| v == k as u32 + 1), "{len} by {part}");
+        }
+    }
+}
