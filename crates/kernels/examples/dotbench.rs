@@ -7,6 +7,7 @@ use phi3_kernels::quant::dot::{activations_for, dot_quantized};
 use phi3_kernels::quant::QuantKind;
 
 fn main() {
+    tiles();
     let (rows, k) = (4096, 3072);
     let w32: Vec<f32> = (0..rows * k)
         .map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5)
@@ -47,5 +48,32 @@ fn main() {
             (rows * k) as f64 / best / 1e9,
             w.len() as f64 / best / 1e9
         );
+    }
+}
+
+/// Single-thread matrix products with `t` activation rows (through the tile
+/// kernels for Q4_0 and Q8_0): what batching t sequences or tokens costs.
+/// The weights (256 rows) stay in cache, so this measures compute.
+fn tiles() {
+    phi3_kernels::pool::set_global_threads(1);
+    let (rows, k) = (256, 3072);
+    let w32: Vec<f32> = (0..rows * k).map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5).collect();
+    for kind in [QuantKind::Q4_0, QuantKind::Q8_0] {
+        let mut w = vec![0u8; kind.row_bytes(k) * rows];
+        kind.quantize(&w32, &mut w).unwrap();
+        let weights = phi3_kernels::matmul::WeightRef::Quant(kind, &w);
+        let mut line = format!("{} tiles:", kind.name());
+        for t in [1usize, 2, 4, 8, 16] {
+            let x: Vec<f32> = (0..t * k).map(|i| (i % 7) as f32 / 7.0).collect();
+            let mut out = vec![0f32; t * rows];
+            let mut best = f64::MAX;
+            for _ in 0..20 {
+                let start = Instant::now();
+                phi3_kernels::matmul::matmul(weights, rows, k, &x, t, &mut out);
+                best = best.min(start.elapsed().as_secs_f64());
+            }
+            line.push_str(&format!(" t={t} {:.1} G pairs·weights/s", (rows * k * t) as f64 / best / 1e9));
+        }
+        println!("{line}");
     }
 }
