@@ -57,7 +57,9 @@ fn main() {
 fn tiles() {
     phi3_kernels::pool::set_global_threads(1);
     let (rows, k) = (256, 3072);
-    let w32: Vec<f32> = (0..rows * k).map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let w32: Vec<f32> = (0..rows * k)
+        .map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
     for kind in [QuantKind::Q4_0, QuantKind::Q8_0] {
         let mut w = vec![0u8; kind.row_bytes(k) * rows];
         kind.quantize(&w32, &mut w).unwrap();
@@ -72,7 +74,10 @@ fn tiles() {
                 phi3_kernels::matmul::matmul(weights, rows, k, &x, t, &mut out);
                 best = best.min(start.elapsed().as_secs_f64());
             }
-            line.push_str(&format!(" t={t} {:.1} G pairs·weights/s", (rows * k * t) as f64 / best / 1e9));
+            line.push_str(&format!(
+                " t={t} {:.1} G pairs·weights/s",
+                (rows * k * t) as f64 / best / 1e9
+            ));
         }
         println!("{line}");
     }

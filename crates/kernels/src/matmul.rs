@@ -108,6 +108,12 @@ fn matmul_quantized(
         act.quantize(xi, qi);
     }
     let wrow = kind.row_bytes(k);
+    // the tile kernels take their activations prepared once per product
+    let prepared = matches!(kind, QuantKind::Q4_0 | QuantKind::Q8_0).then(|| {
+        let mut p = PREPARED.with(|p| std::mem::take(&mut *p.borrow_mut()));
+        p.prepare(kind == QuantKind::Q4_0, &xq, t);
+        p
+    });
     let out_ptr = SendPtr(out.as_mut_ptr());
     for_row_ranges(n, n * k * t, &|rows: std::ops::Range<usize>| {
         // Tiles of ROW_TILE weight rows: a tile stays in cache while every
@@ -115,15 +121,12 @@ fn matmul_quantized(
         // across the tile; weights are read from memory once per call.
         for tile in (rows.start..rows.end).step_by(ROW_TILE) {
             let tile = tile..(tile + ROW_TILE).min(rows.end);
-            if matches!(kind, QuantKind::Q4_0 | QuantKind::Q8_0) {
+            if let Some(prepared) = &prepared {
                 // 4 × 4 register tiles of (weight row, activation row) pairs
                 let mut res = [0f32; 16];
                 for i0 in (0..t).step_by(4) {
                     let cols = (t - i0).min(4);
-                    let xs: [&[u8]; 4] = std::array::from_fn(|c| {
-                        let i = i0 + c.min(cols - 1);
-                        &xq[i * xrow..(i + 1) * xrow]
-                    });
+                    let xs: [&[u8]; 4] = std::array::from_fn(|c| prepared.row(i0 + c.min(cols - 1)));
                     for j0 in tile.clone().step_by(4) {
                         let n_rows = (tile.end - j0).min(4);
                         let ws: [&[u8]; 4] = std::array::from_fn(|r| {
@@ -152,6 +155,9 @@ fn matmul_quantized(
         }
     });
     QUANTIZED.with(|q| *q.borrow_mut() = xq);
+    if let Some(p) = prepared {
+        PREPARED.with(|slot| *slot.borrow_mut() = p);
+    }
 }
 
 /// Splits weight rows `0..n` into a few ranges per pool thread and runs
@@ -184,6 +190,9 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Per-thread buffer for the quantized activations of a product.
     static QUANTIZED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per-thread buffer for the activations as the tile kernels load them.
+    static PREPARED: std::cell::RefCell<crate::simd::TileActivations> =
+        std::cell::RefCell::new(crate::simd::TileActivations::default());
 }
 
 #[cfg(test)]

@@ -277,7 +277,10 @@ mod tests {
                     *v += (i * part + k) as u32 + 1;
                 }
             });
-            assert!(data.iter().enumerate().all(|(k, &v)| v == k as u32 + 1), "{len} by {part}");
+            assert!(
+                data.iter().enumerate().all(|(k, &v)| v == k as u32 + 1),
+                "{len} by {part}"
+            );
         }
     }
 }

@@ -118,10 +118,57 @@ pub fn dot_q6_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
     }
 }
 
-/// Dot products of up to 4 weight rows with up to 4 activation rows
-/// (`out[r * 4 + c] = w_rows[r] · x_rows[c]`) for Q4_0 or Q8_0 weights and
-/// Q8_0 activations. Each weight block is unpacked once for all activation
-/// rows, each activation block loaded once for all weight rows. Every pair's
+/// Activation rows prepared for [`dot_tile_q8_0`]: each Q8_0 row turned
+/// once per matrix product into what the tile kernel of this CPU loads
+/// (with VNNI: two blocks per 192-byte step with their correction lanes and
+/// scales; otherwise the Q8_0 row itself).
+#[derive(Debug, Default, Clone)]
+pub struct TileActivations {
+    bytes: Vec<u8>,
+    row_bytes: usize,
+}
+
+impl TileActivations {
+    /// Prepares `rows` Q8_0 rows (`xq`, back to back) for weights of type
+    /// Q4_0 (`q4`) or Q8_0, reusing this buffer.
+    pub fn prepare(&mut self, q4: bool, xq: &[u8], rows: usize) {
+        let q8_row = if rows == 0 { 0 } else { xq.len() / rows };
+        self.row_bytes = tile_row_bytes(q8_row / crate::quant::q8_0::BYTES);
+        self.bytes.resize(rows * self.row_bytes, 0);
+        for (x, out) in xq
+            .chunks_exact(q8_row.max(1))
+            .zip(self.bytes.chunks_exact_mut(self.row_bytes.max(1)))
+        {
+            #[cfg(target_arch = "x86_64")]
+            if isa() == Isa::Avx512Vnni {
+                // SAFETY: AVX-512 F/BW/DQ/VL/VNNI and AVX2/FMA were detected at run time.
+                unsafe { vnni::prepare(q4, x, out) };
+                continue;
+            }
+            let _ = q4;
+            out.copy_from_slice(x);
+        }
+    }
+
+    /// Prepared row `i`.
+    pub fn row(&self, i: usize) -> &[u8] {
+        &self.bytes[i * self.row_bytes..(i + 1) * self.row_bytes]
+    }
+}
+
+/// Bytes of a prepared row of `blocks` Q8_0 blocks on this CPU.
+fn tile_row_bytes(blocks: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512Vnni {
+        return blocks.div_ceil(2) * vnni::STEP_BYTES;
+    }
+    blocks * crate::quant::q8_0::BYTES
+}
+
+/// Dot products of up to 4 weight rows with up to 4 prepared activation
+/// rows (`out[r * 4 + c] = w_rows[r] · x_rows[c]`) for Q4_0 or Q8_0 weights.
+/// Each weight block is unpacked once for all activation rows, each
+/// activation block loaded once for all weight rows. Every pair's
 /// arithmetic is the same whatever the tile's shape, so a row's result does
 /// not depend on how many others share its tile (continuous batching relies
 /// on this). Without VNNI: one `dot_quantized` per pair.

@@ -1,6 +1,11 @@
 //! AVX-512 VNNI tile kernels: Q4_0 or Q8_0 weight rows × Q8_0 activation
-//! rows, `vpdpbusd` on 256-bit registers (one instruction per 32-weight
-//! block pair, where AVX2 needs sign + maddubs + madd).
+//! rows, `vpdpbusd` on 512-bit registers (one instruction per two 32-weight
+//! block pairs, where AVX2 needs sign + maddubs + madd per block).
+//!
+//! Activation rows are prepared once per matrix product (`prepare`), two
+//! blocks per 192-byte step: their 64 quant bytes (as the weights' type
+//! needs them), the 16 i32 lanes each pair's sum starts from, and the 16
+//! lanes of block scales; the kernel then only loads them.
 //!
 //! `vpdpbusd` multiplies unsigned by signed bytes, so each pair's block sum
 //! is formed from unsigned values and a correction, exactly (integers):
@@ -47,9 +52,51 @@ unsafe fn halves(a: f32, b: f32) -> __m512 {
     _mm512_insertf32x8(_mm512_set1_ps(a), _mm256_set1_ps(b), 1)
 }
 
-/// R weight rows × C activation rows, written to `out` from row `row0` on.
-/// Two blocks per step in 512-bit registers: lanes 0-7 hold block b's
-/// partial sums, lanes 8-15 block b+1's.
+/// Bytes of one prepared step (two blocks): quants, start lanes, scales.
+pub const STEP_BYTES: usize = 192;
+
+/// Prepares a Q8_0 activation row for the tile kernel (see the module doc).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and AVX-512 F, BW, DQ, VL and VNNI.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+pub unsafe fn prepare(q4: bool, x: &[u8], out: &mut [u8]) {
+    let blocks = x.len() / q8_0::BYTES;
+    assert_eq!(out.len(), blocks.div_ceil(2) * STEP_BYTES, "prepared row size");
+    let table = f16_table();
+    let scale = |p: *const u8| table[u16::from_le_bytes([*p, *p.add(1)]) as usize];
+    let zero = _mm512_setzero_si512();
+    for (step, o) in out.chunks_exact_mut(STEP_BYTES).enumerate() {
+        let b = 2 * step;
+        let two = b + 1 < blocks;
+        let xb = x.as_ptr().add(b * q8_0::BYTES);
+        let second = if two {
+            quants(xb.add(q8_0::BYTES))
+        } else {
+            _mm256_setzero_si256()
+        };
+        let xv = join(quants(xb), second, two);
+        let (bytes, start) = if q4 {
+            // −Σ 8·x per lane
+            (
+                xv,
+                _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(8), xv)),
+            )
+        } else {
+            // x + 128 as unsigned bytes (the weights carry the correction)
+            (_mm512_xor_si512(xv, _mm512_set1_epi8(-128)), zero)
+        };
+        let dx = halves(scale(xb), if two { scale(xb.add(q8_0::BYTES)) } else { 0.0 });
+        let o = o.as_mut_ptr();
+        _mm512_storeu_si512(o as *mut __m512i, bytes);
+        _mm512_storeu_si512(o.add(64) as *mut __m512i, start);
+        _mm512_storeu_ps(o.add(128) as *mut f32, dx);
+    }
+}
+
+/// R weight rows × C prepared activation rows, written to `out` from row
+/// `row0` on. Two blocks per step in 512-bit registers: lanes 0-7 hold
+/// block b's partial sums, lanes 8-15 block b+1's.
 #[inline]
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
 #[allow(clippy::needless_range_loop)] // indexing const-size arrays keeps the tile in registers
@@ -60,13 +107,13 @@ unsafe fn tile<const Q4: bool, const R: usize, const C: usize>(
     row0: usize,
 ) {
     let wbytes = if Q4 { q4_0::BYTES } else { q8_0::BYTES };
-    let xbytes = q8_0::BYTES;
-    let blocks = x[0].len() / xbytes;
+    let blocks = w[0].len() / wbytes;
+    let steps = blocks.div_ceil(2);
     for r in 0..R {
         assert_eq!(w[r].len(), blocks * wbytes, "weight blocks");
     }
     for c in 0..C {
-        assert_eq!(x[c].len(), blocks * xbytes, "activation blocks");
+        assert_eq!(x[c].len(), steps * STEP_BYTES, "prepared activation steps");
     }
     let table = f16_table();
     let scale = |p: *const u8| table[u16::from_le_bytes([*p, *p.add(1)]) as usize];
@@ -74,9 +121,9 @@ unsafe fn tile<const Q4: bool, const R: usize, const C: usize>(
     let xp: [*const u8; C] = std::array::from_fn(|c| x[c].as_ptr());
     let mut acc = [[_mm512_setzero_ps(); C]; R];
     let zero = _mm512_setzero_si512();
-    for b in (0..blocks).step_by(2) {
+    for step in 0..steps {
+        let b = 2 * step;
         let two = b + 1 < blocks;
-        let xb: [*const u8; C] = std::array::from_fn(|c| xp[c].add(b * xbytes));
         let wb: [*const u8; R] = std::array::from_fn(|r| wp[r].add(b * wbytes));
         // The rows that follow these in memory come next: fetch them now, a
         // tile ahead (rows are short, 1-2 KiB, too short for the hardware
@@ -84,26 +131,14 @@ unsafe fn tile<const Q4: bool, const R: usize, const C: usize>(
         for r in 0..R {
             _mm_prefetch::<_MM_HINT_T0>(wb[r].wrapping_add(R * blocks * wbytes) as *const i8);
         }
-        // second block's scale 0 when there is none
-        let dx: [__m512; C] =
-            std::array::from_fn(|c| halves(scale(xb[c]), if two { scale(xb[c].add(xbytes)) } else { 0.0 }));
-        let xv: [__m512i; C] = std::array::from_fn(|c| {
-            join(
-                quants(xb[c]),
-                if two {
-                    quants(xb[c].add(xbytes))
-                } else {
-                    _mm256_setzero_si256()
-                },
-                two,
-            )
-        });
-        if Q4 {
-            // −Σ 8·x per lane: the start of every pair's sum with these activation blocks
-            let start: [__m512i; C] =
-                std::array::from_fn(|c| _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(8), xv[c])));
-            for r in 0..R {
-                let dw = halves(scale(wb[r]), if two { scale(wb[r].add(wbytes)) } else { 0.0 });
+        let xs: [*const u8; C] = std::array::from_fn(|c| xp[c].add(step * STEP_BYTES));
+        let xv: [__m512i; C] = std::array::from_fn(|c| _mm512_loadu_si512(xs[c] as *const __m512i));
+        let dx: [__m512; C] = std::array::from_fn(|c| _mm512_loadu_ps(xs[c].add(128) as *const f32));
+        let start: [__m512i; C] = std::array::from_fn(|c| _mm512_loadu_si512(xs[c].add(64) as *const __m512i));
+        for r in 0..R {
+            // second block's scale 0 when there is none
+            let dw = halves(scale(wb[r]), if two { scale(wb[r].add(wbytes)) } else { 0.0 });
+            if Q4 {
                 let second = if two {
                     nibbles(wb[r].add(wbytes))
                 } else {
@@ -114,21 +149,16 @@ unsafe fn tile<const Q4: bool, const R: usize, const C: usize>(
                     let s = _mm512_dpbusd_epi32(start[c], u, xv[c]);
                     acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[c]), _mm512_cvtepi32_ps(s), acc[r][c]);
                 }
-            }
-        } else {
-            // x + 128 as unsigned bytes
-            let xu: [__m512i; C] = std::array::from_fn(|c| _mm512_xor_si512(xv[c], _mm512_set1_epi8(-128)));
-            for r in 0..R {
-                let dw = halves(scale(wb[r]), if two { scale(wb[r].add(wbytes)) } else { 0.0 });
+            } else {
                 let second = if two {
                     quants(wb[r].add(wbytes))
                 } else {
                     _mm256_setzero_si256()
                 };
                 let wv = join(quants(wb[r]), second, two);
-                let start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(-128), wv));
+                let w_start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(-128), wv));
                 for c in 0..C {
-                    let s = _mm512_dpbusd_epi32(start, xu[c], wv);
+                    let s = _mm512_dpbusd_epi32(w_start, xv[c], wv);
                     acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[c]), _mm512_cvtepi32_ps(s), acc[r][c]);
                 }
             }
