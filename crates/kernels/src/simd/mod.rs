@@ -132,7 +132,7 @@ impl TileActivations {
     /// Prepares `rows` Q8_0 rows (`xq`, back to back) for weights of type
     /// Q4_0 (`q4`) or Q8_0, reusing this buffer.
     pub fn prepare(&mut self, q4: bool, xq: &[u8], rows: usize) {
-        let q8_row = if rows == 0 { 0 } else { xq.len() / rows };
+        let q8_row = xq.len().checked_div(rows).unwrap_or(0);
         self.row_bytes = tile_row_bytes(q8_row / crate::quant::q8_0::BYTES);
         self.bytes.resize(rows * self.row_bytes, 0);
         for (x, out) in xq
