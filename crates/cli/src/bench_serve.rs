@@ -126,6 +126,7 @@ pub fn main(args: Args) -> Result<()> {
         }
     };
     let mut results = Vec::new();
+    let mut warmed = false;
     for &streams in &args.streams {
         let opts = LoadOptions {
             url: url.clone(),
@@ -136,6 +137,10 @@ pub fn main(args: Args) -> Result<()> {
             prompt: PROMPT.to_string(),
             ban_tokens: PHI3_STOP_IDS.to_vec(),
         };
+        if !warmed {
+            phi3_eval::load::warm_up(&opts)?;
+            warmed = true;
+        }
         eprintln!("{streams} concurrent streams ...");
         let r = run_load(&opts)?;
         if let Some(e) = r.errors.first() {

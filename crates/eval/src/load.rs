@@ -50,6 +50,9 @@ pub struct LoadResult {
     pub ttft_p90_seconds: f64,
     /// Median over requests of (tokens after the first) / (time after the first).
     pub stream_decode_tokens_per_second: f64,
+    /// That median times the number of streams: the generation rate while
+    /// all of them decode together (prompt processing left out).
+    pub decode_aggregate_tokens_per_second: f64,
     pub errors: Vec<String>,
 }
 
@@ -116,6 +119,16 @@ fn one_request(opts: &LoadOptions, n: usize) -> Result<RequestTiming, String> {
     })
 }
 
+/// One short request, so that the first measurement does not pay for
+/// reading the weights from disk.
+pub fn warm_up(opts: &LoadOptions) -> Result<(), EvalError> {
+    let short = LoadOptions {
+        max_tokens: 2,
+        ..opts.clone()
+    };
+    one_request(&short, usize::MAX).map(|_| ()).map_err(EvalError::Invalid)
+}
+
 /// Runs `opts.streams` clients at once and summarizes what they saw.
 pub fn run_load(opts: &LoadOptions) -> Result<LoadResult, EvalError> {
     if opts.streams == 0 || opts.requests_per_stream == 0 {
@@ -150,6 +163,7 @@ pub fn run_load(opts: &LoadOptions) -> Result<LoadResult, EvalError> {
         .filter(|r| r.completion_tokens > 1 && r.total_seconds > r.ttft_seconds)
         .map(|r| (r.completion_tokens - 1) as f64 / (r.total_seconds - r.ttft_seconds))
         .collect();
+    let stream_decode = percentile(&mut decode, 0.5);
     Ok(LoadResult {
         streams: opts.streams,
         requests: ok.len(),
@@ -158,7 +172,8 @@ pub fn run_load(opts: &LoadOptions) -> Result<LoadResult, EvalError> {
         aggregate_tokens_per_second: tokens as f64 / wall,
         ttft_median_seconds: percentile(&mut ttft, 0.5),
         ttft_p90_seconds: percentile(&mut ttft, 0.9),
-        stream_decode_tokens_per_second: percentile(&mut decode, 0.5),
+        stream_decode_tokens_per_second: stream_decode,
+        decode_aggregate_tokens_per_second: stream_decode * opts.streams as f64,
         errors,
     })
 }
@@ -166,12 +181,13 @@ pub fn run_load(opts: &LoadOptions) -> Result<LoadResult, EvalError> {
 /// A table of results, with each row's throughput relative to the first.
 pub fn table(results: &[LoadResult]) -> String {
     let mut s = String::from(
-        "| streams | requests | gen tokens | wall s | aggregate tok/s | vs 1st row | TTFT median s | TTFT p90 s | per-stream decode tok/s |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| streams | requests | gen tokens | wall s | aggregate tok/s | vs 1st row | TTFT median s | TTFT p90 s | per-stream decode tok/s | decode aggregate tok/s | vs 1st row |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let base = results.first().map_or(1.0, |r| r.aggregate_tokens_per_second);
+    let decode_base = results.first().map_or(1.0, |r| r.decode_aggregate_tokens_per_second);
     for r in results {
         s.push_str(&format!(
-            "| {} | {} | {} | {:.1} | {:.2} | {:.2}× | {:.2} | {:.2} | {:.2} |\n",
+            "| {} | {} | {} | {:.1} | {:.2} | {:.2}× | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}× |\n",
             r.streams,
             r.requests,
             r.completion_tokens,
@@ -180,7 +196,9 @@ pub fn table(results: &[LoadResult]) -> String {
             r.aggregate_tokens_per_second / base,
             r.ttft_median_seconds,
             r.ttft_p90_seconds,
-            r.stream_decode_tokens_per_second
+            r.stream_decode_tokens_per_second,
+            r.decode_aggregate_tokens_per_second,
+            r.decode_aggregate_tokens_per_second / decode_base
         ));
     }
     s
