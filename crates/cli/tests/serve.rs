@@ -234,6 +234,12 @@ fn malformed_requests_get_clear_errors_and_the_server_goes_on() {
     let (got, v) = s.post("/v1/completions", &json!({"prompt": "x ".repeat(600)}));
     assert_eq!(got, 400, "{v}");
     assert_eq!(v["error"]["code"], "context_length_exceeded");
+    assert_eq!(v["error"]["param"], "prompt");
+    let (got, v) = s.post("/v1/completions", &json!({"prompt": "x", "max_tokens": 0}));
+    assert!(
+        got == 400 && error_of(&v).1.contains("'max_tokens' is 0; it must be at least 1"),
+        "{v}"
+    );
     // a huge body: 413 from its declared length, before the server reads it
     // (sent by hand: a client still writing when the server answers and
     // closes would see a broken pipe instead of the answer)

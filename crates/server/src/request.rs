@@ -111,10 +111,14 @@ impl Fields {
     fn count(&mut self, name: &str, lo: u64, hi: u64) -> Result<Option<usize>, ApiError> {
         let v: Option<u64> = self.take(name, "a non-negative integer")?;
         match v {
-            Some(x) if !(lo..=hi).contains(&x) => Err(ApiError::invalid(
-                name,
-                format!("'{name}' is {x}; it must be between {lo} and {hi}"),
-            )),
+            Some(x) if !(lo..=hi).contains(&x) => {
+                let range = if hi == u64::MAX {
+                    format!("at least {lo}")
+                } else {
+                    format!("between {lo} and {hi}")
+                };
+                Err(ApiError::invalid(name, format!("'{name}' is {x}; it must be {range}")))
+            }
             v => Ok(v.map(|x| x as usize)),
         }
     }

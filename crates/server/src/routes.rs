@@ -206,15 +206,16 @@ impl Drop for CancelOnDrop {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-fn submit_error(e: SubmitError) -> ApiError {
+fn submit_error(e: SubmitError, api: Api) -> ApiError {
+    let prompt_field = if api == Api::Chat { "messages" } else { "prompt" };
     match e {
         SubmitError::QueueFull { .. } | SubmitError::ShuttingDown => {
             ApiError::status(StatusCode::SERVICE_UNAVAILABLE, "server_error", e.to_string()).with_code("server_busy")
         }
         SubmitError::PromptTooLong { .. } => {
-            ApiError::invalid("messages", e.to_string()).with_code("context_length_exceeded")
+            ApiError::invalid(prompt_field, e.to_string()).with_code("context_length_exceeded")
         }
-        SubmitError::EmptyPrompt => ApiError::invalid("prompt", e.to_string()),
+        SubmitError::EmptyPrompt => ApiError::invalid(prompt_field, e.to_string()),
         SubmitError::TokenOutOfRange { .. } => ApiError::bad_request(e.to_string()),
         SubmitError::Sampler(_) => ApiError::bad_request(e.to_string()),
     }
@@ -238,7 +239,7 @@ async fn generate(state: Shared, api: Api, prompt: Vec<u32>, params: Params) -> 
         logprobs: params.logprobs,
         sink: Box::new(move |e| tx.send(e).is_ok()),
     };
-    state.scheduler.submit(job).map_err(submit_error)?;
+    state.scheduler.submit(job).map_err(|e| submit_error(e, api))?;
     let envelope = Envelope {
         api,
         id: format!(
