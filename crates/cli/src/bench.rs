@@ -8,18 +8,33 @@ use phi3_eval::bench::{run, BenchOptions};
 use phi3_eval::synth::{cache_path, synthesize, SHAPES, SYNTHESIZABLE};
 use phi3_formats::DType;
 
+/// The model a benchmark runs on: a file, or random weights with a real
+/// model's shapes.
 #[derive(clap::Args)]
-pub struct Args {
-    /// A model file or folder to measure (or use --shape).
+pub struct ModelArgs {
+    /// A model file or folder (or use --shape).
     #[arg(long, short = 'm', conflicts_with = "shape")]
-    model: Option<PathBuf>,
+    pub model: Option<PathBuf>,
     /// Synthesize (once, then cached) random weights with the shapes of:
     /// phi-3-mini-4k, phi-3-mini-128k, phi-3-medium-4k, phi-3.5-mini, phi-4-mini.
     #[arg(long)]
-    shape: Option<String>,
+    pub shape: Option<String>,
     /// Weight type of the synthesized model.
     #[arg(long = "type", default_value = "q4_0")]
-    dtype: String,
+    pub dtype: String,
+}
+
+impl ModelArgs {
+    /// The model file (synthesized into the cache on first use for --shape).
+    pub fn path(&self) -> Result<PathBuf> {
+        model_or_shape(self.model.as_ref(), self.shape.as_deref(), &self.dtype)
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    which: ModelArgs,
     /// Prompt lengths to time, comma-separated (pp).
     #[arg(short = 'p', long, value_delimiter = ',', default_value = "128,512")]
     prompt: Vec<usize>,
@@ -53,7 +68,7 @@ pub fn main(args: Args) -> Result<()> {
         }
         phi3_kernels::pool::set_global_threads(t);
     }
-    let path = model_or_shape(args.model.as_ref(), args.shape.as_deref(), &args.dtype)?;
+    let path = args.which.path()?;
     let report = run(
         &path,
         &BenchOptions {
@@ -73,7 +88,7 @@ pub fn main(args: Args) -> Result<()> {
 
 /// The model to measure: a file, or random weights with a named model's
 /// shapes (synthesized once into the cache).
-pub(crate) fn model_or_shape(model: Option<&PathBuf>, shape: Option<&str>, dtype: &str) -> Result<PathBuf> {
+fn model_or_shape(model: Option<&PathBuf>, shape: Option<&str>, dtype: &str) -> Result<PathBuf> {
     Ok(match (model, shape) {
         (Some(m), _) => m.clone(),
         (None, Some(shape)) => {

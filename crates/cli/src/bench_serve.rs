@@ -15,15 +15,9 @@ pub struct Args {
     /// A running server to measure instead of starting one.
     #[arg(long, conflicts_with_all = ["model", "shape"])]
     url: Option<String>,
-    /// A model file to serve (or use --shape).
-    #[arg(long, short = 'm', conflicts_with = "shape")]
-    model: Option<PathBuf>,
-    /// Random weights with the shapes of a real model (see `phi3 bench`).
-    #[arg(long)]
-    shape: Option<String>,
-    /// Weight type of the synthesized model.
-    #[arg(long = "type", default_value = "q4_0")]
-    dtype: String,
+    /// The model to serve.
+    #[command(flatten)]
+    which: crate::bench::ModelArgs,
     /// A GGUF file whose tokenizer the synthesized model takes (random
     /// weights carry none), e.g. a Phi-3 GGUF or llama.cpp's ggml-vocab-phi-3.gguf.
     #[arg(long)]
@@ -110,8 +104,8 @@ pub fn main(args: Args) -> Result<()> {
     let (_server, url) = match &args.url {
         Some(u) => (None, u.clone()),
         None => {
-            let mut model = crate::bench::model_or_shape(args.model.as_ref(), args.shape.as_deref(), &args.dtype)?;
-            if args.shape.is_some() {
+            let mut model = args.which.path()?;
+            if args.which.shape.is_some() {
                 let Some(vocab) = &args.vocab else {
                     bail!("random weights carry no tokenizer: give --vocab FILE.gguf (a GGUF with tokenizer.ggml.* metadata)");
                 };

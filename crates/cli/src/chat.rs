@@ -127,17 +127,12 @@ pub fn main(args: Args) -> Result<()> {
         phi3_kernels::pool::set_global_threads(t);
     }
     let model_path = crate::hub::resolve(args.model.as_deref())?;
-    let model = crate::open_model(&model_path)?;
-    let Some(tokenizer) = crate::run::model_tokenizer(&model_path) else {
-        bail!(
-            "{} has no tokenizer (no tokenizer.ggml.* metadata or tokenizer.json)",
-            model_path.display()
-        );
-    };
-    let template = match &tokenizer.vocab.chat_template {
-        Some(t) => ChatTemplate::new(t)?,
-        None => ChatTemplate::builtin_phi3(),
-    };
+    let ChatModel {
+        model,
+        tokenizer,
+        template,
+        stop_ids,
+    } = ChatModel::open(&model_path)?;
     let mut kv_type = crate::parse_kv_type(&args.kv_type)?;
     let context = match args.ctx {
         Some(c) => {
@@ -179,8 +174,6 @@ pub fn main(args: Args) -> Result<()> {
     let mut chat = Chat::new(session, &tokenizer, template);
     chat.system = args.system.clone().filter(|s| !s.is_empty());
     let (mut sampler, _) = args.sampling.sampler()?;
-    let mut stop_ids = model.eos_token_ids.clone();
-    stop_ids.extend(tokenizer.vocab.end_of_generation_ids());
     let cancel = Arc::new(AtomicBool::new(false));
     {
         let cancel = cancel.clone();
@@ -288,4 +281,38 @@ pub fn main(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A model with what a conversation needs: its tokenizer, chat template
+/// (its own or the built-in Phi-3 one) and stop tokens.
+pub(crate) struct ChatModel {
+    pub model: phi3_model::Model,
+    pub tokenizer: phi3_tokenizer::Tokenizer,
+    pub template: ChatTemplate,
+    /// The model's end-of-sequence ids and the vocabulary's end-of-turn tokens.
+    pub stop_ids: Vec<u32>,
+}
+
+impl ChatModel {
+    pub fn open(path: &std::path::Path) -> Result<ChatModel> {
+        let model = crate::open_model(path)?;
+        let Some(tokenizer) = crate::run::model_tokenizer(path) else {
+            bail!(
+                "{} has no tokenizer (no tokenizer.ggml.* metadata or tokenizer.json)",
+                path.display()
+            );
+        };
+        let template = match &tokenizer.vocab.chat_template {
+            Some(t) => ChatTemplate::new(t)?,
+            None => ChatTemplate::builtin_phi3(),
+        };
+        let mut stop_ids = model.eos_token_ids.clone();
+        stop_ids.extend(tokenizer.vocab.end_of_generation_ids());
+        Ok(ChatModel {
+            model,
+            tokenizer,
+            template,
+            stop_ids,
+        })
+    }
 }

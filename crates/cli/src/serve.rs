@@ -9,7 +9,6 @@ use phi3_model::memory::{available_memory, fit_sessions, human_bytes, parse_size
 use phi3_model::{RopePolicy, SessionOptions};
 use phi3_runtime::SchedulerConfig;
 use phi3_server::{AppState, ServerConfig};
-use phi3_tokenizer::ChatTemplate;
 
 #[derive(Parser)]
 pub struct Args {
@@ -88,19 +87,12 @@ pub fn main(args: Args) -> Result<()> {
     }
 
     let model_path = crate::hub::resolve(args.model.as_deref())?;
-    let model = crate::open_model(&model_path)?;
-    let Some(tokenizer) = crate::run::model_tokenizer(&model_path) else {
-        bail!(
-            "{} has no tokenizer (no tokenizer.ggml.* metadata or tokenizer.json)",
-            model_path.display()
-        );
-    };
-    let template = match &tokenizer.vocab.chat_template {
-        Some(t) => ChatTemplate::new(t)?,
-        None => ChatTemplate::builtin_phi3(),
-    };
-    let mut stop_ids = model.eos_token_ids.clone();
-    stop_ids.extend(tokenizer.vocab.end_of_generation_ids());
+    let crate::chat::ChatModel {
+        model,
+        tokenizer,
+        template,
+        stop_ids,
+    } = crate::chat::ChatModel::open(&model_path)?;
 
     let (context, kv_type) = slot_context(&model, &args)?;
     let model_id = args.alias.clone().unwrap_or_else(|| {

@@ -276,13 +276,8 @@ fn malformed_requests_get_clear_errors_and_the_server_goes_on() {
     assert_eq!(status, 200, "{v}");
 }
 
-#[test]
-fn a_client_that_leaves_frees_its_slot() {
-    let s = Server::start(&["--parallel", "1"]);
-    let body = chat(
-        "Tell me a long story.",
-        json!({"stream": true, "max_tokens": 450, "temperature": 1, "seed": 1, "logit_bias": {"32000": -100, "32007": -100}}),
-    );
+/// Sends a chat request by hand on a connection the caller will drop.
+fn post_by_hand(s: &Server, body: &Value) -> TcpStream {
     let body = body.to_string();
     let mut raw = TcpStream::connect(&s.addr).unwrap();
     write!(
@@ -292,49 +287,49 @@ fn a_client_that_leaves_frees_its_slot() {
         body.len()
     )
     .unwrap();
+    raw
+}
+
+/// /health once nothing runs or waits (within 10 s).
+fn when_idle(s: &Server) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let h = s.get("/health").1;
+        if h["running"] == 0 && h["waiting"] == 0 {
+            return h;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "the slot stayed busy: {h}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn a_client_that_leaves_frees_its_slot() {
+    let s = Server::start(&["--parallel", "1"]);
+    let long = |extra: Value| {
+        let mut body = json!({"max_tokens": 450, "temperature": 1, "logit_bias": {"32000": -100, "32007": -100}});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        chat("Tell me a long story.", body)
+    };
+    // mid-stream
+    let mut raw = post_by_hand(&s, &long(json!({"stream": true, "seed": 1})));
     let mut first = [0u8; 512];
     let n = raw.read(&mut first).unwrap();
     assert!(String::from_utf8_lossy(&first[..n]).contains("200 OK"));
     drop(raw);
     // the only slot is freed as soon as the server notices, not after 450 tokens
-    let t0 = Instant::now();
-    let h = loop {
-        let h = s.get("/health").1;
-        if h["running"] == 0 && h["waiting"] == 0 {
-            break h;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10), "the slot stayed busy: {h}");
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let h = when_idle(&s);
     assert_eq!(h["requests"]["cancelled"], 1, "{h}");
     assert!(h["tokens"]["generated"].as_u64().unwrap() < 450, "{h}");
-    // a client that leaves while waiting for a whole (non-streamed) answer
-    let body = chat(
-        "Tell me a long story.",
-        json!({"max_tokens": 450, "temperature": 1, "seed": 2, "logit_bias": {"32000": -100, "32007": -100}}),
-    );
-    let body = body.to_string();
-    let mut raw = TcpStream::connect(&s.addr).unwrap();
-    write!(
-        raw,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        s.addr,
-        body.len()
-    )
-    .unwrap();
+    // while waiting for a whole (non-streamed) answer
+    let raw = post_by_hand(&s, &long(json!({"seed": 2})));
     while s.get("/health").1["running"] == 0 {
         std::thread::sleep(Duration::from_millis(1));
     }
     drop(raw);
-    let t0 = Instant::now();
-    let h = loop {
-        let h = s.get("/health").1;
-        if h["running"] == 0 && h["waiting"] == 0 {
-            break h;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10), "the slot stayed busy: {h}");
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let h = when_idle(&s);
     assert_eq!(h["requests"]["cancelled"], 2, "{h}");
     let (status, _) = s.post("/v1/chat/completions", &chat("Hello?", json!({})));
     assert_eq!(status, 200);

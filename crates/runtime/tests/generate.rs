@@ -1,24 +1,12 @@
 //! The generator on a small random model carrying the real Phi-3 vocabulary.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use common::model_with_vocab;
 use phi3_formats::GgufFile;
 use phi3_model::{KvType, Model, RopePolicy, Session, SessionOptions};
 use phi3_runtime::{generate, FinishReason, GenerateOptions, Sampler, SamplerConfig};
 use phi3_tokenizer::{EncodeOptions, Tokenizer};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A 2-layer random model with the Phi-3 vocabulary (32064 tokens).
-fn model_with_vocab(dir: &Path) -> PathBuf {
-    let base = Model::open(root().join("testdata/models/phi-3-mini-4k"))
-        .unwrap()
-        .config;
-    let vocab = root().join("../shared/testdata/tokenizer/ggml-vocab-phi-3.gguf");
-    phi3_eval::synth::random_chat_model(&base, &vocab, dir).unwrap()
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,

@@ -1,11 +1,13 @@
 //! The batch scheduler: concurrent requests give the answers they get
 //! alone, share prompt prefixes, and leave the batch when cancelled.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 
+use common::model_with_vocab;
 use phi3_formats::GgufFile;
 use phi3_model::{KvType, Model, RopePolicy, Session, SessionOptions};
 use phi3_runtime::scheduler::logprobs_of;
@@ -14,18 +16,6 @@ use phi3_runtime::{
     SubmitError,
 };
 use phi3_tokenizer::{EncodeOptions, Tokenizer};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn model_with_vocab(dir: &Path) -> PathBuf {
-    let base = Model::open(root().join("testdata/models/phi-3-mini-4k"))
-        .unwrap()
-        .config;
-    let vocab = root().join("../shared/testdata/tokenizer/ggml-vocab-phi-3.gguf");
-    phi3_eval::synth::random_chat_model(&base, &vocab, dir).unwrap()
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,
