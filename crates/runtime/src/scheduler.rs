@@ -196,7 +196,7 @@ impl Scheduler {
             return Err(SubmitError::TokenOutOfRange { id, vocab });
         }
         job.sampler.validate()?;
-        let mut q = self.shared.queue.lock().expect("scheduler lock");
+        let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
         if q.shutting_down {
             return Err(SubmitError::ShuttingDown);
         }
@@ -219,7 +219,7 @@ impl Scheduler {
     }
 
     pub fn stats(&self) -> Stats {
-        let q = self.shared.queue.lock().expect("scheduler lock");
+        let q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
         Stats {
             running: q.active,
             waiting: q.waiting.len(),
@@ -229,7 +229,7 @@ impl Scheduler {
 
     /// Stops taking requests: waiting ones fail, running ones go on.
     pub fn close(&self) {
-        let mut q = self.shared.queue.lock().expect("scheduler lock");
+        let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
         q.shutting_down = true;
         let refused: Vec<Job> = q.waiting.drain(..).collect();
         q.stats.failed += refused.len() as u64;
@@ -252,7 +252,7 @@ impl Scheduler {
         if abort {
             self.abort();
         }
-        if let Some(t) = self.thread.lock().expect("scheduler lock").take() {
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = t.join();
         }
     }
@@ -291,7 +291,7 @@ fn run(model: &Model, tokenizer: &Tokenizer, config: SchedulerConfig, shared: &S
     let mut scratch = Scratch::default();
     loop {
         let arrived = {
-            let mut q = shared.queue.lock().expect("scheduler lock");
+            let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
             loop {
                 let before = q.waiting.len();
                 q.waiting.retain(|job| !cancelled(job));
@@ -307,13 +307,29 @@ fn run(model: &Model, tokenizer: &Tokenizer, config: SchedulerConfig, shared: &S
                 if q.shutting_down {
                     return;
                 }
-                q = shared.wake.wait(q).expect("scheduler lock");
+                q = shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
             }
         };
-        for job in arrived {
-            admit(&mut slots, job, tokenizer, shared);
+        // A bug must not leave every client waiting forever: a panic in a
+        // step fails the requests of that step, and the slots start afresh.
+        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for job in arrived {
+                admit(&mut slots, job, tokenizer, shared);
+            }
+            step(&mut slots, config.step_tokens, &mut scratch, shared);
+        }));
+        if stepped.is_err() {
+            for slot in slots.iter_mut() {
+                let why = "internal error while generating; the request was stopped";
+                let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fail(slot, why.into(), shared)));
+                if failed.is_err() {
+                    // its sink panicked again: drop the request without telling it
+                    slot.active = None;
+                    slot.session.reset();
+                }
+            }
+            scratch = Scratch::default();
         }
-        step(&mut slots, config.step_tokens, &mut scratch, shared);
     }
 }
 
@@ -387,7 +403,7 @@ fn admit<'m, 't>(slots: &mut [Slot<'m, 't>], mut job: Job, tokenizer: &'t Tokeni
 
 /// Counts a request that never got to run in its slot.
 fn left_before_starting(shared: &Shared, cancelled: bool) {
-    let mut q = shared.queue.lock().expect("scheduler lock");
+    let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
     if cancelled {
         q.stats.cancelled += 1;
     } else {
@@ -485,7 +501,7 @@ fn sample(slot: &mut Slot, logits: &[f32], shared: &Shared) {
 fn finish(slot: &mut Slot, finish: FinishReason, shared: &Shared) {
     let Some(mut a) = slot.active.take() else { return };
     {
-        let mut q = shared.queue.lock().expect("scheduler lock");
+        let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
         let s = &mut q.stats;
         if finish == FinishReason::Cancelled {
             s.cancelled += 1;
@@ -510,7 +526,7 @@ fn finish(slot: &mut Slot, finish: FinishReason, shared: &Shared) {
 fn fail(slot: &mut Slot, why: String, shared: &Shared) {
     if let Some(mut a) = slot.active.take() {
         {
-            let mut q = shared.queue.lock().expect("scheduler lock");
+            let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
             q.stats.failed += 1;
             q.active = q.active.saturating_sub(1);
         }

@@ -373,3 +373,39 @@ fn requests_the_scheduler_cannot_take_are_refused() {
     let (j, _) = job(vec![1], greedy(), options(3, &[]));
     assert_eq!(s.submit(j).unwrap_err(), SubmitError::ShuttingDown);
 }
+
+#[test]
+fn a_panic_in_a_step_fails_its_requests_and_the_scheduler_goes_on() {
+    let f = fixture();
+    let s = scheduler(&f, 2, 4, 64);
+    let p = prompt(&f, "Hello");
+    // a sink that panics on its first token (a stand-in for any bug in a step)
+    let j = Job {
+        prompt: p.clone(),
+        sampler: SamplerConfig::greedy(),
+        options: options(5, &[]),
+        logprobs: None,
+        sink: Box::new(|e: Event| {
+            if matches!(e, Event::Token { .. }) {
+                panic!("a bug in a sink");
+            }
+            true
+        }),
+    };
+    s.submit(j).unwrap();
+    let t0 = std::time::Instant::now();
+    while s.stats().failed == 0 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "the failure was not counted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // the next request is served as if nothing happened
+    let (j, rx) = job(p.clone(), SamplerConfig::greedy(), options(5, &[]));
+    s.submit(j).unwrap();
+    assert_eq!(
+        collect(rx).tokens,
+        alone(&f, &p, SamplerConfig::greedy(), &options(5, &[])).0
+    );
+}
