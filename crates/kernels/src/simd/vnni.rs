@@ -4,8 +4,10 @@
 //!
 //! Activation rows are prepared once per matrix product (`prepare`), two
 //! blocks per 192-byte step: their 64 quant bytes (as the weights' type
-//! needs them), the 16 i32 lanes each pair's sum starts from, and the 16
-//! lanes of block scales; the kernel then only loads them.
+//! needs them: for Q4_0, in the order two blocks' nibbles unpack to, the
+//! first 16 values of each block then the last 16 of each), the 16 i32
+//! lanes each pair's sum starts from, and the 16 lanes of block scales;
+//! the kernel then only loads them.
 //!
 //! `vpdpbusd` multiplies unsigned by signed bytes, so each pair's block sum
 //! is formed from unsigned values and a correction, exactly (integers):
@@ -18,16 +20,6 @@
 use std::arch::x86_64::*;
 
 use crate::quant::{f16_table, q4_0, q8_0};
-
-/// The raw nibbles of a Q4_0 block as unsigned bytes in weight order (low
-/// nibbles are weights 0..16, high nibbles 16..32).
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn nibbles(block: *const u8) -> __m256i {
-    let raw = _mm_loadu_si128(block.add(2) as *const __m128i);
-    let both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
-    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
-}
 
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -43,6 +35,14 @@ unsafe fn quants(block: *const u8) -> __m256i {
 unsafe fn join(first: __m256i, second: __m256i, two: bool) -> __m512i {
     let second = if two { second } else { _mm256_setzero_si256() };
     _mm512_inserti64x4(_mm512_castsi256_si512(first), second, 1)
+}
+
+/// Lanes 0-3 and 8-11 `a`, lanes 4-7 and 12-15 `b` (the Q4_0 lane order).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn quarters(a: f32, b: f32) -> __m512 {
+    let pair = _mm512_castps128_ps512(_mm_set_ps(0.0, 0.0, b, a));
+    _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1), pair)
 }
 
 /// Lanes 0-7 `a`, lanes 8-15 `b`.
@@ -75,18 +75,24 @@ pub unsafe fn prepare(q4: bool, x: &[u8], out: &mut [u8]) {
         } else {
             _mm256_setzero_si256()
         };
-        let xv = join(quants(xb), second, two);
-        let (bytes, start) = if q4 {
+        let (d0, d1) = (scale(xb), if two { scale(xb.add(q8_0::BYTES)) } else { 0.0 });
+        let (bytes, start, dx) = if q4 {
+            // in the order the Q4_0 nibbles unpack to: the first 16 values of
+            // both blocks, then their last 16 (see `tile`)
+            let first = quants(xb);
+            let xv = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_permute2x128_si256(first, second, 0x20)),
+                _mm256_permute2x128_si256(first, second, 0x31),
+                1,
+            );
             // −Σ 8·x per lane
-            (
-                xv,
-                _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(8), xv)),
-            )
+            let start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(8), xv));
+            (xv, start, quarters(d0, d1))
         } else {
             // x + 128 as unsigned bytes (the weights carry the correction)
-            (_mm512_xor_si512(xv, _mm512_set1_epi8(-128)), zero)
+            let xv = join(quants(xb), second, two);
+            (_mm512_xor_si512(xv, _mm512_set1_epi8(-128)), zero, halves(d0, d1))
         };
-        let dx = halves(scale(xb), if two { scale(xb.add(q8_0::BYTES)) } else { 0.0 });
         let o = o.as_mut_ptr();
         _mm512_storeu_si512(o as *mut __m512i, bytes);
         _mm512_storeu_si512(o.add(64) as *mut __m512i, start);
@@ -137,14 +143,20 @@ unsafe fn tile<const Q4: bool, const R: usize, const C: usize>(
         let start: [__m512i; C] = std::array::from_fn(|c| _mm512_loadu_si512(xs[c].add(64) as *const __m512i));
         for r in 0..R {
             // second block's scale 0 when there is none
-            let dw = halves(scale(wb[r]), if two { scale(wb[r].add(wbytes)) } else { 0.0 });
+            let (d0, d1) = (scale(wb[r]), if two { scale(wb[r].add(wbytes)) } else { 0.0 });
+            let dw = if Q4 { quarters(d0, d1) } else { halves(d0, d1) };
             if Q4 {
-                let second = if two {
-                    nibbles(wb[r].add(wbytes))
+                // both blocks' packed nibbles, then split: lanes hold the low
+                // nibbles of block b, of block b+1, then the high ones of each
+                let lo = _mm_loadu_si128(wb[r].add(2) as *const __m128i);
+                let hi = if two {
+                    _mm_loadu_si128(wb[r].add(wbytes + 2) as *const __m128i)
                 } else {
-                    _mm256_setzero_si256()
+                    _mm_setzero_si128()
                 };
-                let u = join(nibbles(wb[r]), second, two);
+                let packed = _mm256_set_m128i(hi, lo);
+                let both = _mm512_inserti64x4(_mm512_castsi256_si512(packed), _mm256_srli_epi16(packed, 4), 1);
+                let u = _mm512_and_si512(both, _mm512_set1_epi8(0x0F));
                 for c in 0..C {
                     let s = _mm512_dpbusd_epi32(start[c], u, xv[c]);
                     acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[c]), _mm512_cvtepi32_ps(s), acc[r][c]);
