@@ -21,8 +21,8 @@ pub struct LoadOptions {
     /// Requests each client sends, one after another.
     pub requests_per_stream: usize,
     pub max_tokens: usize,
-    /// The user message; each request prefixes it with its own number so
-    /// that requests do not share a cached prompt.
+    /// The user message; each request prefixes it with its own number and
+    /// the stream count so that requests do not share a cached prompt.
     pub prompt: String,
     /// Token ids banned through logit_bias (the stop tokens, so that a
     /// random-weight model generates exactly `max_tokens`).
@@ -69,7 +69,9 @@ fn one_request(opts: &LoadOptions, n: usize) -> Result<RequestTiming, String> {
     let bias: serde_json::Map<String, Value> = opts.ban_tokens.iter().map(|id| (id.to_string(), json!(-100))).collect();
     let body = json!({
         "model": "bench",
-        "messages": [{"role": "user", "content": format!("Request {n}. {}", opts.prompt)}],
+        // numbered per run and per stream count, so that no prompt repeats one
+        // the server has cached from an earlier run
+        "messages": [{"role": "user", "content": format!("Request {n} of {}. {}", opts.streams, opts.prompt)}],
         "max_tokens": opts.max_tokens,
         "temperature": 0,
         "logit_bias": bias,
