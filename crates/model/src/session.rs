@@ -292,11 +292,23 @@ impl<'m> Session<'m> {
     }
 
     fn run(&mut self, tokens: &[u32], which: Logits, out: &mut Vec<f32>) -> Result<()> {
-        let rope = match self.cache.table {
-            RopeTable::Short => &self.short,
-            RopeTable::Long => &self.long,
-        };
+        let rope = rope_of(self.cache.table, &self.short, &self.long);
         forward(self.model, rope, tokens, &mut self.cache, &mut self.scratch, which, out)
+    }
+
+    fn table_for(&self, total: usize) -> RopeTable {
+        let cfg = &self.model.config;
+        match (self.options.rope_policy, &cfg.long_rope) {
+            (_, None) => RopeTable::Short,
+            (RopePolicy::FixedByContext, Some(_)) => initial_table(self.model, &self.options),
+            (RopePolicy::Reference, Some(_)) => {
+                if total > cfg.original_max_position_embeddings {
+                    RopeTable::Long
+                } else {
+                    RopeTable::Short
+                }
+            }
+        }
     }
 }
 
@@ -334,14 +346,10 @@ pub fn feed_many(sessions: &mut [&mut Session], feeds: &[&[u32]], scratch: &mut 
         }
         for (s, &i) in chosen.iter_mut().zip(&together) {
             let s: &mut Session = s;
-            let rope = match s.cache.table {
-                RopeTable::Short => &s.short,
-                RopeTable::Long => &s.long,
-            };
             inputs.push(SequenceInput {
                 tokens: feeds[i],
+                rope: rope_of(s.cache.table, &s.short, &s.long),
                 cache: &mut s.cache,
-                rope,
                 which: Logits::Last,
             });
         }
@@ -368,23 +376,6 @@ pub fn feed_many(sessions: &mut [&mut Session], feeds: &[&[u32]], scratch: &mut 
         .collect()
 }
 
-impl Session<'_> {
-    fn table_for(&self, total: usize) -> RopeTable {
-        let cfg = &self.model.config;
-        match (self.options.rope_policy, &cfg.long_rope) {
-            (_, None) => RopeTable::Short,
-            (RopePolicy::FixedByContext, Some(_)) => initial_table(self.model, &self.options),
-            (RopePolicy::Reference, Some(_)) => {
-                if total > cfg.original_max_position_embeddings {
-                    RopeTable::Long
-                } else {
-                    RopeTable::Short
-                }
-            }
-        }
-    }
-}
-
 const SESSION_MAGIC: &[u8; 8] = b"PHI3SESS";
 const SESSION_VERSION: u32 = 1;
 
@@ -394,6 +385,14 @@ fn fingerprint(cfg: &crate::ModelConfig) -> u64 {
     format!("{cfg:?}").bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
     })
+}
+
+/// The rotary embedding of `table`.
+fn rope_of<'r>(table: RopeTable, short: &'r Rope, long: &'r Rope) -> &'r Rope {
+    match table {
+        RopeTable::Short => short,
+        RopeTable::Long => long,
+    }
 }
 
 fn initial_table(model: &Model, options: &SessionOptions) -> RopeTable {
