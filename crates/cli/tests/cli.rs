@@ -439,9 +439,13 @@ fn in_terminal(args: &str, keys: &[(u64, &[u8])]) -> Option<Output> {
         eprintln!("script(1) not installed: skipping the pseudo-terminal test");
         return None;
     }
-    let cmd = format!("{} {args}", env!("CARGO_BIN_EXE_phi3"));
+    // `exec`: the program replaces script's shell, so Ctrl-C reaches the program alone. A shell
+    // left waiting in between (dash does not exec the last command) dies of the SIGINT itself,
+    // and script reports that death as the program's exit status.
+    let cmd = format!("exec {} {args}", env!("CARGO_BIN_EXE_phi3"));
     let mut child = Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
+        .env("SHELL", "/bin/sh")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
