@@ -1,7 +1,7 @@
 //! Tier 1: every SIMD kernel against its scalar twin, and both against f64,
 //! on random data, ggml's synthetic pattern and odd block counts.
 
-use phi3_kernels::quant::dot::{dot_q4_0_q8_0_scalar, dot_q8_0_q8_0_scalar};
+use phi3_kernels::quant::dot::{dot_q4_0_q8_0_grouped_scalar, dot_q4_0_q8_0_scalar, dot_q8_0_q8_0_scalar};
 use phi3_kernels::quant::{q8_0, QuantKind};
 use phi3_kernels::simd;
 
@@ -219,7 +219,7 @@ fn tile_kernels_equal_scalar_whatever_the_tile_shape() {
         } else {
             dot_q8_0_q8_0_scalar
         };
-        for blocks in [1usize, 3, 96] {
+        for blocks in [1usize, 3, 17, 40, 96] {
             let n = blocks * 32;
             let ws: Vec<Vec<u8>> = (0..4)
                 .map(|_| quantize(kind, &(0..n).map(|_| rng.f32() * 2.0).collect::<Vec<_>>()))
@@ -238,6 +238,22 @@ fn tile_kernels_equal_scalar_whatever_the_tile_shape() {
                     let want = scalar(&ws[r], &xs[c]);
                     let (_, mag) = exact_dot(kind, &ws[r], &xs[c], n);
                     let got = full[r * 4 + c];
+                    if kind == QuantKind::Q4_0 {
+                        // the VNNI kernel's own arithmetic, reproduced by its twin
+                        let twin = dot_q4_0_q8_0_grouped_scalar(&ws[r], &xs[c]);
+                        assert!(
+                            ((twin - want) as f64).abs() <= 1e-5 * mag + 1e-6,
+                            "grouped twin {twin} vs {want}"
+                        );
+                        #[cfg(target_arch = "x86_64")]
+                        if simd::isa() == simd::Isa::Avx512Vnni {
+                            assert_eq!(
+                                got.to_bits(),
+                                twin.to_bits(),
+                                "{blocks} blocks ({r},{c}): {got} vs {twin}"
+                            );
+                        }
+                    }
                     assert!(
                         ((got - want) as f64).abs() <= 1e-5 * mag + 1e-6,
                         "{kind:?} {blocks} blocks ({r},{c}): {got} vs scalar {want}"

@@ -144,6 +144,56 @@ pub fn dot_q4_0_q8_0_scalar(w: &[u8], x: &[u8]) -> f32 {
     sum
 }
 
+/// Blocks per group in the grouped Q4_0 × Q8_0 dot product.
+pub const Q4_0_GROUP: usize = 16;
+
+/// The lane of a group's 16-lane accumulator that block `b` (0..16 within
+/// its group) adds into: lane `4j + i` holds block `4i + j`, the order in
+/// which the VNNI kernel's reduction leaves the block sums.
+pub const fn q4_0_group_lane(b: usize) -> usize {
+    4 * (b % 4) + b / 4
+}
+
+/// Scalar twin of the VNNI Q4_0 tile kernel, bit for bit: each block's
+/// integer sum is exact; block `b` of group `g` adds `sum · (d_w · d_x)`
+/// (one fused multiply-add) into lane [`q4_0_group_lane`]`(b)` of a
+/// 16-lane accumulator (a row's last group padded with zero blocks); the
+/// lanes are then added in halves (8, 4, 2, 1).
+pub fn dot_q4_0_q8_0_grouped_scalar(w: &[u8], x: &[u8]) -> f32 {
+    let table = f16_table();
+    let blocks = w.len() / q4_0::BYTES;
+    assert_eq!(x.len(), blocks * q8_0::BYTES, "activation blocks");
+    let mut acc = [0f32; Q4_0_GROUP];
+    for g in 0..blocks.div_ceil(Q4_0_GROUP) {
+        for b in 0..Q4_0_GROUP {
+            let block = g * Q4_0_GROUP + b;
+            let (sum, d) = if block < blocks {
+                let wb = &w[block * q4_0::BYTES..(block + 1) * q4_0::BYTES];
+                let xb = &x[block * q8_0::BYTES..(block + 1) * q8_0::BYTES];
+                let mut sum = 0i32;
+                for j in 0..16 {
+                    let lo = (wb[2 + j] & 0xF) as i32 - 8;
+                    let hi = (wb[2 + j] >> 4) as i32 - 8;
+                    sum += lo * (xb[2 + j] as i8) as i32 + hi * (xb[18 + j] as i8) as i32;
+                }
+                (sum, scale(table, wb) * scale(table, xb))
+            } else {
+                (0, 0.0)
+            };
+            let lane = q4_0_group_lane(b);
+            acc[lane] = (sum as f32).mul_add(d, acc[lane]);
+        }
+    }
+    let mut half = Q4_0_GROUP / 2;
+    while half > 0 {
+        for l in 0..half {
+            acc[l] += acc[l + half];
+        }
+        half /= 2;
+    }
+    acc[0]
+}
+
 /// Scalar twin of the Q8_0 × Q8_0 dot product.
 pub fn dot_q8_0_q8_0_scalar(w: &[u8], x: &[u8]) -> f32 {
     let table = f16_table();

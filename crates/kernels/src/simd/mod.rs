@@ -9,8 +9,9 @@ pub enum Isa {
     Scalar,
     #[cfg(target_arch = "x86_64")]
     Avx2,
-    /// AVX2 plus AVX-512 VNNI (`vpdpbusd` on 256-bit registers) for the
-    /// Q4_0/Q8_0 tile kernels; the other kernels are AVX2's.
+    /// AVX2 plus AVX-512 with VNNI and VBMI (Ice Lake, Sapphire Rapids,
+    /// Zen 4 and later) for the Q4_0/Q8_0 tile kernels; the other kernels
+    /// are AVX2's.
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
     /// aarch64 NEON (every aarch64 CPU has it).
@@ -53,7 +54,8 @@ fn best_isa(forced: &str) -> Isa {
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512dq")
         && is_x86_feature_detected!("avx512vl")
-        && is_x86_feature_detected!("avx512vnni");
+        && is_x86_feature_detected!("avx512vnni")
+        && is_x86_feature_detected!("avx512vbmi");
     if vnni && forced != "avx2" {
         Isa::Avx512Vnni
     } else {
@@ -133,7 +135,7 @@ impl TileActivations {
     /// Q4_0 (`q4`) or Q8_0, reusing this buffer.
     pub fn prepare(&mut self, q4: bool, xq: &[u8], rows: usize) {
         let q8_row = xq.len().checked_div(rows).unwrap_or(0);
-        self.row_bytes = tile_row_bytes(q8_row / crate::quant::q8_0::BYTES);
+        self.row_bytes = tile_row_bytes(q4, q8_row / crate::quant::q8_0::BYTES);
         self.bytes.resize(rows * self.row_bytes, 0);
         for (x, out) in xq
             .chunks_exact(q8_row.max(1))
@@ -141,11 +143,14 @@ impl TileActivations {
         {
             #[cfg(target_arch = "x86_64")]
             if isa() == Isa::Avx512Vnni {
-                // SAFETY: AVX-512 F/BW/DQ/VL/VNNI and AVX2/FMA were detected at run time.
-                unsafe { vnni::prepare(q4, x, out) };
+                if q4 {
+                    vnni_q4_0::prepare(x, out);
+                } else {
+                    // SAFETY: AVX-512 F/BW/DQ/VL/VNNI and AVX2/FMA were detected at run time.
+                    unsafe { vnni::prepare(x, out) };
+                }
                 continue;
             }
-            let _ = q4;
             out.copy_from_slice(x);
         }
     }
@@ -156,12 +161,18 @@ impl TileActivations {
     }
 }
 
-/// Bytes of a prepared row of `blocks` Q8_0 blocks on this CPU.
-fn tile_row_bytes(blocks: usize) -> usize {
+/// Bytes of a prepared row of `blocks` Q8_0 blocks on this CPU, for Q4_0
+/// (`q4`) or Q8_0 weights.
+fn tile_row_bytes(q4: bool, blocks: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     if isa() == Isa::Avx512Vnni {
-        return blocks.div_ceil(2) * vnni::STEP_BYTES;
+        return if q4 {
+            vnni_q4_0::prepared_bytes(blocks)
+        } else {
+            blocks.div_ceil(2) * vnni::STEP_BYTES
+        };
     }
+    let _ = q4;
     blocks * crate::quant::q8_0::BYTES
 }
 
@@ -176,8 +187,14 @@ pub fn dot_tile_q8_0(q4: bool, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [f3
     assert!(w_rows.len() <= 4 && x_rows.len() <= 4, "tiles are at most 4 × 4");
     #[cfg(target_arch = "x86_64")]
     if isa() == Isa::Avx512Vnni {
-        // SAFETY: AVX-512 F/BW/DQ/VL/VNNI and AVX2/FMA were detected at run time.
-        unsafe { vnni::dot_tile(q4, w_rows, x_rows, out) };
+        // SAFETY: AVX-512 F/BW/DQ/VL/VNNI/VBMI and AVX2/FMA were detected at run time.
+        unsafe {
+            if q4 {
+                vnni_q4_0::dot_tile(w_rows, x_rows, out)
+            } else {
+                vnni::dot_tile(w_rows, x_rows, out)
+            }
+        };
         return;
     }
     let dot = if q4 { dot_q4_0_q8_0 } else { dot_q8_0_q8_0 };
@@ -190,6 +207,8 @@ pub fn dot_tile_q8_0(q4: bool, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [f3
 
 #[cfg(target_arch = "x86_64")]
 mod vnni;
+#[cfg(target_arch = "x86_64")]
+mod vnni_q4_0;
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {

@@ -1,25 +1,20 @@
-//! AVX-512 VNNI tile kernels: Q4_0 or Q8_0 weight rows × Q8_0 activation
-//! rows, `vpdpbusd` on 512-bit registers (one instruction per two 32-weight
-//! block pairs, where AVX2 needs sign + maddubs + madd per block).
+//! AVX-512 VNNI tile kernel for Q8_0 weight rows × Q8_0 activation rows,
+//! `vpdpbusd` on 512-bit registers (one instruction per two 32-weight block
+//! pairs, where AVX2 needs sign + maddubs + madd per block). Q4_0 weights
+//! have their own kernel (`vnni_q4_0`).
 //!
 //! Activation rows are prepared once per matrix product (`prepare`), two
-//! blocks per 192-byte step: their 64 quant bytes (as the weights' type
-//! needs them: for Q4_0, in the order two blocks' nibbles unpack to, the
-//! first 16 values of each block then the last 16 of each), the 16 i32
-//! lanes each pair's sum starts from, and the 16 lanes of block scales;
-//! the kernel then only loads them.
+//! blocks per 192-byte step: their 64 quant bytes, 64 bytes of zero start
+//! lanes, and the 16 lanes of block scales; the kernel then only loads them.
 //!
 //! `vpdpbusd` multiplies unsigned by signed bytes, so each pair's block sum
 //! is formed from unsigned values and a correction, exactly (integers):
-//! * Q4_0: Σ (u−8)·x = Σ u·x − Σ 8·x, with u the raw nibbles (0..15);
-//!   the −Σ 8·x lanes are computed once per activation block and start the
-//!   accumulation.
-//! * Q8_0: Σ w·x = Σ (x+128)·w − Σ 128·w; x+128 and −Σ 128·w are computed
-//!   once per activation block and weight block.
+//! Σ w·x = Σ (x+128)·w − Σ 128·w; x+128 is prepared once per activation
+//! block and −Σ 128·w computed once per weight block.
 
 use std::arch::x86_64::*;
 
-use crate::quant::{f16_table, q4_0, q8_0};
+use crate::quant::{f16_table, q8_0};
 
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -37,14 +32,6 @@ unsafe fn join(first: __m256i, second: __m256i, two: bool) -> __m512i {
     _mm512_inserti64x4(_mm512_castsi256_si512(first), second, 1)
 }
 
-/// Lanes 0-3 and 8-11 `a`, lanes 4-7 and 12-15 `b` (the Q4_0 lane order).
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn quarters(a: f32, b: f32) -> __m512 {
-    let pair = _mm512_castps128_ps512(_mm_set_ps(0.0, 0.0, b, a));
-    _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1), pair)
-}
-
 /// Lanes 0-7 `a`, lanes 8-15 `b`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq")]
@@ -60,12 +47,11 @@ pub const STEP_BYTES: usize = 192;
 /// # Safety
 /// The CPU must support AVX2, FMA and AVX-512 F, BW, DQ, VL and VNNI.
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
-pub unsafe fn prepare(q4: bool, x: &[u8], out: &mut [u8]) {
+pub unsafe fn prepare(x: &[u8], out: &mut [u8]) {
     let blocks = x.len() / q8_0::BYTES;
     assert_eq!(out.len(), blocks.div_ceil(2) * STEP_BYTES, "prepared row size");
     let table = f16_table();
     let scale = |p: *const u8| table[u16::from_le_bytes([*p, *p.add(1)]) as usize];
-    let zero = _mm512_setzero_si512();
     for (step, o) in out.chunks_exact_mut(STEP_BYTES).enumerate() {
         let b = 2 * step;
         let two = b + 1 < blocks;
@@ -76,27 +62,12 @@ pub unsafe fn prepare(q4: bool, x: &[u8], out: &mut [u8]) {
             _mm256_setzero_si256()
         };
         let (d0, d1) = (scale(xb), if two { scale(xb.add(q8_0::BYTES)) } else { 0.0 });
-        let (bytes, start, dx) = if q4 {
-            // in the order the Q4_0 nibbles unpack to: the first 16 values of
-            // both blocks, then their last 16 (see `tile`)
-            let first = quants(xb);
-            let xv = _mm512_inserti64x4(
-                _mm512_castsi256_si512(_mm256_permute2x128_si256(first, second, 0x20)),
-                _mm256_permute2x128_si256(first, second, 0x31),
-                1,
-            );
-            // −Σ 8·x per lane
-            let start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(8), xv));
-            (xv, start, quarters(d0, d1))
-        } else {
-            // x + 128 as unsigned bytes (the weights carry the correction)
-            let xv = join(quants(xb), second, two);
-            (_mm512_xor_si512(xv, _mm512_set1_epi8(-128)), zero, halves(d0, d1))
-        };
+        // x + 128 as unsigned bytes (the weights carry the correction)
+        let xv = _mm512_xor_si512(join(quants(xb), second, two), _mm512_set1_epi8(-128));
         let o = o.as_mut_ptr();
-        _mm512_storeu_si512(o as *mut __m512i, bytes);
-        _mm512_storeu_si512(o.add(64) as *mut __m512i, start);
-        _mm512_storeu_ps(o.add(128) as *mut f32, dx);
+        _mm512_storeu_si512(o as *mut __m512i, xv);
+        _mm512_storeu_si512(o.add(64) as *mut __m512i, _mm512_setzero_si512());
+        _mm512_storeu_ps(o.add(128) as *mut f32, halves(d0, d1));
     }
 }
 
@@ -106,13 +77,8 @@ pub unsafe fn prepare(q4: bool, x: &[u8], out: &mut [u8]) {
 #[inline]
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
 #[allow(clippy::needless_range_loop)] // indexing const-size arrays keeps the tile in registers
-unsafe fn tile<const Q4: bool, const R: usize, const C: usize>(
-    w: &[&[u8]],
-    x: &[&[u8]],
-    out: &mut [f32; 16],
-    row0: usize,
-) {
-    let wbytes = if Q4 { q4_0::BYTES } else { q8_0::BYTES };
+unsafe fn tile<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
+    let wbytes = q8_0::BYTES;
     let blocks = w[0].len() / wbytes;
     let steps = blocks.div_ceil(2);
     for r in 0..R {
@@ -140,39 +106,20 @@ unsafe fn tile<const Q4: bool, const R: usize, const C: usize>(
         let xs: [*const u8; C] = std::array::from_fn(|c| xp[c].add(step * STEP_BYTES));
         let xv: [__m512i; C] = std::array::from_fn(|c| _mm512_loadu_si512(xs[c] as *const __m512i));
         let dx: [__m512; C] = std::array::from_fn(|c| _mm512_loadu_ps(xs[c].add(128) as *const f32));
-        let start: [__m512i; C] = std::array::from_fn(|c| _mm512_loadu_si512(xs[c].add(64) as *const __m512i));
         for r in 0..R {
             // second block's scale 0 when there is none
             let (d0, d1) = (scale(wb[r]), if two { scale(wb[r].add(wbytes)) } else { 0.0 });
-            let dw = if Q4 { quarters(d0, d1) } else { halves(d0, d1) };
-            if Q4 {
-                // both blocks' packed nibbles, then split: lanes hold the low
-                // nibbles of block b, of block b+1, then the high ones of each
-                let lo = _mm_loadu_si128(wb[r].add(2) as *const __m128i);
-                let hi = if two {
-                    _mm_loadu_si128(wb[r].add(wbytes + 2) as *const __m128i)
-                } else {
-                    _mm_setzero_si128()
-                };
-                let packed = _mm256_set_m128i(hi, lo);
-                let both = _mm512_inserti64x4(_mm512_castsi256_si512(packed), _mm256_srli_epi16(packed, 4), 1);
-                let u = _mm512_and_si512(both, _mm512_set1_epi8(0x0F));
-                for c in 0..C {
-                    let s = _mm512_dpbusd_epi32(start[c], u, xv[c]);
-                    acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[c]), _mm512_cvtepi32_ps(s), acc[r][c]);
-                }
+            let dw = halves(d0, d1);
+            let second = if two {
+                quants(wb[r].add(wbytes))
             } else {
-                let second = if two {
-                    quants(wb[r].add(wbytes))
-                } else {
-                    _mm256_setzero_si256()
-                };
-                let wv = join(quants(wb[r]), second, two);
-                let w_start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(-128), wv));
-                for c in 0..C {
-                    let s = _mm512_dpbusd_epi32(w_start, xv[c], wv);
-                    acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[c]), _mm512_cvtepi32_ps(s), acc[r][c]);
-                }
+                _mm256_setzero_si256()
+            };
+            let wv = join(quants(wb[r]), second, two);
+            let w_start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(-128), wv));
+            for c in 0..C {
+                let s = _mm512_dpbusd_epi32(w_start, xv[c], wv);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[c]), _mm512_cvtepi32_ps(s), acc[r][c]);
             }
         }
     }
@@ -186,24 +133,22 @@ unsafe fn tile<const Q4: bool, const R: usize, const C: usize>(
 /// # Safety
 /// The CPU must support AVX2, FMA and AVX-512 F, BW, DQ, VL and VNNI.
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
-pub unsafe fn dot_tile(q4: bool, w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16]) {
+pub unsafe fn dot_tile(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16]) {
     // a whole tile of 4 weight rows, or single rows: the per-pair
     // arithmetic is the same in every instance
     macro_rules! cols {
-        ($q4:literal, $r:literal, $w:expr, $row0:expr) => {
+        ($r:literal, $w:expr, $row0:expr) => {
             match x.len() {
-                1 => tile::<$q4, $r, 1>($w, x, out, $row0),
-                2 => tile::<$q4, $r, 2>($w, x, out, $row0),
-                3 => tile::<$q4, $r, 3>($w, x, out, $row0),
-                4 => tile::<$q4, $r, 4>($w, x, out, $row0),
+                1 => tile::<$r, 1>($w, x, out, $row0),
+                2 => tile::<$r, 2>($w, x, out, $row0),
+                3 => tile::<$r, 3>($w, x, out, $row0),
+                4 => tile::<$r, 4>($w, x, out, $row0),
                 _ => {}
             }
         };
     }
-    match (w.len(), q4) {
-        (4, true) => cols!(true, 4, w, 0),
-        (4, false) => cols!(false, 4, w, 0),
-        (_, true) => (0..w.len()).for_each(|r| cols!(true, 1, &w[r..r + 1], r)),
-        (_, false) => (0..w.len()).for_each(|r| cols!(false, 1, &w[r..r + 1], r)),
+    match w.len() {
+        4 => cols!(4, w, 0),
+        _ => (0..w.len()).for_each(|r| cols!(1, &w[r..r + 1], r)),
     }
 }

@@ -1,0 +1,268 @@
+//! AVX-512 VNNI + VBMI tile kernel for Q4_0 weight rows × Q8_0 activation
+//! rows, reading the weights in the file's own block layout (no repacking,
+//! so no second copy of the weights).
+//!
+//! A row is taken 16 blocks (512 weights, 288 bytes) at a time. `vpermi2b`
+//! gathers the 16-byte nibble runs of four 18-byte blocks into one register
+//! and their f16 scales into one vector, so the loads are plain 64-byte
+//! loads whatever the blocks' alignment. Two `vpdpbusd` per four blocks
+//! (low nibbles, high nibbles) leave four i32 lanes per block; a transpose-
+//! and-add turns four such registers into one register of 16 exact block
+//! sums, which is scaled and accumulated in f32 once per block. The float
+//! arithmetic is therefore the same for every instance of a pair, and the
+//! scalar twin (`quant::dot::dot_q4_0_q8_0_grouped_scalar`) reproduces it
+//! bit for bit.
+//!
+//! `vpdpbusd` multiplies unsigned by signed bytes: the raw nibbles u (0..15)
+//! are the unsigned side, and Σ (u−8)·x = Σ u·x − 8·Σ x, with 8·Σ x per block
+//! prepared once per activation row.
+//!
+//! Activation rows are prepared once per matrix product ([`prepare`]), 640
+//! bytes per group of 16 blocks: for each quarter i (blocks 4i..4i+4) the
+//! first 16 values of its four blocks (64 bytes) then their last 16, the
+//! 16 lanes of 8·Σ x and the 16 lanes of activation scales, both in the
+//! order the block sums come out in ([`q4_0_group_lane`]).
+
+use std::arch::x86_64::*;
+
+use crate::quant::dot::{q4_0_group_lane, Q4_0_GROUP};
+use crate::quant::{f16_table, q4_0, q8_0};
+
+/// Weight bytes of one group of 16 blocks, and of each half of it.
+const GROUP_BYTES: usize = Q4_0_GROUP * q4_0::BYTES;
+const HALF_BYTES: usize = GROUP_BYTES / 2;
+
+/// Prepared activation bytes per group: 4 × 128 quant bytes, 64 bytes of
+/// corrections, 64 bytes of scales.
+pub const GROUP_PREPARED: usize = 640;
+const CORR_AT: usize = 512;
+const SCALES_AT: usize = 576;
+
+/// Byte indices that gather the nibble runs of four consecutive blocks,
+/// the first starting at byte `first` of a 128-byte window.
+const fn quant_index(first: usize) -> [u8; 64] {
+    let mut idx = [0u8; 64];
+    let mut j = 0;
+    while j < 4 {
+        let mut m = 0;
+        while m < 16 {
+            idx[16 * j + m] = (first + q4_0::BYTES * j + 2 + m) as u8;
+            m += 1;
+        }
+        j += 1;
+    }
+    idx
+}
+
+/// Blocks 0-3 of a half from its first 128 bytes; blocks 4-7 from the
+/// window starting 64 bytes in (block 4 starts at byte 72).
+static QUARTER_LOW: [u8; 64] = quant_index(0);
+static QUARTER_HIGH: [u8; 64] = quant_index(4 * q4_0::BYTES - 64);
+
+/// Byte indices (and the byte mask) that put the f16 scales of half `h`'s
+/// eight blocks into their lanes of the group's scale vector.
+const fn scale_index(h: usize) -> ([u8; 64], u64) {
+    let mut idx = [0u8; 64];
+    let mut mask = 0u64;
+    let mut b = 0;
+    while b < Q4_0_GROUP {
+        if b / 8 == h {
+            let lane = q4_0_group_lane(b);
+            let at = q4_0::BYTES * (b % 8);
+            idx[2 * lane] = at as u8;
+            idx[2 * lane + 1] = (at + 1) as u8;
+            mask |= 3u64 << (2 * lane);
+        }
+        b += 1;
+    }
+    (idx, mask)
+}
+
+static SCALES_FIRST: ([u8; 64], u64) = scale_index(0);
+static SCALES_SECOND: ([u8; 64], u64) = scale_index(1);
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn index(bytes: &[u8; 64]) -> __m512i {
+    _mm512_loadu_si512(bytes.as_ptr() as *const __m512i)
+}
+
+/// The 144 bytes of half a group as three registers (the third holds 16
+/// bytes); bytes past `avail` (a row's last, partial group) read as zero
+/// and are never touched.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn load_half(p: *const u8, avail: usize) -> [__m512i; 3] {
+    if avail >= HALF_BYTES {
+        return [
+            _mm512_loadu_si512(p as *const __m512i),
+            _mm512_loadu_si512(p.add(64) as *const __m512i),
+            _mm512_zextsi128_si512(_mm_loadu_si128(p.add(128) as *const __m128i)),
+        ];
+    }
+    let mask = |from: usize, len: usize| -> u64 {
+        let n = avail.saturating_sub(from).min(len);
+        if n == 64 {
+            !0
+        } else {
+            (1u64 << n) - 1
+        }
+    };
+    // a zero mask loads nothing, so the pointers may lie past the row
+    [
+        _mm512_maskz_loadu_epi8(mask(0, 64), p as *const i8),
+        _mm512_maskz_loadu_epi8(mask(64, 64), p.wrapping_add(64) as *const i8),
+        _mm512_maskz_loadu_epi8(mask(128, 16), p.wrapping_add(128) as *const i8),
+    ]
+}
+
+/// One weight row's group: the unsigned nibbles of each quarter (low
+/// nibbles, then high) and the 16 block scales in lane order.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+unsafe fn unpack_group(p: *const u8, avail: usize) -> ([__m512i; 8], __m512) {
+    let a = load_half(p, avail);
+    let b = load_half(p.wrapping_add(HALF_BYTES), avail.saturating_sub(HALF_BYTES));
+    let (low, high) = (index(&QUARTER_LOW), index(&QUARTER_HIGH));
+    let quarters = [
+        _mm512_permutex2var_epi8(a[0], low, a[1]),
+        _mm512_permutex2var_epi8(a[1], high, a[2]),
+        _mm512_permutex2var_epi8(b[0], low, b[1]),
+        _mm512_permutex2var_epi8(b[1], high, b[2]),
+    ];
+    let nibble = _mm512_set1_epi8(0x0F);
+    let mut q = [_mm512_setzero_si512(); 8];
+    for (i, v) in quarters.into_iter().enumerate() {
+        q[2 * i] = _mm512_and_si512(v, nibble);
+        q[2 * i + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
+    }
+    let scales = _mm512_or_si512(
+        _mm512_maskz_permutex2var_epi8(SCALES_FIRST.1, a[0], index(&SCALES_FIRST.0), a[1]),
+        _mm512_maskz_permutex2var_epi8(SCALES_SECOND.1, b[0], index(&SCALES_SECOND.0), b[1]),
+    );
+    (q, _mm512_cvtph_ps(_mm512_castsi512_si256(scales)))
+}
+
+/// `acc` plus one group of one (weight row, activation row) pair.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn group_dot(q: &[__m512i; 8], dw: __m512, xg: *const u8, acc: __m512) -> __m512 {
+    let zero = _mm512_setzero_si512();
+    let load = |at: usize| _mm512_loadu_si512(xg.add(at) as *const __m512i);
+    let s: [__m512i; 4] = std::array::from_fn(|i| {
+        let lo = _mm512_dpbusd_epi32(zero, q[2 * i], load(128 * i));
+        _mm512_dpbusd_epi32(lo, q[2 * i + 1], load(128 * i + 64))
+    });
+    // lane 4j+i ← the four lanes of block j in s[i]: the block sums, exact
+    let t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(s[0], s[1]), _mm512_unpackhi_epi32(s[0], s[1]));
+    let t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(s[2], s[3]), _mm512_unpackhi_epi32(s[2], s[3]));
+    let sums = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
+    let sums = _mm512_sub_epi32(sums, load(CORR_AT));
+    let d = _mm512_mul_ps(dw, _mm512_loadu_ps(xg.add(SCALES_AT) as *const f32));
+    _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), d, acc)
+}
+
+/// The lanes added in halves (8, 4, 2, 1), as the scalar twin adds them.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn reduce(v: __m512) -> f32 {
+    let a8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    let a4 = _mm_add_ps(_mm256_castps256_ps128(a8), _mm256_extractf128_ps(a8, 1));
+    let a2 = _mm_add_ps(a4, _mm_movehl_ps(a4, a4));
+    _mm_cvtss_f32(_mm_add_ss(a2, _mm_movehdup_ps(a2)))
+}
+
+/// Prepares a Q8_0 activation row for the Q4_0 tile kernel (module doc).
+pub fn prepare(x: &[u8], out: &mut [u8]) {
+    let blocks = x.len() / q8_0::BYTES;
+    assert_eq!(out.len(), prepared_bytes(blocks), "prepared row size");
+    let table = f16_table();
+    for (g, o) in out.chunks_exact_mut(GROUP_PREPARED).enumerate() {
+        o.fill(0);
+        for b in 0..Q4_0_GROUP {
+            let block = g * Q4_0_GROUP + b;
+            if block >= blocks {
+                break;
+            }
+            let xb = &x[block * q8_0::BYTES..(block + 1) * q8_0::BYTES];
+            let (i, j) = (b / 4, b % 4);
+            o[128 * i + 16 * j..][..16].copy_from_slice(&xb[2..18]);
+            o[128 * i + 64 + 16 * j..][..16].copy_from_slice(&xb[18..34]);
+            let lane = q4_0_group_lane(b);
+            let sum: i32 = xb[2..].iter().map(|&v| v as i8 as i32).sum();
+            o[CORR_AT + 4 * lane..][..4].copy_from_slice(&(8 * sum).to_le_bytes());
+            let dx = table[u16::from_le_bytes([xb[0], xb[1]]) as usize];
+            o[SCALES_AT + 4 * lane..][..4].copy_from_slice(&dx.to_le_bytes());
+        }
+    }
+}
+
+/// Bytes of a prepared row of `blocks` Q8_0 blocks.
+pub fn prepared_bytes(blocks: usize) -> usize {
+    blocks.div_ceil(Q4_0_GROUP) * GROUP_PREPARED
+}
+
+/// R weight rows × C prepared activation rows, written to `out` from row
+/// `row0` on.
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
+#[allow(clippy::needless_range_loop)] // indexing const-size arrays keeps the tile in registers
+unsafe fn tile<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
+    let row_bytes = w[0].len();
+    let blocks = row_bytes / q4_0::BYTES;
+    let groups = blocks.div_ceil(Q4_0_GROUP);
+    for r in 0..R {
+        assert_eq!(w[r].len(), blocks * q4_0::BYTES, "weight blocks");
+    }
+    for c in 0..C {
+        assert_eq!(x[c].len(), groups * GROUP_PREPARED, "prepared activation groups");
+    }
+    let wp: [*const u8; R] = std::array::from_fn(|r| w[r].as_ptr());
+    let xp: [*const u8; C] = std::array::from_fn(|c| x[c].as_ptr());
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    for g in 0..groups {
+        let at = g * GROUP_BYTES;
+        for r in 0..R {
+            let p = wp[r].add(at);
+            // The rows that follow these in memory come next: fetch them now,
+            // a tile ahead (rows are short, 1-5 KiB, too short for the
+            // hardware prefetcher to ramp up on each). A prefetch never faults.
+            let ahead = p.wrapping_add(R * row_bytes);
+            for line in (0..GROUP_BYTES).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8);
+            }
+            let (q, dw) = unpack_group(p, row_bytes - at);
+            for c in 0..C {
+                acc[r][c] = group_dot(&q, dw, xp[c].add(g * GROUP_PREPARED), acc[r][c]);
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            out[(row0 + r) * 4 + c] = reduce(acc[r][c]);
+        }
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX2, FMA and AVX-512 F, BW, DQ, VL, VNNI and VBMI.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
+pub unsafe fn dot_tile(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16]) {
+    // a whole tile of 4 weight rows, or single rows: the per-pair
+    // arithmetic is the same in every instance
+    macro_rules! cols {
+        ($r:literal, $w:expr, $row0:expr) => {
+            match x.len() {
+                1 => tile::<$r, 1>($w, x, out, $row0),
+                2 => tile::<$r, 2>($w, x, out, $row0),
+                3 => tile::<$r, 3>($w, x, out, $row0),
+                4 => tile::<$r, 4>($w, x, out, $row0),
+                _ => {}
+            }
+        };
+    }
+    match w.len() {
+        4 => cols!(4, w, 0),
+        _ => (0..w.len()).for_each(|r| cols!(1, &w[r..r + 1], r)),
+    }
+}
