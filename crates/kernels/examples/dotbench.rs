@@ -65,7 +65,7 @@ fn tiles() {
         kind.quantize(&w32, &mut w).unwrap();
         let weights = phi3_kernels::matmul::WeightRef::Quant(kind, &w);
         let mut line = format!("{} tiles:", kind.name());
-        for t in [1usize, 2, 4, 8, 16] {
+        for t in [1usize, 2, 4, 8, 16, 64, 256] {
             let x: Vec<f32> = (0..t * k).map(|i| (i % 7) as f32 / 7.0).collect();
             let mut out = vec![0f32; t * rows];
             let mut best = f64::MAX;

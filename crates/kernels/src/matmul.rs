@@ -107,6 +107,12 @@ fn matmul_quantized(
     for (xi, qi) in x.chunks_exact(k).zip(xq.chunks_exact_mut(xrow)) {
         act.quantize(xi, qi);
     }
+    #[cfg(target_arch = "x86_64")]
+    if kind == QuantKind::Q4_0 && t >= AMX_MIN_TOKENS && crate::simd::amx() {
+        matmul_q4_0_amx(w, n, k, &xq, t, out);
+        QUANTIZED.with(|q| *q.borrow_mut() = xq);
+        return;
+    }
     let wrow = kind.row_bytes(k);
     // the tile kernels take their activations prepared once per product
     let prepared = matches!(kind, QuantKind::Q4_0 | QuantKind::Q8_0).then(|| {
@@ -160,6 +166,60 @@ fn matmul_quantized(
     }
 }
 
+/// Tokens from which a Q4_0 product runs on AMX tiles (where present).
+#[cfg(target_arch = "x86_64")]
+const AMX_MIN_TOKENS: usize = 16;
+
+/// Q4_0 weights × Q8_0 activations `xq` on AMX: the tokens prepared once
+/// (tiles of 16 shared out over the pool), then panels of 16 weight rows
+/// shared out, each multiplied by every token tile.
+#[cfg(target_arch = "x86_64")]
+fn matmul_q4_0_amx(w: &[u8], n: usize, k: usize, xq: &[u8], t: usize, out: &mut [f32]) {
+    use crate::simd::amx;
+    let blocks = k / 32;
+    let row_bytes = blocks * crate::quant::q4_0::BYTES;
+    let pool = crate::pool::global();
+    let mut tokens = AMX_TOKENS.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    tokens.resize(amx::prepared_bytes(t, blocks), 0);
+    let per_tile = amx::prepared_bytes(amx::TILE, blocks);
+    let tokens_ptr = SendPtr(tokens.as_mut_ptr());
+    pool.run(t.div_ceil(amx::TILE), &|tile| {
+        // SAFETY: each task writes its own tile's bytes of `tokens`, which
+        // outlives the pool run.
+        let part = unsafe { std::slice::from_raw_parts_mut(tokens_ptr.get().add(tile * per_tile), per_tile) };
+        amx::prepare_tile(xq, t, blocks, tile, part);
+    });
+    let panels = n.div_ceil(amx::TILE);
+    let tasks = (pool.threads() * 4).min(panels);
+    let chunk = panels.div_ceil(tasks.max(1));
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    pool.run(tasks, &|task| {
+        AMX_PANEL.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            for p in task * chunk..((task + 1) * chunk).min(panels) {
+                let row0 = p * amx::TILE;
+                // SAFETY: AMX was found usable (`simd::amx`) on a CPU with the
+                // VNNI level's AVX-512; tasks own disjoint panels of rows, and
+                // `out` (t · n floats) outlives the pool run.
+                unsafe {
+                    amx::panel(
+                        w,
+                        row_bytes,
+                        row0,
+                        amx::TILE.min(n - row0),
+                        &tokens,
+                        t,
+                        n,
+                        out_ptr.get(),
+                        &mut buf,
+                    )
+                };
+            }
+        });
+    });
+    AMX_TOKENS.with(|p| *p.borrow_mut() = tokens);
+}
+
 /// Splits weight rows `0..n` into a few ranges per pool thread and runs
 /// `f` on each; `work` (multiply-adds) below ~32k runs inline.
 fn for_row_ranges(n: usize, work: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
@@ -175,12 +235,12 @@ const ROW_TILE: usize = 16;
 /// A raw pointer that may cross to the pool's threads (see the SAFETY note
 /// where it is written through).
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
+struct SendPtr<T>(*mut T);
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
 
-impl SendPtr {
-    fn get(self) -> *mut f32 {
+impl<T> SendPtr<T> {
+    fn get(self) -> *mut T {
         self.0
     }
 }
@@ -193,6 +253,13 @@ thread_local! {
     /// Per-thread buffer for the activations as the tile kernels load them.
     static PREPARED: std::cell::RefCell<crate::simd::TileActivations> =
         std::cell::RefCell::new(crate::simd::TileActivations::default());
+    /// Per-thread buffer for the tokens of an AMX product.
+    #[cfg(target_arch = "x86_64")]
+    static AMX_TOKENS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per-thread unpacked weight panel and accumulators of the AMX kernel.
+    #[cfg(target_arch = "x86_64")]
+    static AMX_PANEL: std::cell::RefCell<crate::simd::amx::PanelBuffers> =
+        std::cell::RefCell::new(crate::simd::amx::PanelBuffers::default());
 }
 
 #[cfg(test)]

@@ -120,6 +120,21 @@ pub fn dot_q6_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
     }
 }
 
+/// Whether Q4_0 products with many tokens run on AMX tiles (`simd::amx`;
+/// Sapphire Rapids and later, with the VNNI kernels' arithmetic bit for bit).
+/// `PHI3_ISA=vnni` leaves AMX out, as the lesser levels do.
+pub fn amx() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AMX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AMX.get_or_init(|| {
+            isa() == Isa::Avx512Vnni && std::env::var("PHI3_ISA").as_deref() != Ok("vnni") && amx::available()
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Activation rows prepared for [`dot_tile_q8_0`]: each Q8_0 row turned
 /// once per matrix product into what the tile kernel of this CPU loads
 /// (with VNNI: two blocks per 192-byte step with their correction lanes and
@@ -205,6 +220,8 @@ pub fn dot_tile_q8_0(q4: bool, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [f3
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
 #[cfg(target_arch = "x86_64")]
