@@ -2,8 +2,11 @@
 //!
 //! Keys and values arrive as one or two contiguous segments (the KV cache's
 //! older entries and the current batch), so a ring-buffer cache never has to
-//! be rearranged. Scores are computed one key at a time with an online
-//! softmax, so no T×T matrix is ever materialised.
+//! be rearranged. One query's scores are kept (a row of T floats, never a
+//! T×T matrix), then exponentiated against their maximum and used to weigh
+//! the values: exact softmax, no rescaling per key. On x86-64 with AVX2,
+//! FMA and F16C the key dot products and the value sums read f16 and f32
+//! rows directly, eight lanes at a time (`rows_x86`).
 
 use half::f16;
 
@@ -101,47 +104,229 @@ pub struct KvSegment<'a> {
 pub fn attend(q: &[f32], segments: &[KvSegment], scale: f32, out: &mut [f32]) {
     let dim = q.len();
     assert_eq!(out.len(), dim);
-    out.fill(0.0);
-    let mut max = f32::NEG_INFINITY;
-    let mut denom = 0f32;
-    // head dims are 64-128 in the family: convert rows on the stack
-    let mut kbuf = [0f32; 256];
-    let mut vbuf = [0f32; 256];
-    let (mut kheap, mut vheap) = (Vec::new(), Vec::new());
-    let (kb, vb): (&mut [f32], &mut [f32]) = if dim <= 256 {
-        (&mut kbuf, &mut vbuf)
-    } else {
-        kheap.resize(dim, 0.0);
-        vheap.resize(dim, 0.0);
-        (&mut kheap, &mut vheap)
-    };
-    for seg in segments {
-        for r in 0..seg.len {
-            let base = r * seg.stride + seg.offset;
-            let k = seg.keys.get(base, dim, kb);
-            let s = crate::dot::dot_f32(q, k) * scale;
-            if s > max {
-                // rescale what was accumulated under the old maximum
-                let c = (max - s).exp();
-                denom *= c;
-                for o in out.iter_mut() {
-                    *o *= c;
-                }
-                max = s;
+    SCORES.with(|cell| {
+        let mut scores = cell.borrow_mut();
+        scores.clear();
+        let mut buf = RowBuffer::new(dim);
+        for seg in segments {
+            for r in 0..seg.len {
+                let base = r * seg.stride + seg.offset;
+                scores.push(dot_row(q, &seg.keys, base, buf.get()) * scale);
             }
-            let p = (s - max).exp();
-            denom += p;
-            let v = seg.values.get(base, dim, vb);
-            for (o, &vv) in out.iter_mut().zip(v) {
-                *o += p * vv;
+        }
+        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+        let mut denom = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            denom += *s;
+        }
+        out.fill(0.0);
+        let mut weights = scores.iter();
+        for seg in segments {
+            for r in 0..seg.len {
+                let p = *weights.next().expect("one score per key");
+                add_row(p, &seg.values, r * seg.stride + seg.offset, out, buf.get());
             }
+        }
+        if denom > 0.0 {
+            let inv = 1.0 / denom;
+            out.iter_mut().for_each(|o| *o *= inv);
+        }
+    });
+}
+
+thread_local! {
+    /// One query's scores, kept per thread (no allocation per call).
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Room to widen one stored row to f32: on the stack for the family's head
+/// dims (64-128), on the heap beyond.
+struct RowBuffer {
+    stack: [f32; 256],
+    heap: Vec<f32>,
+    dim: usize,
+}
+
+impl RowBuffer {
+    fn new(dim: usize) -> RowBuffer {
+        let heap = if dim > 256 { vec![0.0; dim] } else { Vec::new() };
+        RowBuffer {
+            stack: [0.0; 256],
+            heap,
+            dim,
         }
     }
-    if denom > 0.0 {
-        let inv = 1.0 / denom;
-        for o in out.iter_mut() {
-            *o *= inv;
+
+    fn get(&mut self) -> &mut [f32] {
+        if self.dim > 256 {
+            &mut self.heap
+        } else {
+            &mut self.stack[..self.dim]
         }
+    }
+}
+
+/// `q · row` for the stored row starting at value `base`.
+#[inline]
+fn dot_row(q: &[f32], rows: &KvRows, base: usize, buf: &mut [f32]) -> f32 {
+    let dim = q.len();
+    #[cfg(target_arch = "x86_64")]
+    if rows_x86::available() {
+        // SAFETY: AVX2, FMA and F16C were detected at run time.
+        match *rows {
+            KvRows::F32(v) => return unsafe { rows_x86::dot_f32(q, &v[base..base + dim]) },
+            KvRows::F16(v) => return unsafe { rows_x86::dot_f16(q, &v[base..base + dim]) },
+            KvRows::Q8_0(_) => {}
+        }
+    }
+    crate::dot::dot_f32(q, rows.get(base, dim, buf))
+}
+
+/// `out += p · row` for the stored row starting at value `base`.
+#[inline]
+fn add_row(p: f32, rows: &KvRows, base: usize, out: &mut [f32], buf: &mut [f32]) {
+    let dim = out.len();
+    #[cfg(target_arch = "x86_64")]
+    if rows_x86::available() {
+        // SAFETY: AVX2, FMA and F16C were detected at run time.
+        match *rows {
+            KvRows::F32(v) => return unsafe { rows_x86::add_f32(p, &v[base..base + dim], out) },
+            KvRows::F16(v) => return unsafe { rows_x86::add_f16(p, &v[base..base + dim], out) },
+            KvRows::Q8_0(_) => {}
+        }
+    }
+    for (o, &v) in out.iter_mut().zip(rows.get(base, dim, buf).iter()) {
+        *o += p * v;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod rows_x86 {
+    //! Attention's row operations on AVX2 + FMA + F16C: a dot product of
+    //! the query with a key row and a scaled add of a value row, reading
+    //! f16 rows without widening them into a buffer first.
+
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    pub fn available() -> bool {
+        static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *OK.get_or_init(|| {
+            crate::simd::isa() != crate::simd::Isa::Scalar
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+        })
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn widen(v: *const f16) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(v as *const __m128i))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+
+    /// Two accumulators so consecutive multiply-adds overlap.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot<const F16: bool>(q: &[f32], row: *const u8) -> f32 {
+        let load = |i: usize| {
+            if F16 {
+                widen((row as *const f16).add(i))
+            } else {
+                _mm256_loadu_ps((row as *const f32).add(i))
+            }
+        };
+        let at = |i: usize| -> f32 {
+            if F16 {
+                (*(row as *const f16).add(i)).to_f32()
+            } else {
+                *(row as *const f32).add(i)
+            }
+        };
+        let n = q.len();
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i)), load(i), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i + 8)), load(i + 8), a1);
+            i += 16;
+        }
+        if i + 8 <= n {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i)), load(i), a0);
+            i += 8;
+        }
+        let mut sum = hsum(_mm256_add_ps(a0, a1));
+        for j in i..n {
+            sum += q[j] * at(j);
+        }
+        sum
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn add<const F16: bool>(p: f32, row: *const u8, out: &mut [f32]) {
+        let n = out.len();
+        let pv = _mm256_set1_ps(p);
+        let o = out.as_mut_ptr();
+        let mut i = 0;
+        while i + 8 <= n {
+            let v = if F16 {
+                widen((row as *const f16).add(i))
+            } else {
+                _mm256_loadu_ps((row as *const f32).add(i))
+            };
+            _mm256_storeu_ps(o.add(i), _mm256_fmadd_ps(pv, v, _mm256_loadu_ps(o.add(i))));
+            i += 8;
+        }
+        for j in i..n {
+            let v = if F16 {
+                (*(row as *const f16).add(j)).to_f32()
+            } else {
+                *(row as *const f32).add(j)
+            };
+            out[j] += p * v;
+        }
+    }
+
+    /// # Safety
+    /// AVX2, FMA and F16C must be available; `k.len() == q.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16(q: &[f32], k: &[f16]) -> f32 {
+        assert_eq!(q.len(), k.len());
+        dot::<true>(q, k.as_ptr() as *const u8)
+    }
+
+    /// # Safety
+    /// As [`dot_f16`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f32(q: &[f32], k: &[f32]) -> f32 {
+        assert_eq!(q.len(), k.len());
+        dot::<false>(q, k.as_ptr() as *const u8)
+    }
+
+    /// # Safety
+    /// AVX2, FMA and F16C must be available; `v.len() == out.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn add_f16(p: f32, v: &[f16], out: &mut [f32]) {
+        assert_eq!(v.len(), out.len());
+        add::<true>(p, v.as_ptr() as *const u8, out)
+    }
+
+    /// # Safety
+    /// As [`add_f16`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn add_f32(p: f32, v: &[f32], out: &mut [f32]) {
+        assert_eq!(v.len(), out.len());
+        add::<false>(p, v.as_ptr() as *const u8, out)
     }
 }
 
@@ -151,7 +336,7 @@ mod tests {
     use crate::activation::softmax;
 
     #[test]
-    fn online_softmax_matches_two_pass() {
+    fn attention_matches_softmax_then_weighted_sum() {
         let dim = 4;
         let n = 9;
         let keys: Vec<f32> = (0..n * dim).map(|i| ((i * 7 % 11) as f32 - 5.0) / 2.0).collect();
@@ -186,6 +371,48 @@ mod tests {
         attend(&q, &[a, b], 0.5, &mut out);
         for (o, e) in out.iter().zip(&expected) {
             assert!((o - e).abs() < 1e-5, "{o} vs {e}");
+        }
+    }
+
+    /// The SIMD row paths (f16 and f32 rows, head dims with and without a
+    /// tail of fewer than 8) against a plain softmax over the same values.
+    #[test]
+    fn stored_rows_of_every_width_match_plain_softmax() {
+        for dim in [20usize, 96, 128] {
+            let n = 37;
+            let keys: Vec<f32> = (0..n * dim).map(|i| ((i * 7 % 23) as f32 - 11.0) / 8.0).collect();
+            let values: Vec<f32> = (0..n * dim).map(|i| ((i * 5 % 13) as f32 - 6.0) / 4.0).collect();
+            let q: Vec<f32> = (0..dim).map(|i| ((i * 3 % 7) as f32 - 3.0) / 5.0).collect();
+            // f16-exact values, so both storages hold the same numbers
+            let k16: Vec<f16> = keys.iter().map(|&v| f16::from_f32(v)).collect();
+            let v16: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+            let mut scores: Vec<f32> = (0..n)
+                .map(|r| (0..dim).map(|c| q[c] * keys[r * dim + c]).sum::<f32>() * 0.3)
+                .collect();
+            softmax(&mut scores);
+            let mut expected = vec![0f32; dim];
+            for r in 0..n {
+                for c in 0..dim {
+                    expected[c] += scores[r] * values[r * dim + c];
+                }
+            }
+            for (keys, values) in [
+                (KvRows::F32(&keys), KvRows::F32(&values)),
+                (KvRows::F16(&k16), KvRows::F16(&v16)),
+            ] {
+                let seg = KvSegment {
+                    keys,
+                    values,
+                    stride: dim,
+                    offset: 0,
+                    len: n,
+                };
+                let mut out = vec![0f32; dim];
+                attend(&q, &[seg], 0.3, &mut out);
+                for (o, e) in out.iter().zip(&expected) {
+                    assert!((o - e).abs() < 1e-4, "dim {dim}: {o} vs {e}");
+                }
+            }
         }
     }
 }
