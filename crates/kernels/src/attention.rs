@@ -109,10 +109,7 @@ pub fn attend(q: &[f32], segments: &[KvSegment], scale: f32, out: &mut [f32]) {
         scores.clear();
         let mut buf = RowBuffer::new(dim);
         for seg in segments {
-            for r in 0..seg.len {
-                let base = r * seg.stride + seg.offset;
-                scores.push(dot_row(q, &seg.keys, base, buf.get()) * scale);
-            }
+            push_scores(q, seg, scale, &mut scores, buf.get());
         }
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
         let mut denom = 0f32;
@@ -121,11 +118,14 @@ pub fn attend(q: &[f32], segments: &[KvSegment], scale: f32, out: &mut [f32]) {
             denom += *s;
         }
         out.fill(0.0);
-        let mut weights = scores.iter();
-        for seg in segments {
-            for r in 0..seg.len {
-                let p = *weights.next().expect("one score per key");
-                add_row(p, &seg.values, r * seg.stride + seg.offset, out, buf.get());
+        // a slice of the output at a time, kept in registers across the keys
+        for part in (0..dim).step_by(VALUE_SLICE) {
+            let len = VALUE_SLICE.min(dim - part);
+            let out = &mut out[part..part + len];
+            let mut at = 0;
+            for seg in segments {
+                add_rows(&scores[at..at + seg.len], seg, part, out, buf.get());
+                at += seg.len;
             }
         }
         if denom > 0.0 {
@@ -134,6 +134,9 @@ pub fn attend(q: &[f32], segments: &[KvSegment], scale: f32, out: &mut [f32]) {
         }
     });
 }
+
+/// Output values summed per pass over the value rows (four 8-lane registers).
+const VALUE_SLICE: usize = 32;
 
 thread_local! {
     /// One query's scores, kept per thread (no allocation per call).
@@ -167,37 +170,69 @@ impl RowBuffer {
     }
 }
 
-/// `q · row` for the stored row starting at value `base`.
-#[inline]
-fn dot_row(q: &[f32], rows: &KvRows, base: usize, buf: &mut [f32]) -> f32 {
+/// Appends `scale · q · key` for each of the segment's keys to `scores`.
+fn push_scores(q: &[f32], seg: &KvSegment, scale: f32, scores: &mut Vec<f32>, buf: &mut [f32]) {
     let dim = q.len();
+    let at = scores.len();
+    scores.resize(at + seg.len, 0.0);
+    let out = &mut scores[at..];
     #[cfg(target_arch = "x86_64")]
-    if rows_x86::available() {
-        // SAFETY: AVX2, FMA and F16C were detected at run time.
-        match *rows {
-            KvRows::F32(v) => return unsafe { rows_x86::dot_f32(q, &v[base..base + dim]) },
-            KvRows::F16(v) => return unsafe { rows_x86::dot_f16(q, &v[base..base + dim]) },
+    if rows_x86::available() && seg.len > 0 {
+        let end = (seg.len - 1) * seg.stride + seg.offset + dim;
+        // SAFETY: AVX2, FMA and F16C were detected at run time, and every
+        // row read lies inside the stored keys (`end` checked).
+        match seg.keys {
+            KvRows::F32(k) => {
+                assert!(end <= k.len(), "key rows");
+                let rows = k[seg.offset..].as_ptr() as *const u8;
+                return unsafe { rows_x86::scores::<false>(q, rows, seg.stride, scale, out) };
+            }
+            KvRows::F16(k) => {
+                assert!(end <= k.len(), "key rows");
+                let rows = k[seg.offset..].as_ptr() as *const u8;
+                return unsafe { rows_x86::scores::<true>(q, rows, seg.stride, scale, out) };
+            }
             KvRows::Q8_0(_) => {}
         }
     }
-    crate::dot::dot_f32(q, rows.get(base, dim, buf))
+    for (r, o) in out.iter_mut().enumerate() {
+        let key = seg.keys.get(r * seg.stride + seg.offset, dim, buf);
+        *o = crate::dot::dot_f32(q, key) * scale;
+    }
 }
 
-/// `out += p · row` for the stored row starting at value `base`.
-#[inline]
-fn add_row(p: f32, rows: &KvRows, base: usize, out: &mut [f32], buf: &mut [f32]) {
-    let dim = out.len();
+/// `out += Σ_r weights[r] · values[r]` over the segment's rows, for the
+/// output slice starting at value `part` of the head.
+fn add_rows(weights: &[f32], seg: &KvSegment, part: usize, out: &mut [f32], buf: &mut [f32]) {
+    let n = out.len();
+    assert!(weights.len() == seg.len && out.len() <= VALUE_SLICE);
     #[cfg(target_arch = "x86_64")]
-    if rows_x86::available() {
-        // SAFETY: AVX2, FMA and F16C were detected at run time.
-        match *rows {
-            KvRows::F32(v) => return unsafe { rows_x86::add_f32(p, &v[base..base + dim], out) },
-            KvRows::F16(v) => return unsafe { rows_x86::add_f16(p, &v[base..base + dim], out) },
+    if rows_x86::available() && seg.len > 0 {
+        let start = seg.offset + part;
+        let end = (seg.len - 1) * seg.stride + start + n;
+        // SAFETY: AVX2, FMA and F16C were detected at run time, and every
+        // row read lies inside the stored values (`end` checked).
+        match seg.values {
+            KvRows::F32(v) => {
+                assert!(end <= v.len(), "value rows");
+                return unsafe {
+                    rows_x86::weighted_sum::<false>(weights, v[start..].as_ptr() as *const u8, seg.stride, out)
+                };
+            }
+            KvRows::F16(v) => {
+                assert!(end <= v.len(), "value rows");
+                return unsafe {
+                    rows_x86::weighted_sum::<true>(weights, v[start..].as_ptr() as *const u8, seg.stride, out)
+                };
+            }
             KvRows::Q8_0(_) => {}
         }
     }
-    for (o, &v) in out.iter_mut().zip(rows.get(base, dim, buf).iter()) {
-        *o += p * v;
+    for (r, &p) in weights.iter().enumerate() {
+        let row = seg.values.get(r * seg.stride + seg.offset + part, n, buf);
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o += p * v;
+        }
     }
 }
 
@@ -265,68 +300,101 @@ mod rows_x86 {
             i += 8;
         }
         let mut sum = hsum(_mm256_add_ps(a0, a1));
-        for j in i..n {
-            sum += q[j] * at(j);
+        for (j, qj) in q.iter().enumerate().skip(i) {
+            sum += qj * at(j);
         }
         sum
     }
 
+    /// `out += Σ_r weights[r] · row_r`, row r starting `r · stride` values
+    /// after `rows`; `out` (at most 32 values) stays in registers across rows.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be available and every row's `out.len()`
+    /// values must be readable.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn weighted_sum<const F16: bool>(weights: &[f32], rows: *const u8, stride: usize, out: &mut [f32]) {
+        assert!(out.len() <= 32);
+        // a constant number of 8-lane registers, so they stay registers
+        match out.len() / 8 {
+            4 => weighted_sum_n::<F16, 4>(weights, rows, stride, out),
+            3 => weighted_sum_n::<F16, 3>(weights, rows, stride, out),
+            2 => weighted_sum_n::<F16, 2>(weights, rows, stride, out),
+            1 => weighted_sum_n::<F16, 1>(weights, rows, stride, out),
+            _ => weighted_sum_n::<F16, 0>(weights, rows, stride, out),
+        }
+    }
+
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn add<const F16: bool>(p: f32, row: *const u8, out: &mut [f32]) {
+    #[allow(clippy::needless_range_loop)] // constant-bound indexing keeps the accumulators in registers
+    unsafe fn weighted_sum_n<const F16: bool, const FULL: usize>(
+        weights: &[f32],
+        rows: *const u8,
+        stride: usize,
+        out: &mut [f32],
+    ) {
         let n = out.len();
-        let pv = _mm256_set1_ps(p);
-        let o = out.as_mut_ptr();
-        let mut i = 0;
-        while i + 8 <= n {
-            let v = if F16 {
-                widen((row as *const f16).add(i))
+        let load = |i: usize| {
+            if F16 {
+                widen((rows as *const f16).add(i))
             } else {
-                _mm256_loadu_ps((row as *const f32).add(i))
-            };
-            _mm256_storeu_ps(o.add(i), _mm256_fmadd_ps(pv, v, _mm256_loadu_ps(o.add(i))));
-            i += 8;
-        }
-        for j in i..n {
-            let v = if F16 {
-                (*(row as *const f16).add(j)).to_f32()
+                _mm256_loadu_ps((rows as *const f32).add(i))
+            }
+        };
+        let at = |i: usize| -> f32 {
+            if F16 {
+                (*(rows as *const f16).add(i)).to_f32()
             } else {
-                *(row as *const f32).add(j)
-            };
-            out[j] += p * v;
+                *(rows as *const f32).add(i)
+            }
+        };
+        // two sets of accumulators, for even and odd rows, so consecutive
+        // rows' multiply-adds do not wait on one another
+        let (mut even, mut odd) = ([_mm256_setzero_ps(); FULL], [_mm256_setzero_ps(); FULL]);
+        let mut tail = [0f32; 8];
+        let mut pairs = weights.chunks_exact(2);
+        for (k, pair) in (&mut pairs).enumerate() {
+            let (r0, r1) = (2 * k * stride, (2 * k + 1) * stride);
+            let (p0, p1) = (_mm256_set1_ps(pair[0]), _mm256_set1_ps(pair[1]));
+            for c in 0..FULL {
+                even[c] = _mm256_fmadd_ps(p0, load(r0 + 8 * c), even[c]);
+                odd[c] = _mm256_fmadd_ps(p1, load(r1 + 8 * c), odd[c]);
+            }
+            for (j, t) in tail.iter_mut().enumerate().take(n - 8 * FULL) {
+                *t += pair[0] * at(r0 + 8 * FULL + j) + pair[1] * at(r1 + 8 * FULL + j);
+            }
+        }
+        if let [p] = *pairs.remainder() {
+            let r = (weights.len() - 1) * stride;
+            for c in 0..FULL {
+                even[c] = _mm256_fmadd_ps(_mm256_set1_ps(p), load(r + 8 * c), even[c]);
+            }
+            for (j, t) in tail.iter_mut().enumerate().take(n - 8 * FULL) {
+                *t += p * at(r + 8 * FULL + j);
+            }
+        }
+        for c in 0..FULL {
+            let o = out.as_mut_ptr().add(8 * c);
+            _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), _mm256_add_ps(even[c], odd[c])));
+        }
+        for (o, t) in out[8 * FULL..].iter_mut().zip(tail) {
+            *o += t;
         }
     }
 
+    /// `out[r] = scale · q · row_r` for rows `r · stride` values after
+    /// `rows`.
+    ///
     /// # Safety
-    /// AVX2, FMA and F16C must be available; `k.len() == q.len()`.
+    /// AVX2, FMA and F16C must be available and every row's `q.len()`
+    /// values must be readable.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_f16(q: &[f32], k: &[f16]) -> f32 {
-        assert_eq!(q.len(), k.len());
-        dot::<true>(q, k.as_ptr() as *const u8)
-    }
-
-    /// # Safety
-    /// As [`dot_f16`].
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_f32(q: &[f32], k: &[f32]) -> f32 {
-        assert_eq!(q.len(), k.len());
-        dot::<false>(q, k.as_ptr() as *const u8)
-    }
-
-    /// # Safety
-    /// AVX2, FMA and F16C must be available; `v.len() == out.len()`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn add_f16(p: f32, v: &[f16], out: &mut [f32]) {
-        assert_eq!(v.len(), out.len());
-        add::<true>(p, v.as_ptr() as *const u8, out)
-    }
-
-    /// # Safety
-    /// As [`add_f16`].
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn add_f32(p: f32, v: &[f32], out: &mut [f32]) {
-        assert_eq!(v.len(), out.len());
-        add::<false>(p, v.as_ptr() as *const u8, out)
+    pub unsafe fn scores<const F16: bool>(q: &[f32], rows: *const u8, stride: usize, scale: f32, out: &mut [f32]) {
+        let elem = if F16 { 2 } else { 4 };
+        for (r, o) in out.iter_mut().enumerate() {
+            *o = dot::<F16>(q, rows.add(r * stride * elem)) * scale;
+        }
     }
 }
 

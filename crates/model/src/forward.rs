@@ -151,15 +151,34 @@ pub fn forward_many(model: &Model, seqs: &mut [SequenceInput], s: &mut Scratch, 
                 seq.cache.kind().round_trip(head);
             }
         }
-        // every (row, head) pair on its own, spread over the thread pool
+        // every (row, head) pair on its own, spread over the thread pool head
+        // by head, so one head's keys and values stay in cache while its rows
+        // pass over them; written head-major into `proj` (free until the
+        // output projection), then put back in row order
         let attn = &mut s.attn[..t * nh * d];
+        let by_head = grow(&mut s.proj, t * nh * d);
+        // This batch's keys and values, one contiguous run of rows per KV
+        // head (in `gate_up`, free until the MLP): read in place from the qkv
+        // rows, whose stride is a multiple of 4 KiB, every row of a head would
+        // fall in the same few cache sets.
+        let kv_batch = grow(&mut s.gate_up, 2 * nkv * t * d);
+        let (k_batch, v_batch) = kv_batch.split_at_mut(nkv * t * d);
+        for (i, row) in s.qkv[..t * qkv_dim].chunks_exact(qkv_dim).enumerate() {
+            for kvh in 0..nkv {
+                let k = &row[(nh + kvh) * d..(nh + kvh + 1) * d];
+                let v = &row[(nh + nkv + kvh) * d..(nh + nkv + kvh + 1) * d];
+                k_batch[(kvh * t + i) * d..(kvh * t + i + 1) * d].copy_from_slice(k);
+                v_batch[(kvh * t + i) * d..(kvh * t + i + 1) * d].copy_from_slice(v);
+            }
+        }
+        let (k_batch, v_batch) = (&*k_batch, &*v_batch);
         let qkv = &s.qkv[..t * qkv_dim];
         let caches: Vec<&KvCache> = seqs.iter().map(|q| &*q.cache).collect();
         // short contexts: too little work to wake the pool for
         let keys: usize = rows.iter().map(|r| r.pos + 1).sum();
         let pairs_per_part = if keys * nh * d < 1 << 16 { t * nh } else { 1 };
         let attend_pair = |pair: usize, o: &mut [f32]| {
-            let (i, head) = (pair / nh, pair % nh);
+            let (head, i) = (pair / t, pair % t);
             let r = &rows[i];
             let cache = caches[r.seq];
             let start = cache.len();
@@ -168,26 +187,27 @@ pub fn forward_many(model: &Model, seqs: &mut [SequenceInput], s: &mut Scratch, 
             let batch_from = r.first + (lo.max(start) - start); // first visible row of this batch
             let kvh = head / cfg.group_size();
             let [a, b] = cache.segments(l, kvh, d, past_from);
+            let from = (kvh * t + batch_from) * d;
             let current = KvSegment {
-                keys: KvRows::F32(&qkv[batch_from * qkv_dim..]),
-                values: KvRows::F32(&qkv[batch_from * qkv_dim..]),
-                stride: qkv_dim,
+                keys: KvRows::F32(&k_batch[from..]),
+                values: KvRows::F32(&v_batch[from..]),
+                stride: d,
                 offset: 0,
                 len: i + 1 - batch_from,
             };
-            let k_cur = KvSegment {
-                offset: nh * d + kvh * d,
-                ..current
-            };
-            let v_off = (nh + nkv) * d + kvh * d;
             let q = &qkv[i * qkv_dim + head * d..i * qkv_dim + (head + 1) * d];
-            attend_split(q, &[a, b], k_cur, v_off, scale, o);
+            attend(q, &[a, b, current], scale, o);
         };
-        phi3_kernels::pool::global().for_each_part(attn, pairs_per_part * d, &|part, heads| {
-            for (h, o) in heads.chunks_exact_mut(d).enumerate() {
-                attend_pair(part * pairs_per_part + h, o);
+        phi3_kernels::pool::global().for_each_part(by_head, pairs_per_part * d, &|part, pairs| {
+            for (p, o) in pairs.chunks_exact_mut(d).enumerate() {
+                attend_pair(part * pairs_per_part + p, o);
             }
         });
+        for (head, rows_of_head) in by_head.chunks_exact(t * d).enumerate() {
+            for (i, o) in rows_of_head.chunks_exact(d).enumerate() {
+                attn[(i * nh + head) * d..(i * nh + head + 1) * d].copy_from_slice(o);
+            }
+        }
         drop(caches);
         let mut first = 0;
         for seq in seqs.iter_mut() {
@@ -261,21 +281,4 @@ struct Row {
     first: usize,
     /// Its position in its sequence.
     pos: usize,
-}
-
-/// Attention over cached segments plus the current batch, whose keys and
-/// values live in the same qkv rows at different offsets.
-fn attend_split(q: &[f32], cached: &[KvSegment; 2], k_cur: KvSegment, v_off: usize, scale: f32, out: &mut [f32]) {
-    // The current batch's keys and values are interleaved in the qkv rows:
-    // view them as a segment whose "values" slice is shifted to the V offset.
-    let shift = v_off - k_cur.offset;
-    let KvRows::F32(values) = k_cur.values else {
-        unreachable!("the current batch is f32")
-    };
-    let cur = KvSegment {
-        keys: k_cur.keys,
-        values: KvRows::F32(&values[shift..]),
-        ..k_cur
-    };
-    attend(q, &[cached[0], cached[1], cur], scale, out);
 }

@@ -200,7 +200,10 @@ pub unsafe fn panel(
     buf.acc.resize(Q4_0_GROUP * TILE, _mm512_setzero_ps());
     let mut c = [[[_mm512_setzero_si512(); TILE]; 2]; 2];
     for tile in 0..t.div_ceil(TILE) {
-        buf.acc.fill(_mm512_setzero_ps());
+        // each lane is written whole below; lanes without a block stay zero
+        if blocks < Q4_0_GROUP {
+            buf.acc.fill(_mm512_setzero_ps());
+        }
         let tb = tokens.as_ptr().add(tile * blocks * TOKEN_BLOCK);
         for first in 0..Q4_0_GROUP.min(blocks) {
             let mut acc = [_mm512_setzero_ps(); TILE];
