@@ -220,6 +220,30 @@ pub fn dot_tile_q8_0(q4: bool, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [f3
     }
 }
 
+/// Calls the tile kernel `$tile::<R, C>(w, x, out, row0)` for `x.len()`
+/// (1-4) activation rows and a whole tile of 4 weight rows, or single rows
+/// one at a time: the per-pair arithmetic is the same in every instance.
+#[cfg(target_arch = "x86_64")]
+macro_rules! tile_shapes {
+    ($tile:ident, $w:expr, $x:expr, $out:expr) => {{
+        let (w, x, out): (&[&[u8]], &[&[u8]], &mut [f32; 16]) = ($w, $x, $out);
+        let one = |wr: &[&[u8]], row0: usize, out: &mut [f32; 16]| match x.len() {
+            1 => $tile::<1, 1>(wr, x, out, row0),
+            2 => $tile::<1, 2>(wr, x, out, row0),
+            3 => $tile::<1, 3>(wr, x, out, row0),
+            4 => $tile::<1, 4>(wr, x, out, row0),
+            _ => {}
+        };
+        match (w.len(), x.len()) {
+            (4, 1) => $tile::<4, 1>(w, x, out, 0),
+            (4, 2) => $tile::<4, 2>(w, x, out, 0),
+            (4, 3) => $tile::<4, 3>(w, x, out, 0),
+            (4, 4) => $tile::<4, 4>(w, x, out, 0),
+            _ => (0..w.len()).for_each(|r| one(&w[r..r + 1], r, out)),
+        }
+    }};
+}
+
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
 #[cfg(target_arch = "x86_64")]

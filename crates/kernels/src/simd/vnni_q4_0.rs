@@ -248,21 +248,5 @@ unsafe fn tile<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &m
 /// The CPU must support AVX2, FMA and AVX-512 F, BW, DQ, VL, VNNI and VBMI.
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
 pub unsafe fn dot_tile(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16]) {
-    // a whole tile of 4 weight rows, or single rows: the per-pair
-    // arithmetic is the same in every instance
-    macro_rules! cols {
-        ($r:literal, $w:expr, $row0:expr) => {
-            match x.len() {
-                1 => tile::<$r, 1>($w, x, out, $row0),
-                2 => tile::<$r, 2>($w, x, out, $row0),
-                3 => tile::<$r, 3>($w, x, out, $row0),
-                4 => tile::<$r, 4>($w, x, out, $row0),
-                _ => {}
-            }
-        };
-    }
-    match w.len() {
-        4 => cols!(4, w, 0),
-        _ => (0..w.len()).for_each(|r| cols!(1, &w[r..r + 1], r)),
-    }
+    tile_shapes!(tile, w, x, out)
 }
