@@ -135,8 +135,11 @@ pub fn attend(q: &[f32], segments: &[KvSegment], scale: f32, out: &mut [f32]) {
     });
 }
 
-/// Output values summed per pass over the value rows (four 8-lane registers).
-const VALUE_SLICE: usize = 32;
+/// Output values summed per pass over the value rows.
+#[cfg(target_arch = "x86_64")]
+const VALUE_SLICE: usize = rows_x86::SLICE;
+#[cfg(not(target_arch = "x86_64"))]
+const VALUE_SLICE: usize = 96;
 
 thread_local! {
     /// One query's scores, kept per thread (no allocation per call).
@@ -192,7 +195,15 @@ fn push_scores(q: &[f32], seg: &KvSegment, scale: f32, scores: &mut Vec<f32>, bu
                 let rows = k[seg.offset..].as_ptr() as *const u8;
                 return unsafe { rows_x86::scores::<true>(q, rows, seg.stride, scale, out) };
             }
-            KvRows::Q8_0(_) => {}
+            KvRows::Q8_0(_) => {
+                // widened one row at a time, then the same arithmetic as f32 rows
+                for (r, o) in out.iter_mut().enumerate() {
+                    let key = seg.keys.get(r * seg.stride + seg.offset, dim, buf);
+                    // SAFETY: as above; `key` holds `dim` values.
+                    *o = unsafe { rows_x86::scores_f32_row(q, key, scale) };
+                }
+                return;
+            }
         }
     }
     for (r, o) in out.iter_mut().enumerate() {
@@ -228,19 +239,23 @@ fn add_rows(weights: &[f32], seg: &KvSegment, part: usize, out: &mut [f32], buf:
             KvRows::Q8_0(_) => {}
         }
     }
+    // one fused multiply-add per value in key order, as the SIMD path does
     for (r, &p) in weights.iter().enumerate() {
         let row = seg.values.get(r * seg.stride + seg.offset + part, n, buf);
         for (o, &v) in out.iter_mut().zip(row) {
-            *o += p * v;
+            *o = p.mul_add(v, *o);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod rows_x86 {
-    //! Attention's row operations on AVX2 + FMA + F16C: a dot product of
-    //! the query with a key row and a scaled add of a value row, reading
-    //! f16 rows without widening them into a buffer first.
+    //! Attention's row operations on AVX2 + FMA + F16C, reading f16 rows
+    //! without widening them into a buffer first. Each key's score and each
+    //! output lane's sum is computed by the same operations in the same
+    //! order however the keys are split into segments (cache, current
+    //! batch), so a token's attention does not depend on how its context
+    //! arrived (batching, chunked prefill, prefix reuse).
 
     use half::f16;
     use std::arch::x86_64::*;
@@ -255,74 +270,134 @@ mod rows_x86 {
         })
     }
 
+    /// Eight values of a stored row, widened.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn widen(v: *const f16) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(v as *const __m128i))
+    unsafe fn load8<const F16: bool>(row: *const u8, i: usize) -> __m256 {
+        if F16 {
+            _mm256_cvtph_ps(_mm_loadu_si128((row as *const f16).add(i) as *const __m128i))
+        } else {
+            _mm256_loadu_ps((row as *const f32).add(i))
+        }
     }
 
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn at<const F16: bool>(row: *const u8, i: usize) -> f32 {
+        if F16 {
+            (*(row as *const f16).add(i)).to_f32()
+        } else {
+            *(row as *const f32).add(i)
+        }
+    }
+
+    /// The lanes of one key's accumulator added as ((0+1)+(2+3))+((4+5)+(6+7)),
+    /// the order the eight-key transpose below adds them in.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    unsafe fn lane_sum(v: __m256) -> f32 {
+        let p = _mm256_hadd_ps(v, v); // 0+1, 2+3, .., 4+5, 6+7
+        let q = _mm256_hadd_ps(p, p); // (0+1)+(2+3), .., (4+5)+(6+7)
+        _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(q), _mm256_extractf128_ps(q, 1)))
     }
 
-    /// Two accumulators so consecutive multiply-adds overlap.
+    /// `scale · (q · row)`: one accumulator over the 8-lane chunks, its lanes
+    /// added, then the tail (head dims that are not multiples of 8).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot<const F16: bool>(q: &[f32], row: *const u8) -> f32 {
-        let load = |i: usize| {
-            if F16 {
-                widen((row as *const f16).add(i))
-            } else {
-                _mm256_loadu_ps((row as *const f32).add(i))
-            }
-        };
-        let at = |i: usize| -> f32 {
-            if F16 {
-                (*(row as *const f16).add(i)).to_f32()
-            } else {
-                *(row as *const f32).add(i)
-            }
-        };
-        let n = q.len();
-        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut i = 0;
-        while i + 16 <= n {
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i)), load(i), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i + 8)), load(i + 8), a1);
-            i += 16;
+    unsafe fn score<const F16: bool>(q: &[f32], row: *const u8, scale: f32) -> f32 {
+        let chunks = q.len() / 8;
+        let mut acc = _mm256_setzero_ps();
+        for c in 0..chunks {
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(8 * c)), load8::<F16>(row, 8 * c), acc);
         }
-        if i + 8 <= n {
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i)), load(i), a0);
-            i += 8;
+        let mut sum = lane_sum(acc);
+        for (j, qj) in q.iter().enumerate().skip(8 * chunks) {
+            sum += qj * at::<F16>(row, j);
         }
-        let mut sum = hsum(_mm256_add_ps(a0, a1));
-        for (j, qj) in q.iter().enumerate().skip(i) {
-            sum += qj * at(j);
-        }
-        sum
+        sum * scale
     }
 
+    /// `out[r] = scale · q · row_r` for rows `r · stride` values after
+    /// `rows`, eight keys at a time (each q chunk loaded once for eight
+    /// rows, eight independent accumulators), each key's arithmetic exactly
+    /// [`score`]'s.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be available and every row's `q.len()`
+    /// values must be readable.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::needless_range_loop)] // constant-bound indexing keeps the accumulators in registers
+    pub unsafe fn scores<const F16: bool>(q: &[f32], rows: *const u8, stride: usize, scale: f32, out: &mut [f32]) {
+        let elem = if F16 { 2 } else { 4 };
+        let row = |r: usize| rows.add(r * stride * elem);
+        let chunks = q.len() / 8;
+        let mut r = 0;
+        while r + 8 <= out.len() {
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for c in 0..chunks {
+                let qv = _mm256_loadu_ps(q.as_ptr().add(8 * c));
+                for k in 0..8 {
+                    acc[k] = _mm256_fmadd_ps(qv, load8::<F16>(row(r + k), 8 * c), acc[k]);
+                }
+            }
+            // transpose-and-add: lane k of the result is key k's lane sum
+            let t: [__m256; 4] = std::array::from_fn(|i| _mm256_hadd_ps(acc[2 * i], acc[2 * i + 1]));
+            let u0 = _mm256_hadd_ps(t[0], t[1]);
+            let u1 = _mm256_hadd_ps(t[2], t[3]);
+            let sums = _mm256_add_ps(
+                _mm256_permute2f128_ps(u0, u1, 0x20),
+                _mm256_permute2f128_ps(u0, u1, 0x31),
+            );
+            let mut s = [0f32; 8];
+            _mm256_storeu_ps(s.as_mut_ptr(), sums);
+            for k in 0..8 {
+                for (j, qj) in q.iter().enumerate().skip(8 * chunks) {
+                    s[k] += qj * at::<F16>(row(r + k), j);
+                }
+                out[r + k] = s[k] * scale;
+            }
+            r += 8;
+        }
+        for k in r..out.len() {
+            out[k] = score::<F16>(q, row(k), scale);
+        }
+    }
+
+    /// [`score`] for a row already widened to f32.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be available; `row.len() == q.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn scores_f32_row(q: &[f32], row: &[f32], scale: f32) -> f32 {
+        assert_eq!(q.len(), row.len());
+        score::<false>(q, row.as_ptr() as *const u8, scale)
+    }
+
+    /// Output values summed per call: twelve 8-lane registers.
+    pub const SLICE: usize = 96;
+
     /// `out += Σ_r weights[r] · row_r`, row r starting `r · stride` values
-    /// after `rows`; `out` (at most 32 values) stays in registers across rows.
+    /// after `rows`, one row after another, `out` (at most [`SLICE`]
+    /// values) held in registers across the rows: each lane is one chain of
+    /// multiply-adds in key order, continued from one segment to the next.
     ///
     /// # Safety
     /// AVX2, FMA and F16C must be available and every row's `out.len()`
     /// values must be readable.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn weighted_sum<const F16: bool>(weights: &[f32], rows: *const u8, stride: usize, out: &mut [f32]) {
-        assert!(out.len() <= 32);
-        // a constant number of 8-lane registers, so they stay registers
-        match out.len() / 8 {
-            4 => weighted_sum_n::<F16, 4>(weights, rows, stride, out),
-            3 => weighted_sum_n::<F16, 3>(weights, rows, stride, out),
-            2 => weighted_sum_n::<F16, 2>(weights, rows, stride, out),
-            1 => weighted_sum_n::<F16, 1>(weights, rows, stride, out),
-            _ => weighted_sum_n::<F16, 0>(weights, rows, stride, out),
+        assert!(out.len() <= SLICE);
+        // a constant number of registers, so they stay registers
+        macro_rules! widths {
+            ($($n:literal)*) => {
+                match out.len() / 8 {
+                    $($n => weighted_sum_n::<F16, $n>(weights, rows, stride, out),)*
+                    _ => unreachable!("at most twelve registers"),
+                }
+            };
         }
+        widths!(0 1 2 3 4 5 6 7 8 9 10 11 12)
     }
 
     #[inline]
@@ -335,65 +410,21 @@ mod rows_x86 {
         out: &mut [f32],
     ) {
         let n = out.len();
-        let load = |i: usize| {
-            if F16 {
-                widen((rows as *const f16).add(i))
-            } else {
-                _mm256_loadu_ps((rows as *const f32).add(i))
-            }
-        };
-        let at = |i: usize| -> f32 {
-            if F16 {
-                (*(rows as *const f16).add(i)).to_f32()
-            } else {
-                *(rows as *const f32).add(i)
-            }
-        };
-        // two sets of accumulators, for even and odd rows, so consecutive
-        // rows' multiply-adds do not wait on one another
-        let (mut even, mut odd) = ([_mm256_setzero_ps(); FULL], [_mm256_setzero_ps(); FULL]);
-        let mut tail = [0f32; 8];
-        let mut pairs = weights.chunks_exact(2);
-        for (k, pair) in (&mut pairs).enumerate() {
-            let (r0, r1) = (2 * k * stride, (2 * k + 1) * stride);
-            let (p0, p1) = (_mm256_set1_ps(pair[0]), _mm256_set1_ps(pair[1]));
+        let o = out.as_mut_ptr();
+        let mut acc: [__m256; FULL] = std::array::from_fn(|c| _mm256_loadu_ps(o.add(8 * c)));
+        let elem = if F16 { 2 } else { 4 };
+        for (r, &p) in weights.iter().enumerate() {
+            let row = rows.add(r * stride * elem);
+            let pv = _mm256_set1_ps(p);
             for c in 0..FULL {
-                even[c] = _mm256_fmadd_ps(p0, load(r0 + 8 * c), even[c]);
-                odd[c] = _mm256_fmadd_ps(p1, load(r1 + 8 * c), odd[c]);
+                acc[c] = _mm256_fmadd_ps(pv, load8::<F16>(row, 8 * c), acc[c]);
             }
-            for (j, t) in tail.iter_mut().enumerate().take(n - 8 * FULL) {
-                *t += pair[0] * at(r0 + 8 * FULL + j) + pair[1] * at(r1 + 8 * FULL + j);
-            }
-        }
-        if let [p] = *pairs.remainder() {
-            let r = (weights.len() - 1) * stride;
-            for c in 0..FULL {
-                even[c] = _mm256_fmadd_ps(_mm256_set1_ps(p), load(r + 8 * c), even[c]);
-            }
-            for (j, t) in tail.iter_mut().enumerate().take(n - 8 * FULL) {
-                *t += p * at(r + 8 * FULL + j);
+            for j in 8 * FULL..n {
+                out[j] = p.mul_add(at::<F16>(row, j), out[j]);
             }
         }
         for c in 0..FULL {
-            let o = out.as_mut_ptr().add(8 * c);
-            _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), _mm256_add_ps(even[c], odd[c])));
-        }
-        for (o, t) in out[8 * FULL..].iter_mut().zip(tail) {
-            *o += t;
-        }
-    }
-
-    /// `out[r] = scale · q · row_r` for rows `r · stride` values after
-    /// `rows`.
-    ///
-    /// # Safety
-    /// AVX2, FMA and F16C must be available and every row's `q.len()`
-    /// values must be readable.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn scores<const F16: bool>(q: &[f32], rows: *const u8, stride: usize, scale: f32, out: &mut [f32]) {
-        let elem = if F16 { 2 } else { 4 };
-        for (r, o) in out.iter_mut().enumerate() {
-            *o = dot::<F16>(q, rows.add(r * stride * elem)) * scale;
+            _mm256_storeu_ps(o.add(8 * c), acc[c]);
         }
     }
 }
@@ -482,5 +513,70 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A token's attention is the same bits however its keys are split into
+    /// segments (cache and current batch, chunked prefill, reused prefixes),
+    /// and whether a row is stored as Q8_0 or arrives as the f32 it reads as.
+    #[test]
+    fn segmentation_and_storage_do_not_change_a_single_bit() {
+        let (n, dim) = (45usize, 96usize);
+        let keys: Vec<f32> = (0..n * dim).map(|i| ((i * 7 % 23) as f32 - 11.0) / 9.0).collect();
+        let values: Vec<f32> = (0..n * dim).map(|i| ((i * 5 % 13) as f32 - 6.0) / 7.0).collect();
+        let q: Vec<f32> = (0..dim).map(|i| ((i * 3 % 7) as f32 - 3.0) / 5.0).collect();
+        let k16: Vec<f16> = keys.iter().map(|&v| f16::from_f32(v)).collect();
+        let v16: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+        let seg = |k: KvRows<'static>, v: KvRows<'static>, from: usize, to: usize| KvSegment {
+            keys: k,
+            values: v,
+            stride: dim,
+            offset: from * dim,
+            len: to - from,
+        };
+        let leak = |v: Vec<f32>| -> &'static [f32] { Box::leak(v.into_boxed_slice()) };
+        let leak16 = |v: Vec<f16>| -> &'static [f16] { Box::leak(v.into_boxed_slice()) };
+        let (k32, v32, k16, v16) = (leak(keys.clone()), leak(values.clone()), leak16(k16), leak16(v16));
+        for (k, v) in [
+            (KvRows::F32(k32), KvRows::F32(v32)),
+            (KvRows::F16(k16), KvRows::F16(v16)),
+        ] {
+            let mut whole = vec![0f32; dim];
+            attend(&q, &[seg(k, v, 0, n)], 0.2, &mut whole);
+            for cuts in [[0usize, 5, n], [0, 16, n], [3, 27, n], [0, 0, n], [13, 14, 40]] {
+                let parts = [
+                    seg(k, v, 0, cuts[0]),
+                    seg(k, v, cuts[0], cuts[1]),
+                    seg(k, v, cuts[1], cuts[2]),
+                ];
+                let mut split = vec![0f32; dim];
+                attend(&q, &parts, 0.2, &mut split);
+                if cuts[2] == n {
+                    assert_eq!(split, whole, "cut at {cuts:?}");
+                }
+            }
+        }
+        // Q8_0 rows and the f32 rows they read as
+        let mut kq = vec![0u8; QuantKind::Q8_0.row_bytes(n * dim)];
+        let mut vq = vec![0u8; QuantKind::Q8_0.row_bytes(n * dim)];
+        QuantKind::Q8_0.quantize(&keys, &mut kq).unwrap();
+        QuantKind::Q8_0.quantize(&values, &mut vq).unwrap();
+        let (mut kd, mut vd) = (vec![0f32; n * dim], vec![0f32; n * dim]);
+        QuantKind::Q8_0.dequantize(&kq, &mut kd);
+        QuantKind::Q8_0.dequantize(&vq, &mut vd);
+        let (kq, vq, kd, vd): (&'static [u8], &'static [u8], _, _) = (
+            Box::leak(kq.into_boxed_slice()),
+            Box::leak(vq.into_boxed_slice()),
+            leak(kd),
+            leak(vd),
+        );
+        let mut stored = vec![0f32; dim];
+        attend(&q, &[seg(KvRows::Q8_0(kq), KvRows::Q8_0(vq), 0, n)], 0.2, &mut stored);
+        let mut mixed = vec![0f32; dim];
+        let parts = [
+            seg(KvRows::Q8_0(kq), KvRows::Q8_0(vq), 0, 20),
+            seg(KvRows::F32(kd), KvRows::F32(vd), 20, n),
+        ];
+        attend(&q, &parts, 0.2, &mut mixed);
+        assert_eq!(stored, mixed);
     }
 }
