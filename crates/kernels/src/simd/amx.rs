@@ -132,10 +132,40 @@ pub fn prepare_tile(xq: &[u8], t: usize, blocks: usize, tile: usize, out: &mut [
     }
 }
 
+/// Bytes on 64-byte boundaries: a tile row that straddles two cache lines
+/// makes tile loads slower.
+#[derive(Default)]
+pub struct AlignedBytes {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+impl AlignedBytes {
+    /// Sets the length, zeroing any bytes added.
+    pub fn resize(&mut self, len: usize) {
+        self.lines.resize(len.div_ceil(64), Line([0; 64]));
+        self.len = len;
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `lines` holds at least `len` initialised bytes.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr() as *const u8, self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and `self` is borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr() as *mut u8, self.len) }
+    }
+}
+
 /// Per-thread buffers: the unpacked panel, its scales, the accumulators.
 #[derive(Default)]
 pub struct PanelBuffers {
-    weights: Vec<u8>,
+    weights: AlignedBytes,
     scales: Vec<f32>,
     acc: Vec<__m512>,
 }
@@ -146,11 +176,11 @@ pub struct PanelBuffers {
 unsafe fn unpack_panel(w: &[u8], row_bytes: usize, row0: usize, rows: usize, buf: &mut PanelBuffers) {
     let blocks = row_bytes / q4_0::BYTES;
     // every byte is written below, rows past `rows` with zeros
-    buf.weights.resize(blocks * PANEL_BLOCK, 0);
+    buf.weights.resize(blocks * PANEL_BLOCK);
     buf.scales.resize(blocks * TILE, 0.0);
     if rows < TILE {
         for b in 0..blocks {
-            buf.weights[b * PANEL_BLOCK + 32 * rows..(b + 1) * PANEL_BLOCK].fill(0);
+            buf.weights.as_mut_slice()[b * PANEL_BLOCK + 32 * rows..(b + 1) * PANEL_BLOCK].fill(0);
             buf.scales[b * TILE + rows..(b + 1) * TILE].fill(0.0);
         }
     }
@@ -161,7 +191,7 @@ unsafe fn unpack_panel(w: &[u8], row_bytes: usize, row0: usize, rows: usize, buf
         for (b, blk) in row.chunks_exact(q4_0::BYTES).enumerate() {
             buf.scales[b * TILE + r] = table[u16::from_le_bytes([blk[0], blk[1]]) as usize];
             let packed = _mm_loadu_si128(blk.as_ptr().add(2) as *const __m128i);
-            let dst = buf.weights.as_mut_ptr().add(b * PANEL_BLOCK + 32 * r);
+            let dst = buf.weights.as_mut_slice().as_mut_ptr().add(b * PANEL_BLOCK + 32 * r);
             _mm_storeu_si128(dst as *mut __m128i, _mm_and_si128(packed, nibble));
             _mm_storeu_si128(
                 dst.add(16) as *mut __m128i,
@@ -216,7 +246,7 @@ pub unsafe fn panel(
                 let round = (b < blocks).then(|| {
                     let pair = [b, (b + Q4_0_GROUP).min(blocks - 1)];
                     let x = pair.map(|b| tb.add(b * TOKEN_BLOCK));
-                    let a = pair.map(|b| buf.weights.as_ptr().add(b * PANEL_BLOCK));
+                    let a = pair.map(|b| buf.weights.as_slice().as_ptr().add(b * PANEL_BLOCK));
                     let slot = (b / (2 * Q4_0_GROUP)) % 2;
                     let out = &mut c[slot];
                     asm!(
