@@ -179,8 +179,10 @@ fn matmul_q4_0_amx(w: &[u8], n: usize, k: usize, xq: &[u8], t: usize, out: &mut 
     let blocks = k / 32;
     let row_bytes = blocks * crate::quant::q4_0::BYTES;
     let pool = crate::pool::global();
-    let mut tokens = AMX_TOKENS.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    tokens.resize(amx::prepared_bytes(t, blocks), 0);
+    let mut buffer = AMX_TOKENS.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    // on 64-byte boundaries, as the tile loads want them
+    buffer.resize(amx::prepared_bytes(t, blocks));
+    let tokens = buffer.as_mut_slice();
     let per_tile = amx::prepared_bytes(amx::TILE, blocks);
     let tokens_ptr = SendPtr(tokens.as_mut_ptr());
     pool.run(t.div_ceil(amx::TILE), &|tile| {
@@ -207,7 +209,7 @@ fn matmul_q4_0_amx(w: &[u8], n: usize, k: usize, xq: &[u8], t: usize, out: &mut 
                         row_bytes,
                         row0,
                         amx::TILE.min(n - row0),
-                        &tokens,
+                        tokens,
                         t,
                         n,
                         out_ptr.get(),
@@ -217,7 +219,7 @@ fn matmul_q4_0_amx(w: &[u8], n: usize, k: usize, xq: &[u8], t: usize, out: &mut 
             }
         });
     });
-    AMX_TOKENS.with(|p| *p.borrow_mut() = tokens);
+    AMX_TOKENS.with(|p| *p.borrow_mut() = buffer);
 }
 
 /// Splits weight rows `0..n` into a few ranges per pool thread and runs
@@ -255,7 +257,8 @@ thread_local! {
         std::cell::RefCell::new(crate::simd::TileActivations::default());
     /// Per-thread buffer for the tokens of an AMX product.
     #[cfg(target_arch = "x86_64")]
-    static AMX_TOKENS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static AMX_TOKENS: std::cell::RefCell<crate::simd::amx::AlignedBytes> =
+        std::cell::RefCell::new(crate::simd::amx::AlignedBytes::default());
     /// Per-thread unpacked weight panel and accumulators of the AMX kernel.
     #[cfg(target_arch = "x86_64")]
     static AMX_PANEL: std::cell::RefCell<crate::simd::amx::PanelBuffers> =
