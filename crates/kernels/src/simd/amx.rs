@@ -33,8 +33,8 @@ use crate::quant::{f16_table, q4_0, q8_0};
 pub const TILE: usize = 16;
 
 /// Prepared bytes per (token tile, block): the B tile (8 rows of 64
-/// bytes), 16 lanes of −8·Σ x (the row each result tile starts from, loaded
-/// to the result tile's rows) and 16 lanes of activation scales.
+/// bytes), 16 lanes of −8·Σ x (added to each row of the result tile) and
+/// 16 lanes of activation scales.
 const TOKEN_BLOCK: usize = 640;
 const NEG_CORR_AT: usize = 512;
 const SCALES_AT: usize = 576;
