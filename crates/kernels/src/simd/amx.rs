@@ -52,7 +52,15 @@ pub fn available() -> bool {
     })
 }
 
-/// `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`: 0 when granted.
+/// Asks Linux for the tile state with `arch_prctl(ARCH_REQ_XCOMP_PERM,
+/// XFEATURE_XTILEDATA)` (0 when granted). Other systems are not asked, and
+/// AMX stays unused there.
+#[cfg(not(target_os = "linux"))]
+fn request_tile_state() -> bool {
+    false
+}
+
+#[cfg(target_os = "linux")]
 fn request_tile_state() -> bool {
     const SYS_ARCH_PRCTL: usize = 158;
     const ARCH_REQ_XCOMP_PERM: usize = 0x1023;
