@@ -235,6 +235,10 @@ fn malformed_requests_get_clear_errors_and_the_server_goes_on() {
     assert_eq!(got, 400, "{v}");
     assert_eq!(v["error"]["code"], "context_length_exceeded");
     assert_eq!(v["error"]["param"], "prompt");
+    assert!(
+        error_of(&v).1.contains("phi3 serve --ctx"),
+        "names the limit's setting: {v}"
+    );
     let (got, v) = s.post("/v1/completions", &json!({"prompt": "x", "max_tokens": 0}));
     assert!(
         got == 400 && error_of(&v).1.contains("'max_tokens' is 0; it must be at least 1"),

@@ -213,7 +213,9 @@ fn submit_error(e: SubmitError, api: Api) -> ApiError {
             ApiError::status(StatusCode::SERVICE_UNAVAILABLE, "server_error", e.to_string()).with_code("server_busy")
         }
         SubmitError::PromptTooLong { .. } => {
-            ApiError::invalid(prompt_field, e.to_string()).with_code("context_length_exceeded")
+            // the runtime's message, plus where the limit comes from
+            let message = format!("{e} (each slot's context is set by `phi3 serve --ctx`)");
+            ApiError::invalid(prompt_field, message).with_code("context_length_exceeded")
         }
         SubmitError::EmptyPrompt => ApiError::invalid(prompt_field, e.to_string()),
         SubmitError::TokenOutOfRange { .. } => ApiError::bad_request(e.to_string()),
