@@ -104,12 +104,12 @@ pub struct KvSegment<'a> {
 pub fn attend(q: &[f32], segments: &[KvSegment], scale: f32, out: &mut [f32]) {
     let dim = q.len();
     assert_eq!(out.len(), dim);
-    SCORES.with(|cell| {
-        let mut scores = cell.borrow_mut();
+    SCRATCH.with(|cell| {
+        let (scores, row) = &mut *cell.borrow_mut();
         scores.clear();
-        let mut buf = RowBuffer::new(dim);
+        row.resize(dim, 0.0);
         for seg in segments {
-            push_scores(q, seg, scale, &mut scores, buf.get());
+            push_scores(q, seg, scale, scores, row);
         }
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
         let mut denom = 0f32;
@@ -124,7 +124,7 @@ pub fn attend(q: &[f32], segments: &[KvSegment], scale: f32, out: &mut [f32]) {
             let out = &mut out[part..part + len];
             let mut at = 0;
             for seg in segments {
-                add_rows(&scores[at..at + seg.len], seg, part, out, buf.get());
+                add_rows(&scores[at..at + seg.len], seg, part, out, row);
                 at += seg.len;
             }
         }
@@ -142,35 +142,9 @@ const VALUE_SLICE: usize = rows_x86::SLICE;
 const VALUE_SLICE: usize = 96;
 
 thread_local! {
-    /// One query's scores, kept per thread (no allocation per call).
-    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Room to widen one stored row to f32: on the stack for the family's head
-/// dims (64-128), on the heap beyond.
-struct RowBuffer {
-    stack: [f32; 256],
-    heap: Vec<f32>,
-    dim: usize,
-}
-
-impl RowBuffer {
-    fn new(dim: usize) -> RowBuffer {
-        let heap = if dim > 256 { vec![0.0; dim] } else { Vec::new() };
-        RowBuffer {
-            stack: [0.0; 256],
-            heap,
-            dim,
-        }
-    }
-
-    fn get(&mut self) -> &mut [f32] {
-        if self.dim > 256 {
-            &mut self.heap
-        } else {
-            &mut self.stack[..self.dim]
-        }
-    }
+    /// One query's scores, and room to widen one stored row to f32, kept
+    /// per thread (no allocation per call).
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Appends `scale · q · key` for each of the segment's keys to `scores`.
