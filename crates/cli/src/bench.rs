@@ -3,10 +3,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use phi3_eval::bench::{run, BenchOptions};
-use phi3_eval::synth::{cache_path, synthesize, SHAPES, SYNTHESIZABLE};
-use phi3_formats::DType;
+use phi3_eval::synth::{cache_path, parse_plan, synthesize, SHAPES};
 
 /// The model a benchmark runs on: a file, or random weights with a real
 /// model's shapes.
@@ -19,7 +18,9 @@ pub struct ModelArgs {
     /// phi-3-mini-4k, phi-3-mini-128k, phi-3-medium-4k, phi-3.5-mini, phi-4-mini.
     #[arg(long)]
     pub shape: Option<String>,
-    /// Weight type of the synthesized model.
+    /// Weight type of the synthesized model: f32, f16, bf16, q8_0, q6_k,
+    /// q5_k, q5_1, q5_0, q4_k, q4_1, q4_0, q3_k, q2_k, or a llama.cpp mix:
+    /// q4_k_m, q4_k_s, q5_k_m.
     #[arg(long = "type", default_value = "q4_0")]
     pub dtype: String,
 }
@@ -92,22 +93,15 @@ fn model_or_shape(model: Option<&PathBuf>, shape: Option<&str>, dtype: &str) -> 
     Ok(match (model, shape) {
         (Some(m), _) => m.clone(),
         (None, Some(shape)) => {
-            let dtype = DType::parse(dtype)
-                .filter(|t| SYNTHESIZABLE.contains(t))
-                .ok_or_else(|| {
-                    anyhow!(
-                        "--type {}: expected one of {}",
-                        dtype,
-                        SYNTHESIZABLE.map(|t| t.name().to_lowercase()).join(", ")
-                    )
-                })?;
-            let path = cache_path(shape, dtype);
+            let plan = parse_plan(dtype)?;
+            let path = cache_path(shape, plan);
             if !path.exists() {
                 eprintln!(
-                    "synthesizing {shape} ({dtype}, random weights) at {} ...",
+                    "synthesizing {shape} ({}, random weights) at {} ...",
+                    plan.name(),
                     path.display()
                 );
-                synthesize(shape, dtype, &path)?;
+                synthesize(shape, plan, &path)?;
             }
             path
         }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
 use phi3_formats::DType;
-use phi3_model::convert::gguf_header;
+use phi3_model::convert::{gguf_header, Plan, Role};
 use phi3_model::weights::{layer_name, GGUF_NAMES};
 use phi3_model::ModelConfig;
 
@@ -58,16 +58,31 @@ pub fn shape_config(name: &str) -> Result<ModelConfig> {
     Ok(ModelConfig::from_hf_json(&json, Path::new(name))?)
 }
 
+/// What `--type` names: one of [`SYNTHESIZABLE`] for every matrix, or one
+/// of llama.cpp's mixes `q4_k_m`, `q4_k_s`, `q5_k_m` (per-tensor types as
+/// `phi3 quantize` gives them).
+pub fn parse_plan(name: &str) -> Result<Plan> {
+    if let Some(t) = DType::parse(name).filter(|t| SYNTHESIZABLE.contains(t)) {
+        return Ok(Plan::Uniform(t));
+    }
+    match Plan::parse(name) {
+        Some(plan @ (Plan::Q4KM | Plan::Q4KS | Plan::Q5KM)) => Ok(plan),
+        _ => Err(EvalError::Invalid(format!(
+            "cannot synthesize {name}: choose one of {}, q4_k_m, q4_k_s, q5_k_m",
+            SYNTHESIZABLE.map(|t| t.name().to_lowercase()).join(", ")
+        ))),
+    }
+}
+
 /// Where a synthesized model is cached: `$PHI3_CACHE` or
 /// `$XDG_CACHE_HOME/phi3` or `~/.cache/phi3`, under `bench/`.
-pub fn cache_path(shape: &str, dtype: DType) -> PathBuf {
+pub fn cache_path(shape: &str, plan: Plan) -> PathBuf {
     let base = std::env::var_os("PHI3_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("phi3")))
         .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/phi3")))
         .unwrap_or_else(|| PathBuf::from(".phi3-cache"));
-    base.join("bench")
-        .join(format!("{shape}-{}.gguf", dtype.name().to_lowercase()))
+    base.join("bench").join(format!("{shape}-{}.gguf", plan.name()))
 }
 
 /// A small fast generator (xorshift64*); quality is irrelevant here.
@@ -125,47 +140,79 @@ fn random_matrix(dtype: DType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
     }
 }
 
-/// Writes a random-weight model of shape `shape` with every matrix in `dtype`.
-pub fn synthesize(shape: &str, dtype: DType, out: &Path) -> Result<()> {
-    synthesize_config(&shape_config(shape)?, &format!("{shape} random weights"), dtype, out)
+/// Writes a random-weight model of shape `shape` with its matrices typed
+/// by `plan`.
+pub fn synthesize(shape: &str, plan: impl Into<Plan>, out: &Path) -> Result<()> {
+    synthesize_config(&shape_config(shape)?, &format!("{shape} random weights"), plan, out)
 }
 
-/// Writes a random-weight model with the shapes of `cfg`.
-pub fn synthesize_config(cfg: &ModelConfig, name: &str, dtype: DType, out: &Path) -> Result<()> {
-    if !SYNTHESIZABLE.contains(&dtype) {
-        return Err(EvalError::Invalid(format!(
-            "cannot synthesize {dtype}: choose one of {}",
-            SYNTHESIZABLE.map(|t| t.name().to_lowercase()).join(", ")
-        )));
+/// Writes a random-weight model with the shapes of `cfg`, its matrices
+/// typed by `plan` (a single type, or a mix chosen per tensor as
+/// `phi3 quantize` chooses).
+pub fn synthesize_config(cfg: &ModelConfig, name: &str, plan: impl Into<Plan>, out: &Path) -> Result<()> {
+    let plan = plan.into();
+    if let Plan::Uniform(dtype) = plan {
+        if !SYNTHESIZABLE.contains(&dtype) {
+            return Err(EvalError::Invalid(format!(
+                "cannot synthesize {dtype}: choose one of {}",
+                SYNTHESIZABLE.map(|t| t.name().to_lowercase()).join(", ")
+            )));
+        }
     }
-    let mut w = gguf_header(cfg, &[], dtype);
+    let mut w = gguf_header(cfg, &[], DType::F32);
+    w.set("general.file_type", phi3_formats::gguf::Value::U32(plan.file_type()));
     w.set("general.name", phi3_formats::gguf::Value::String(name.to_string()));
     let h = cfg.hidden_size;
+    let (n_layers, tied) = (cfg.num_layers, cfg.tie_word_embeddings);
     let mut seed = 1u64;
-    let mut matrix = |w: &mut phi3_formats::GgufWriter, name: String, rows: usize, cols: usize| {
-        seed += 1;
-        let s = seed;
-        w.add_generated(
-            name,
-            dtype,
-            vec![rows, cols],
-            Box::new(move || random_matrix(dtype, rows, cols, s)),
-        );
-    };
+    let mut matrix =
+        |w: &mut phi3_formats::GgufWriter, name: String, role: Role, layer: usize, rows: usize, cols: usize| {
+            seed += 1;
+            let s = seed;
+            let dtype = plan.pick(role, layer, n_layers, tied, cols);
+            w.add_generated(
+                name,
+                dtype,
+                vec![rows, cols],
+                Box::new(move || random_matrix(dtype, rows, cols, s)),
+            );
+        };
     let ones = |n: usize| -> Vec<u8> { (0..n).flat_map(|_| 1f32.to_le_bytes()).collect() };
-    matrix(&mut w, GGUF_NAMES.embed.to_string(), cfg.vocab_size, h);
+    matrix(
+        &mut w,
+        GGUF_NAMES.embed.to_string(),
+        Role::Embedding,
+        0,
+        cfg.vocab_size,
+        h,
+    );
     for l in 0..cfg.num_layers {
         let n = |p: &str| layer_name(p, l);
         w.add_bytes(n(GGUF_NAMES.attn_norm), DType::F32, vec![h], ones(h));
-        matrix(&mut w, n(GGUF_NAMES.qkv), cfg.qkv_dim(), h);
-        matrix(&mut w, n(GGUF_NAMES.o_proj), h, cfg.num_heads * cfg.head_dim);
+        matrix(&mut w, n(GGUF_NAMES.qkv), Role::Qkv, l, cfg.qkv_dim(), h);
+        let attn = cfg.num_heads * cfg.head_dim;
+        matrix(&mut w, n(GGUF_NAMES.o_proj), Role::AttnOutput, l, h, attn);
         w.add_bytes(n(GGUF_NAMES.ffn_norm), DType::F32, vec![h], ones(h));
-        matrix(&mut w, n(GGUF_NAMES.gate_up), 2 * cfg.intermediate_size, h);
-        matrix(&mut w, n(GGUF_NAMES.down), h, cfg.intermediate_size);
+        matrix(
+            &mut w,
+            n(GGUF_NAMES.gate_up),
+            Role::FfnUp,
+            l,
+            2 * cfg.intermediate_size,
+            h,
+        );
+        matrix(&mut w, n(GGUF_NAMES.down), Role::FfnDown, l, h, cfg.intermediate_size);
     }
     w.add_bytes(GGUF_NAMES.final_norm, DType::F32, vec![h], ones(h));
     if !cfg.tie_word_embeddings {
-        matrix(&mut w, GGUF_NAMES.lm_head.to_string(), cfg.vocab_size, h);
+        matrix(
+            &mut w,
+            GGUF_NAMES.lm_head.to_string(),
+            Role::Output,
+            0,
+            cfg.vocab_size,
+            h,
+        );
     }
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| EvalError::Io(dir.display().to_string(), e))?;

@@ -136,7 +136,10 @@ fn random_k_blocks(kind: QuantKind, blocks: usize, rng: &mut Lcg) -> Vec<u8> {
 
 #[test]
 fn k_quant_dot_products_simd_equal_scalar_and_f64() {
-    use phi3_kernels::quant::dot::{activations_for, dot_q4_k_q8_k_scalar, dot_q6_k_q8_k_scalar};
+    use phi3_kernels::quant::dot::{
+        activations_for, dot_q4_k_q8_k_blockwise_scalar, dot_q4_k_q8_k_scalar, dot_q6_k_q8_k_blockwise_scalar,
+        dot_q6_k_q8_k_scalar,
+    };
     use phi3_kernels::quant::q8_k;
     let mut rng = Lcg(11);
     let fixture = |kind: QuantKind| {
@@ -166,9 +169,17 @@ fn k_quant_dot_products_simd_equal_scalar_and_f64() {
                 };
                 let mut x = vec![0u8; act.row_bytes(n)];
                 act.quantize(&xv, &mut x);
-                let (scalar, fast) = match kind {
-                    QuantKind::Q4K => (dot_q4_k_q8_k_scalar(&w, &x), simd::dot_q4_k_q8_k(&w, &x)),
-                    _ => (dot_q6_k_q8_k_scalar(&w, &x), simd::dot_q6_k_q8_k(&w, &x)),
+                let (scalar, fast, lanes) = match kind {
+                    QuantKind::Q4K => (
+                        dot_q4_k_q8_k_scalar(&w, &x),
+                        simd::dot_q4_k_q8_k(&w, &x),
+                        dot_q4_k_q8_k_blockwise_scalar(&w, &x),
+                    ),
+                    _ => (
+                        dot_q6_k_q8_k_scalar(&w, &x),
+                        simd::dot_q6_k_q8_k(&w, &x),
+                        dot_q6_k_q8_k_blockwise_scalar(&w, &x),
+                    ),
                 };
                 let mut wf = vec![0f32; n];
                 let mut xf = vec![0f32; n];
@@ -186,6 +197,10 @@ fn k_quant_dot_products_simd_equal_scalar_and_f64() {
                 assert!(
                     ((fast as f64) - (scalar as f64)).abs() <= tol,
                     "{kind:?} case {case}: simd {fast} vs scalar {scalar}"
+                );
+                assert!(
+                    ((lanes as f64) - exact).abs() <= tol,
+                    "{kind:?} case {case}: blockwise twin {lanes} vs f64 {exact}"
                 );
             }
         }
@@ -316,6 +331,54 @@ fn q4_0_products_equal_the_grouped_twin_for_every_batch_size() {
                     }
                     let (_, mag) = exact_dot(QuantKind::Q4_0, &w[j * rb..(j + 1) * rb], &xq, k);
                     assert!(((got - twin) as f64).abs() <= 1e-5 * mag + 1e-6, "{got} vs {twin}");
+                }
+            }
+        }
+    }
+}
+
+/// The K-quant tile kernels through whole products (`matmul`), for many
+/// batch sizes and partial tiles: with the VNNI level every element is its
+/// pair's blockwise twin bit for bit (so batching never changes a token's
+/// result); otherwise within rounding of it.
+#[test]
+fn k_quant_products_equal_the_blockwise_twin_for_every_batch_size() {
+    use phi3_kernels::quant::dot::{activations_for, dot_q4_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_blockwise_scalar};
+    let mut rng = Lcg(29);
+    for kind in [QuantKind::Q4K, QuantKind::Q6K] {
+        let act = activations_for(kind).unwrap();
+        let twin = if kind == QuantKind::Q4K {
+            dot_q4_k_q8_k_blockwise_scalar
+        } else {
+            dot_q6_k_q8_k_blockwise_scalar
+        };
+        for (n, k) in [(7usize, 256usize), (18, 768)] {
+            let w = random_k_blocks(kind, n * k / 256, &mut rng);
+            let rb = kind.row_bytes(k);
+            for t in [1usize, 3, 4, 6, 9] {
+                let x: Vec<f32> = (0..t * k).map(|_| rng.f32() * 3.0).collect();
+                let mut out = vec![0f32; t * n];
+                phi3_kernels::matmul(phi3_kernels::WeightRef::Quant(kind, &w), n, k, &x, t, &mut out);
+                for i in 0..t {
+                    let mut xq = vec![0u8; act.row_bytes(k)];
+                    act.quantize(&x[i * k..(i + 1) * k], &mut xq);
+                    for j in 0..n {
+                        let want = twin(&w[j * rb..(j + 1) * rb], &xq);
+                        let got = out[i * n + j];
+                        #[cfg(target_arch = "x86_64")]
+                        if simd::isa() == simd::Isa::Avx512Vnni {
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{kind:?} n {n} t {t} ({i},{j}): {got} vs {want}"
+                            );
+                            continue;
+                        }
+                        assert!(
+                            (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                            "{kind:?}: {got} vs {want}"
+                        );
+                    }
                 }
             }
         }

@@ -72,6 +72,12 @@ pub enum Plan {
     Q4_0,
 }
 
+impl From<DType> for Plan {
+    fn from(t: DType) -> Plan {
+        Plan::Uniform(t)
+    }
+}
+
 impl Plan {
     /// Parses `q4_k_m`, `q5_k_m`, `q4_k_s`, `q4_0` (a mix) or any single type
     /// in [`WRITABLE`] (`q6_k` and `q8_0` are uniform, as in llama.cpp).
@@ -124,8 +130,34 @@ impl Plan {
         }
     }
 
+    /// [`Plan::choose`] for a matrix with rows of `cols` weights: a mix
+    /// falls back, as llama.cpp does, where its K-quant does not fit a row
+    /// (Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0); a uniform type never does.
+    pub fn pick(self, role: Role, layer: usize, n_layers: usize, tied: bool, cols: usize) -> DType {
+        let t = self.choose(role, layer, n_layers, tied);
+        let fits = quant_kind(t).is_none_or(|k| cols.is_multiple_of(k.block_len()));
+        match (self, t) {
+            (Plan::Uniform(_), _) => t,
+            (_, DType::Q4K) if !fits => DType::Q5_0,
+            (_, DType::Q5K) if !fits => DType::Q5_1,
+            (_, DType::Q6K) if !fits => DType::Q8_0,
+            _ => t,
+        }
+    }
+
+    /// The name `parse` takes for this plan (lowercase).
+    pub fn name(self) -> String {
+        match self {
+            Plan::Uniform(t) => t.name().to_lowercase(),
+            Plan::Q4KM => "q4_k_m".into(),
+            Plan::Q5KM => "q5_k_m".into(),
+            Plan::Q4KS => "q4_k_s".into(),
+            Plan::Q4_0 => "q4_0".into(),
+        }
+    }
+
     /// The `general.file_type` of the mix.
-    fn file_type(self) -> u32 {
+    pub fn file_type(self) -> u32 {
         match self {
             Plan::Uniform(t) => file_type(t),
             Plan::Q4_0 => 2,
@@ -153,18 +185,6 @@ pub fn write_gguf(model: &Model, out: &Path, dtype: DType) -> Result<()> {
 pub fn write_gguf_plan(model: &Model, out: &Path, plan: Plan) -> Result<()> {
     let n_layers = model.config.num_layers;
     let tied = model.config.tie_word_embeddings;
-    // mixes fall back, as llama.cpp does, where a K-quant does not fit a row
-    let fits = |dtype: DType, cols: usize| quant_kind(dtype).is_none_or(|k| cols.is_multiple_of(k.block_len()));
-    let pick_for = |role: Role, layer: usize, cols: usize| {
-        let t = plan.choose(role, layer, n_layers, tied);
-        match (plan, t) {
-            (Plan::Uniform(_), _) => t,
-            (_, DType::Q4K) if !fits(t, cols) => DType::Q5_0,
-            (_, DType::Q5K) if !fits(t, cols) => DType::Q5_1,
-            (_, DType::Q6K) if !fits(t, cols) => DType::Q8_0,
-            _ => t,
-        }
-    };
     let check = |lin: &Linear, dtype: DType| -> Result<()> {
         if let Some(kind) = quant_kind(dtype) {
             if !lin.cols.is_multiple_of(kind.block_len()) {
@@ -185,7 +205,7 @@ pub fn write_gguf_plan(model: &Model, out: &Path, plan: Plan) -> Result<()> {
             Role::FfnDown => model.config.intermediate_size,
             _ => model.config.hidden_size,
         };
-        pick_for(role, layer, cols)
+        plan.pick(role, layer, n_layers, tied, cols)
     };
     check(&wts.embed, pick(Role::Embedding, 0))?;
     check(&wts.lm_head, pick(Role::Output, 0))?;

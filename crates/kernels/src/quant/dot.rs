@@ -94,6 +94,90 @@ pub fn dot_q4_k_q8_k_scalar(w: &[u8], x: &[u8]) -> f32 {
     sum
 }
 
+/// The eight 6-bit scales and eight 6-bit minimums of a Q4_K superblock
+/// from its 12 packed bytes (GGUF_PHI3.md, Q4_K).
+#[inline]
+pub fn q4_k_scales_mins(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut m = [0u8; 8];
+    for j in 0..8 {
+        (sc[j], m[j]) = scale_min_k4(j, s);
+    }
+    (sc, m)
+}
+
+/// A 16-lane accumulator's lanes added in halves (8, 4, 2, 1), the order
+/// of the tile kernels' reduction.
+fn sum_in_halves(mut acc: [f32; 16]) -> f32 {
+    let mut half = acc.len() / 2;
+    while half > 0 {
+        for l in 0..half {
+            acc[l] += acc[l + half];
+        }
+        half /= 2;
+    }
+    acc[0]
+}
+
+/// Scalar twin of the Q4_K tile kernels (VNNI and AMX), bit for bit: per
+/// superblock the exact integers dot = Σ_j sc_j · Σ q·x and mins = Σ_j m_j ·
+/// (bsum_{2j} + bsum_{2j+1}), then `acc = fma(dot, d·dx, acc)` and
+/// `acc = fma(mins, (−dmin)·dx, acc)`, superblock after superblock. The
+/// float steps depend on nothing but the pair, so a tile kernel of any
+/// shape, and the AMX kernel, give the same bits.
+pub fn dot_q4_k_q8_k_blockwise_scalar(w: &[u8], x: &[u8]) -> f32 {
+    let table = f16_table();
+    let mut acc = 0f32;
+    for (wb, xb) in w.chunks_exact(q4_k::BYTES).zip(x.chunks_exact(q8_k::BYTES)) {
+        let (d, dmin) = (scale(table, wb), scale(table, &wb[2..]));
+        let (sc, m) = q4_k_scales_mins(&wb[4..16]);
+        let qs = &wb[16..144];
+        let (mut dot, mut mins) = (0i32, 0i32);
+        for j in 0..8 {
+            let chunk = &qs[32 * (j / 2)..32 * (j / 2) + 32];
+            let sub: i32 = (0..32)
+                .map(|l| {
+                    let q = if j % 2 == 0 { chunk[l] & 0xF } else { chunk[l] >> 4 };
+                    q as i32 * q8_k::q(xb, 32 * j + l)
+                })
+                .sum();
+            dot += sc[j] as i32 * sub;
+            mins += m[j] as i32 * (q8_k::bsum(xb, 2 * j) + q8_k::bsum(xb, 2 * j + 1));
+        }
+        let dx = q8_k::d(xb);
+        acc = (dot as f32).mul_add(d * dx, acc);
+        acc = (mins as f32).mul_add(-dmin * dx, acc);
+    }
+    acc
+}
+
+/// Scalar twin of the Q6_K tile kernels, bit for bit: per superblock the
+/// exact integer Σ_i sc_i · (Σ q·x − 32 · bsum_i) over the sub-blocks of 16
+/// (q the unsigned 6-bit codes), then `acc = fma(total, d·dx, acc)`,
+/// superblock after superblock.
+pub fn dot_q6_k_q8_k_blockwise_scalar(w: &[u8], x: &[u8]) -> f32 {
+    let table = f16_table();
+    let mut acc = 0f32;
+    for (wb, xb) in w.chunks_exact(q6_k::BYTES).zip(x.chunks_exact(q8_k::BYTES)) {
+        let d = scale(table, &wb[208..]);
+        let code = |weight: usize| {
+            // weight 128n + 32a + l: ql nibble and qh field a (GGUF_PHI3.md, Q6_K)
+            let (n, a, l) = (weight / 128, weight % 128 / 32, weight % 32);
+            let ql = wb[64 * n + l + 32 * (a % 2)];
+            let low = if a < 2 { ql & 0xF } else { ql >> 4 };
+            let high = (wb[128 + 32 * n + l] >> (2 * a)) & 3;
+            (low | high << 4) as i32
+        };
+        let mut total = 0i32;
+        for i in 0..16 {
+            let sub: i32 = (16 * i..16 * i + 16).map(|p| code(p) * q8_k::q(xb, p)).sum();
+            total += (wb[192 + i] as i8) as i32 * (sub - 32 * q8_k::bsum(xb, i));
+        }
+        acc = (total as f32).mul_add(d * q8_k::d(xb), acc);
+    }
+    acc
+}
+
 /// Scalar twin of the Q6_K × Q8_K dot product:
 /// Σ w·x = dx·d·Σ_i sc_i·(Σ q·xq − 32·Σ xq) over sub-blocks of 16.
 pub fn dot_q6_k_q8_k_scalar(w: &[u8], x: &[u8]) -> f32 {
@@ -184,14 +268,7 @@ pub fn dot_q4_0_q8_0_grouped_scalar(w: &[u8], x: &[u8]) -> f32 {
             acc[lane] = (sum as f32).mul_add(d, acc[lane]);
         }
     }
-    let mut half = Q4_0_GROUP / 2;
-    while half > 0 {
-        for l in 0..half {
-            acc[l] += acc[l + half];
-        }
-        half /= 2;
-    }
-    acc[0]
+    sum_in_halves(acc)
 }
 
 /// Scalar twin of the Q8_0 × Q8_0 dot product.

@@ -2,6 +2,7 @@
 //! in `quant::dot` and a test tying the two together (`tests/simd_twins.rs`).
 
 use crate::quant::dot::{dot_q4_0_q8_0_scalar, dot_q4_k_q8_k_scalar, dot_q6_k_q8_k_scalar, dot_q8_0_q8_0_scalar};
+use crate::quant::QuantKind;
 
 /// Which instruction set the kernels use on this CPU (decided once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +221,30 @@ pub fn dot_tile_q8_0(q4: bool, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [f3
     }
 }
 
+/// Dot products of up to 4 weight rows of `kind` with up to 4 activation
+/// rows (`out[r * 4 + c] = w_rows[r] · x_rows[c]`), the activations as
+/// [`crate::quant::dot::activations_for`] gives them: Q4_0 and Q8_0 rows
+/// prepared ([`TileActivations`]), Q8_K rows as quantized. As with
+/// [`dot_tile_q8_0`], a pair's result does not depend on the tile's shape.
+pub fn dot_tile(kind: QuantKind, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [f32; 16]) {
+    assert!(w_rows.len() <= 4 && x_rows.len() <= 4, "tiles are at most 4 × 4");
+    match kind {
+        QuantKind::Q4_0 | QuantKind::Q8_0 => return dot_tile_q8_0(kind == QuantKind::Q4_0, w_rows, x_rows, out),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512 F/BW/DQ/VL/VNNI and AVX2/FMA were detected at run time.
+        QuantKind::Q4K if isa() == Isa::Avx512Vnni => return unsafe { vnni_k::dot_tile_q4_k(w_rows, x_rows, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        QuantKind::Q6K if isa() == Isa::Avx512Vnni => return unsafe { vnni_k::dot_tile_q6_k(w_rows, x_rows, out) },
+        _ => {}
+    }
+    for (r, w) in w_rows.iter().enumerate() {
+        for (c, x) in x_rows.iter().enumerate() {
+            out[r * 4 + c] = crate::quant::dot::dot_quantized(kind, w, x);
+        }
+    }
+}
+
 /// Calls the tile kernel `$tile::<R, C>(w, x, out, row0)` for `x.len()`
 /// (1-4) activation rows and a whole tile of 4 weight rows, or single rows
 /// one at a time: the per-pair arithmetic is the same in every instance.
@@ -248,6 +273,8 @@ macro_rules! tile_shapes {
 pub mod amx;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
+#[cfg(target_arch = "x86_64")]
+mod vnni_k;
 #[cfg(target_arch = "x86_64")]
 mod vnni_q4_0;
 

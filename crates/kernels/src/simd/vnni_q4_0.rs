@@ -165,7 +165,7 @@ unsafe fn group_dot(q: &[__m512i; 8], dw: __m512, xg: *const u8, acc: __m512) ->
 /// The lanes added in halves (8, 4, 2, 1), as the scalar twin adds them.
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn reduce(v: __m512) -> f32 {
+pub(super) unsafe fn reduce(v: __m512) -> f32 {
     let a8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
     let a4 = _mm_add_ps(_mm256_castps256_ps128(a8), _mm256_extractf128_ps(a8, 1));
     let a2 = _mm_add_ps(a4, _mm_movehl_ps(a4, a4));

@@ -1,0 +1,264 @@
+//! AVX-512 VNNI tile kernels for the K-quants Q4_K and Q6_K × Q8_K
+//! activations, reading the file's 256-weight superblocks in place (no
+//! repacking).
+//!
+//! A superblock's weights are taken 64 at a time into one 512-bit register
+//! of unsigned codes (Q4_K: nibbles 0..15; Q6_K: 6-bit codes 0..63), in the
+//! activation order, so the Q8_K values are plain 64-byte loads. Per 64
+//! weights, `vpmaddubsw` forms pairs of products (at most 2·63·128, inside
+//! i16) and `vpdpwssd` multiplies them by the sub-block scales and adds them
+//! into 16 i32 lanes. The integer sums are exact; per superblock and
+//! (row, token) pair they are added up to the superblock's integers (Q4_K:
+//! the scaled dot product and the minimum term; Q6_K: the total with its
+//! −32 offset), converted to f32 and added with fused multiply-adds, one
+//! chain per pair, superblock after superblock. The scalar twins
+//! (`quant::dot::dot_q4_k_q8_k_blockwise_scalar`,
+//! `dot_q6_k_q8_k_blockwise_scalar`) do the same float steps, so a token's
+//! result does not depend on the tile shape, the batch, or whether the AMX
+//! kernel ran instead.
+//!
+//! The minimums of Q4_K (−dmin·m_j·Σx) and the offset of Q6_K (−32·Σx) come
+//! from the activations' per-16 sums (`bsums`) with one `vpmaddwd` per
+//! superblock.
+
+use std::arch::x86_64::*;
+
+use crate::quant::{f16_table, q4_k, q6_k, q8_k};
+
+/// i32 lanes of a 512-bit register.
+const K_LANES: usize = 16;
+
+/// Lane i of register (64-weight chunk) m of a Q6_K superblock uses scale
+/// 4m + i/4 (sub-blocks of 16); of a Q4_K superblock, chunk c uses scale
+/// 2c + i/8 (sub-blocks of 32).
+const fn scale_index(per_lane: usize, chunk_step: usize, m: usize) -> [i32; K_LANES] {
+    let mut idx = [0i32; K_LANES];
+    let mut i = 0;
+    while i < K_LANES {
+        idx[i] = (chunk_step * m + i / per_lane) as i32;
+        i += 1;
+    }
+    idx
+}
+
+static Q4_K_SCALE_INDEX: [[i32; K_LANES]; 4] = [
+    scale_index(8, 2, 0),
+    scale_index(8, 2, 1),
+    scale_index(8, 2, 2),
+    scale_index(8, 2, 3),
+];
+static Q6_K_SCALE_INDEX: [[i32; K_LANES]; 4] = [
+    scale_index(4, 4, 0),
+    scale_index(4, 4, 1),
+    scale_index(4, 4, 2),
+    scale_index(4, 4, 3),
+];
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn index(idx: &[i32; K_LANES]) -> __m512i {
+    _mm512_loadu_si512(idx.as_ptr() as *const __m512i)
+}
+
+/// i32 lanes holding each of the 16 values `v` as a pair of equal i16s
+/// (the form `vpdpwssd` multiplies pairs of products by).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn pairs(v: __m512i) -> __m512i {
+    _mm512_or_si512(_mm512_and_si512(v, _mm512_set1_epi32(0xFFFF)), _mm512_slli_epi32(v, 16))
+}
+
+/// The eight scales then the eight minimums of a Q4_K superblock (bytes
+/// 0-7 and 8-15), from its 12 packed bytes at `s`: the byte-parallel form
+/// of `quant::dot::q4_k_scales_mins`, four 6-bit fields per 32-bit word.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q4_k_scales_mins_x86(s: *const u8) -> __m128i {
+    let word = |i: usize| (s.add(4 * i) as *const u32).read_unaligned();
+    let (a, b, c) = (word(0), word(1), word(2));
+    const LOW6: u32 = 0x3F3F_3F3F;
+    const LOW4: u32 = 0x0F0F_0F0F;
+    const TOP2: u32 = 0x0303_0303;
+    // j < 4: sc = s[j] & 63, m = s[j+4] & 63; j ≥ 4: the low (sc) or high (m)
+    // nibble of s[j+4] with the top two bits of s[j-4] (sc) or s[j] (m) above it
+    let sc_lo = a & LOW6;
+    let m_lo = b & LOW6;
+    let sc_hi = (c & LOW4) | (((a >> 6) & TOP2) << 4);
+    let m_hi = ((c >> 4) & LOW4) | (((b >> 6) & TOP2) << 4);
+    _mm_set_epi32(m_hi as i32, m_lo as i32, sc_hi as i32, sc_lo as i32)
+}
+
+/// Q8_K block pointers of the activation rows at superblock `b`.
+#[inline]
+fn x_blocks<const C: usize>(x: &[&[u8]], b: usize) -> [*const u8; C] {
+    std::array::from_fn(|c| x[c][b * q8_k::BYTES..].as_ptr())
+}
+
+#[inline]
+unsafe fn x_scale(xb: *const u8) -> f32 {
+    (xb as *const f32).read_unaligned()
+}
+
+/// The sums of lanes 0-7 and of lanes 8-15 (exact).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn half_sums(v: __m512i) -> (i32, i32) {
+    let v = _mm512_add_epi32(v, _mm512_shuffle_epi32::<0x4E>(v)); // swap 64-bit pairs
+    let v = _mm512_add_epi32(v, _mm512_shuffle_epi32::<0xB1>(v)); // swap neighbours
+    let v = _mm512_add_epi32(v, _mm512_shuffle_i32x4::<0xB1>(v, v)); // swap 128-bit quarters
+    (
+        _mm_cvtsi128_si32(_mm512_castsi512_si128(v)),
+        _mm_cvtsi128_si32(_mm512_extracti32x4_epi32::<2>(v)),
+    )
+}
+
+/// R Q4_K weight rows × C Q8_K activation rows, written to `out` from row
+/// `row0` on.
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+#[allow(clippy::needless_range_loop)] // indexing const-size arrays keeps the tile in registers
+unsafe fn tile_q4_k<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
+    let row_bytes = w[0].len();
+    let blocks = row_bytes / q4_k::BYTES;
+    for r in 0..R {
+        assert_eq!(w[r].len(), blocks * q4_k::BYTES, "weight superblocks");
+    }
+    for c in 0..C {
+        assert_eq!(x[c].len(), blocks * q8_k::BYTES, "activation superblocks");
+    }
+    let table = f16_table();
+    let half = |p: *const u8| table[u16::from_le_bytes([*p, *p.add(1)]) as usize];
+    let nibble = _mm512_set1_epi8(0x0F);
+    let idx: [__m512i; 4] = std::array::from_fn(|m| index(&Q4_K_SCALE_INDEX[m]));
+    let mut acc = [[0f32; C]; R];
+    for b in 0..blocks {
+        let xb = x_blocks::<C>(x, b);
+        for r in 0..R {
+            let wb = w[r].as_ptr().add(b * q4_k::BYTES);
+            _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(R * row_bytes) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(R * row_bytes + 64) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(R * row_bytes + 128) as *const i8);
+            let (d, dmin) = (half(wb), half(wb.add(2)));
+            // lanes 0-7 the scales, 8-15 the minimums, each as an i16 pair
+            let scales = pairs(_mm512_cvtepu8_epi32(q4_k_scales_mins_x86(wb.add(4))));
+            let mut dot = [_mm512_setzero_si512(); C];
+            for chunk in 0..4 {
+                // 32 bytes: low nibbles are weights 0-31 of the chunk, high 32-63
+                let packed = _mm512_broadcast_i64x4(_mm256_loadu_si256(wb.add(16 + 32 * chunk) as *const __m256i));
+                let codes = _mm512_and_si512(_mm512_mask_srli_epi16(packed, 0xFFFF_0000, packed, 4), nibble);
+                let s = _mm512_permutexvar_epi32(idx[chunk], scales);
+                for c in 0..C {
+                    let xv = _mm512_loadu_si512(xb[c].add(4 + 64 * chunk) as *const __m512i);
+                    dot[c] = _mm512_dpwssd_epi32(dot[c], _mm512_maddubs_epi16(codes, xv), s);
+                }
+            }
+            // m_j as i16 pairs against the pairs of 16-value sums of sub-block j
+            let mins_pairs = _mm512_extracti64x4_epi64(scales, 1);
+            for c in 0..C {
+                let bsums = _mm256_loadu_si256(xb[c].add(260) as *const __m256i);
+                let mins = _mm256_madd_epi16(mins_pairs, bsums);
+                let folded = _mm256_add_epi32(_mm512_castsi512_si256(dot[c]), _mm512_extracti64x4_epi64::<1>(dot[c]));
+                let (dot, mins) = half_sums(_mm512_inserti64x4::<1>(_mm512_castsi256_si512(folded), mins));
+                let dx = x_scale(xb[c]);
+                acc[r][c] = (dot as f32).mul_add(d * dx, acc[r][c]);
+                acc[r][c] = (mins as f32).mul_add(-dmin * dx, acc[r][c]);
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            out[(row0 + r) * 4 + c] = acc[r][c];
+        }
+    }
+}
+
+/// R Q6_K weight rows × C Q8_K activation rows, written to `out` from row
+/// `row0` on.
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+#[allow(clippy::needless_range_loop)] // indexing const-size arrays keeps the tile in registers
+unsafe fn tile_q6_k<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
+    let row_bytes = w[0].len();
+    let blocks = row_bytes / q6_k::BYTES;
+    for r in 0..R {
+        assert_eq!(w[r].len(), blocks * q6_k::BYTES, "weight superblocks");
+    }
+    for c in 0..C {
+        assert_eq!(x[c].len(), blocks * q8_k::BYTES, "activation superblocks");
+    }
+    let table = f16_table();
+    let low4 = _mm512_set1_epi8(0x0F);
+    let high2 = _mm512_set1_epi8(0x30);
+    let idx: [__m512i; 4] = std::array::from_fn(|m| index(&Q6_K_SCALE_INDEX[m]));
+    let mut acc = [[0f32; C]; R];
+    for b in 0..blocks {
+        let xb = x_blocks::<C>(x, b);
+        for r in 0..R {
+            let wb = w[r].as_ptr().add(b * q6_k::BYTES);
+            for line in 0..4 {
+                _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(R * row_bytes + 64 * line) as *const i8);
+            }
+            let d = table[u16::from_le_bytes([*wb.add(208), *wb.add(209)]) as usize];
+            let sc_bytes = _mm_loadu_si128(wb.add(192) as *const __m128i);
+            let scales = pairs(_mm512_cvtepi8_epi32(sc_bytes));
+            let mut dot = [_mm512_setzero_si512(); C];
+            for half in 0..2 {
+                // ql: 64 bytes, their low nibbles weights 0-63 of this half,
+                // high nibbles 64-127; qh: 32 bytes of four 2-bit fields
+                let ql = _mm512_loadu_si512(wb.add(64 * half) as *const __m512i);
+                let qh = _mm256_loadu_si256(wb.add(128 + 32 * half) as *const __m256i);
+                // bytes 0-31 the fields at bits 0-1 / 4-5, bytes 32-63 at bits 2-3 / 6-7
+                let qh = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+                let codes = [
+                    _mm512_or_si512(
+                        _mm512_and_si512(ql, low4),
+                        _mm512_and_si512(_mm512_slli_epi16(qh, 4), high2),
+                    ),
+                    _mm512_or_si512(
+                        _mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
+                        _mm512_and_si512(qh, high2),
+                    ),
+                ];
+                for (k, &codes) in codes.iter().enumerate() {
+                    let m = 2 * half + k;
+                    let s = _mm512_permutexvar_epi32(idx[m], scales);
+                    for c in 0..C {
+                        let xv = _mm512_loadu_si512(xb[c].add(4 + 64 * m) as *const __m512i);
+                        dot[c] = _mm512_dpwssd_epi32(dot[c], _mm512_maddubs_epi16(codes, xv), s);
+                    }
+                }
+            }
+            // codes are offset by 32: Σ sc_i·(Σ q·x − 32·Σ x) per sub-block of 16
+            let sc16 = _mm256_cvtepi8_epi16(sc_bytes);
+            for c in 0..C {
+                let bsums = _mm256_loadu_si256(xb[c].add(260) as *const __m256i);
+                let offset = _mm512_zextsi256_si512(_mm256_madd_epi16(sc16, bsums));
+                let (low, high) = half_sums(_mm512_sub_epi32(dot[c], _mm512_slli_epi32(offset, 5)));
+                acc[r][c] = ((low + high) as f32).mul_add(d * x_scale(xb[c]), acc[r][c]);
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            out[(row0 + r) * 4 + c] = acc[r][c];
+        }
+    }
+}
+
+/// Q4_K weight rows × Q8_K activation rows (up to 4 × 4).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and AVX-512 F, BW, DQ, VL and VNNI.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+pub unsafe fn dot_tile_q4_k(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16]) {
+    tile_shapes!(tile_q4_k, w, x, out)
+}
+
+/// Q6_K weight rows × Q8_K activation rows (up to 4 × 4).
+///
+/// # Safety
+/// As [`dot_tile_q4_k`].
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+pub unsafe fn dot_tile_q6_k(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16]) {
+    tile_shapes!(tile_q6_k, w, x, out)
+}
