@@ -108,8 +108,8 @@ fn matmul_quantized(
         act.quantize(xi, qi);
     }
     #[cfg(target_arch = "x86_64")]
-    if kind == QuantKind::Q4_0 && t >= AMX_MIN_TOKENS && crate::simd::amx() {
-        matmul_q4_0_amx(w, n, k, &xq, t, out);
+    if matches!(kind, QuantKind::Q4_0 | QuantKind::Q4K) && t >= AMX_MIN_TOKENS && crate::simd::amx() {
+        matmul_amx(kind, w, n, k, &xq, t, out);
         QUANTIZED.with(|q| *q.borrow_mut() = xq);
         return;
     }
@@ -160,30 +160,42 @@ fn matmul_quantized(
     }
 }
 
-/// Tokens from which a Q4_0 product runs on AMX tiles (where present).
+/// Tokens from which a Q4_0 or Q4_K product runs on AMX tiles (where present).
 #[cfg(target_arch = "x86_64")]
 const AMX_MIN_TOKENS: usize = 16;
 
-/// Q4_0 weights × Q8_0 activations `xq` on AMX: the tokens prepared once
-/// (tiles of 16 shared out over the pool), then panels of 16 weight rows
-/// shared out, each multiplied by every token tile.
+/// Q4_0 weights × Q8_0 activations, or Q4_K × Q8_K, `xq` on AMX: the
+/// tokens prepared once (tiles of 16 shared out over the pool), then panels
+/// of 16 weight rows shared out, each multiplied by every token tile.
 #[cfg(target_arch = "x86_64")]
-fn matmul_q4_0_amx(w: &[u8], n: usize, k: usize, xq: &[u8], t: usize, out: &mut [f32]) {
-    use crate::simd::amx;
-    let blocks = k / 32;
-    let row_bytes = blocks * crate::quant::q4_0::BYTES;
+fn matmul_amx(kind: QuantKind, w: &[u8], n: usize, k: usize, xq: &[u8], t: usize, out: &mut [f32]) {
+    use crate::simd::{amx, amx_k};
+    let blocks = k / kind.block_len();
+    let row_bytes = kind.row_bytes(k);
+    let q4_k = kind == QuantKind::Q4K;
+    let prepared_bytes = |t| {
+        if q4_k {
+            amx_k::prepared_bytes(t, blocks)
+        } else {
+            amx::prepared_bytes(t, blocks)
+        }
+    };
     let pool = crate::pool::global();
     let mut buffer = AMX_TOKENS.with(|p| std::mem::take(&mut *p.borrow_mut()));
     // on 64-byte boundaries, as the tile loads want them
-    buffer.resize(amx::prepared_bytes(t, blocks));
+    buffer.resize(prepared_bytes(t));
     let tokens = buffer.as_mut_slice();
-    let per_tile = amx::prepared_bytes(amx::TILE, blocks);
+    let per_tile = prepared_bytes(amx::TILE);
     let tokens_ptr = SendPtr(tokens.as_mut_ptr());
     pool.run(t.div_ceil(amx::TILE), &|tile| {
         // SAFETY: each task writes its own tile's bytes of `tokens`, which
         // outlives the pool run.
         let part = unsafe { std::slice::from_raw_parts_mut(tokens_ptr.get().add(tile * per_tile), per_tile) };
-        amx::prepare_tile(xq, t, blocks, tile, part);
+        if q4_k {
+            amx_k::prepare_tile(xq, t, blocks, tile, part);
+        } else {
+            amx::prepare_tile(xq, t, blocks, tile, part);
+        }
     });
     let panels = n.div_ceil(amx::TILE);
     let tasks = (pool.threads() * 4).min(panels);
@@ -191,24 +203,19 @@ fn matmul_q4_0_amx(w: &[u8], n: usize, k: usize, xq: &[u8], t: usize, out: &mut 
     let out_ptr = SendPtr(out.as_mut_ptr());
     pool.run(tasks, &|task| {
         AMX_PANEL.with(|buf| {
-            let mut buf = buf.borrow_mut();
+            let (q4_0_buf, q4_k_buf) = &mut *buf.borrow_mut();
             for p in task * chunk..((task + 1) * chunk).min(panels) {
                 let row0 = p * amx::TILE;
+                let rows = amx::TILE.min(n - row0);
                 // SAFETY: AMX was found usable (`simd::amx`) on a CPU with the
                 // VNNI level's AVX-512; tasks own disjoint panels of rows, and
                 // `out` (t · n floats) outlives the pool run.
                 unsafe {
-                    amx::panel(
-                        w,
-                        row_bytes,
-                        row0,
-                        amx::TILE.min(n - row0),
-                        tokens,
-                        t,
-                        n,
-                        out_ptr.get(),
-                        &mut buf,
-                    )
+                    if q4_k {
+                        amx_k::panel(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), q4_k_buf)
+                    } else {
+                        amx::panel(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), q4_0_buf)
+                    }
                 };
             }
         });
@@ -256,10 +263,10 @@ thread_local! {
     #[cfg(target_arch = "x86_64")]
     static AMX_TOKENS: std::cell::RefCell<crate::simd::amx::AlignedBytes> =
         std::cell::RefCell::new(crate::simd::amx::AlignedBytes::default());
-    /// Per-thread unpacked weight panel and accumulators of the AMX kernel.
+    /// Per-thread unpacked weight panels and accumulators of the AMX kernels (Q4_0, Q4_K).
     #[cfg(target_arch = "x86_64")]
-    static AMX_PANEL: std::cell::RefCell<crate::simd::amx::PanelBuffers> =
-        std::cell::RefCell::new(crate::simd::amx::PanelBuffers::default());
+    static AMX_PANEL: std::cell::RefCell<(crate::simd::amx::PanelBuffers, crate::simd::amx_k::PanelBuffers)> =
+        std::cell::RefCell::new(Default::default());
 }
 
 #[cfg(test)]

@@ -338,7 +338,7 @@ fn q4_0_products_equal_the_grouped_twin_for_every_batch_size() {
 }
 
 /// The K-quant tile kernels through whole products (`matmul`), for many
-/// batch sizes and partial tiles: with the VNNI level every element is its
+/// batch sizes and partial tiles (and panels, on AMX): with the VNNI level every element is its
 /// pair's blockwise twin bit for bit (so batching never changes a token's
 /// result); otherwise within rounding of it.
 #[test]
@@ -355,7 +355,8 @@ fn k_quant_products_equal_the_blockwise_twin_for_every_batch_size() {
         for (n, k) in [(7usize, 256usize), (18, 768)] {
             let w = random_k_blocks(kind, n * k / 256, &mut rng);
             let rb = kind.row_bytes(k);
-            for t in [1usize, 3, 4, 6, 9] {
+            // from 16 tokens Q4_K runs on AMX tiles where the CPU has them
+            for t in [1usize, 3, 4, 6, 9, 16, 17, 40] {
                 let x: Vec<f32> = (0..t * k).map(|_| rng.f32() * 3.0).collect();
                 let mut out = vec![0f32; t * n];
                 phi3_kernels::matmul(phi3_kernels::WeightRef::Quant(kind, &w), n, k, &x, t, &mut out);

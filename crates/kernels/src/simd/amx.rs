@@ -98,7 +98,7 @@ struct TileConfig {
 ///
 /// # Safety
 /// [`available`] must have returned true.
-unsafe fn configure() {
+pub(super) unsafe fn configure() {
     let mut cfg = TileConfig {
         palette: 1,
         start_row: 0,

@@ -1,0 +1,209 @@
+//! Intel AMX for prompt processing with Q4_K weights × Q8_K activations:
+//! 16 weight rows × 16 tokens per tile multiply, one `tdpbusd` per 32-weight
+//! sub-block.
+//!
+//! The arithmetic is the VNNI kernel's (`vnni_k`) and the scalar twin's
+//! (`quant::dot::dot_q4_k_q8_k_blockwise_scalar`) step for step: the tile
+//! products give each (row, token) pair's exact sub-block sums Σ q·x, which
+//! are multiplied by the sub-block scales and added as integers (`vpmulld`),
+//! the minimum term Σ_j m_j·(Σx)_j comes from the tokens' per-sub-block sums
+//! (`vpmaddwd`), and both are converted and added with one fused
+//! multiply-add each, superblock after superblock. So a token's result is
+//! the same bits here as on the VNNI kernel.
+//!
+//! Layouts as in `amx` (Q4_0): the A tile is 16 rows × 32 nibbles (0..15,
+//! unsigned), the B tile 16 tokens' 32 activation bytes in groups of four.
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+
+use super::amx::{configure, AlignedBytes, TILE};
+use crate::quant::dot::q4_k_scales_mins;
+use crate::quant::{f16_table, q4_k, q8_k};
+
+/// Sub-blocks of 32 weights per superblock.
+const SUBS: usize = 8;
+/// Prepared bytes per (token tile, superblock): eight B tiles of 512
+/// bytes, then four registers of per-sub-block sum pairs (token m's
+/// (Σx)_{2i} and (Σx)_{2i+1} as i16 at 64·i + 4m), then 16 f32 scales.
+const TOKEN_SUPER: usize = SUBS * 512 + 4 * 64 + 64;
+const SUMS_AT: usize = SUBS * 512;
+const SCALES_AT: usize = SUMS_AT + 4 * 64;
+/// Unpacked weight bytes per superblock of a 16-row panel (eight A tiles).
+const PANEL_SUPER: usize = SUBS * TILE * 32;
+
+/// Bytes of `t` tokens' prepared activations for rows of `blocks` superblocks.
+pub fn prepared_bytes(t: usize, blocks: usize) -> usize {
+    t.div_ceil(TILE) * blocks * TOKEN_SUPER
+}
+
+/// Prepares token tile `tile` (16 tokens of the Q8_K rows `xq`, each
+/// `blocks` superblocks; missing tokens are zero) into `out`.
+pub fn prepare_tile(xq: &[u8], t: usize, blocks: usize, tile: usize, out: &mut [u8]) {
+    let row = blocks * q8_k::BYTES;
+    out.fill(0);
+    for m in 0..TILE.min(t.saturating_sub(tile * TILE)) {
+        let x = &xq[(tile * TILE + m) * row..][..row];
+        for (xb, o) in x.chunks_exact(q8_k::BYTES).zip(out.chunks_exact_mut(TOKEN_SUPER)) {
+            for j in 0..SUBS {
+                for g in 0..8 {
+                    o[512 * j + 64 * g + 4 * m..][..4].copy_from_slice(&xb[4 + 32 * j + 4 * g..][..4]);
+                }
+                let sum = (q8_k::bsum(xb, 2 * j) + q8_k::bsum(xb, 2 * j + 1)) as i16;
+                o[SUMS_AT + 64 * (j / 2) + 4 * m + 2 * (j % 2)..][..2].copy_from_slice(&sum.to_le_bytes());
+            }
+            o[SCALES_AT + 4 * m..][..4].copy_from_slice(&xb[..4]);
+        }
+    }
+}
+
+/// Per-thread buffers: the unpacked panel and its scales.
+#[derive(Default)]
+pub struct PanelBuffers {
+    weights: AlignedBytes,
+    /// sc_j per (superblock, sub-block, row)
+    scales: Vec<i32>,
+    /// (m_{2i}, m_{2i+1}) as an i16 pair per (superblock, i, row)
+    min_pairs: Vec<i32>,
+    /// d and −dmin per (superblock, row)
+    d: Vec<f32>,
+    neg_dmin: Vec<f32>,
+}
+
+/// Unpacks weight rows `row0..row0 + rows` (at most 16; missing rows are
+/// zero) into A tiles, one per sub-block, with their scales.
+#[target_feature(enable = "avx2")]
+unsafe fn unpack_panel(w: &[u8], row_bytes: usize, row0: usize, rows: usize, buf: &mut PanelBuffers) {
+    let blocks = row_bytes / q4_k::BYTES;
+    buf.weights.resize(blocks * PANEL_SUPER);
+    buf.weights.as_mut_slice().fill(0);
+    for v in [&mut buf.scales, &mut buf.min_pairs] {
+        v.clear();
+        v.resize(blocks * SUBS * TILE, 0);
+    }
+    for v in [&mut buf.d, &mut buf.neg_dmin] {
+        v.clear();
+        v.resize(blocks * TILE, 0.0);
+    }
+    let table = f16_table();
+    let half = |p: &[u8]| table[u16::from_le_bytes([p[0], p[1]]) as usize];
+    let nibble = _mm256_set1_epi8(0x0F);
+    let dst = buf.weights.as_mut_slice().as_mut_ptr();
+    for r in 0..rows {
+        let row = &w[(row0 + r) * row_bytes..][..row_bytes];
+        for (b, blk) in row.chunks_exact(q4_k::BYTES).enumerate() {
+            buf.d[b * TILE + r] = half(blk);
+            buf.neg_dmin[b * TILE + r] = -half(&blk[2..]);
+            let (sc, m) = q4_k_scales_mins(&blk[4..16]);
+            for j in 0..SUBS {
+                buf.scales[(b * SUBS + j) * TILE + r] = sc[j] as i32;
+            }
+            for i in 0..4 {
+                buf.min_pairs[(b * 4 + i) * TILE + r] = m[2 * i] as i32 | (m[2 * i + 1] as i32) << 16;
+            }
+            for chunk in 0..4 {
+                let packed = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * chunk) as *const __m256i);
+                let at = dst.add(b * PANEL_SUPER + 2 * chunk * 512 + 32 * r);
+                _mm256_storeu_si256(at as *mut __m256i, _mm256_and_si256(packed, nibble));
+                _mm256_storeu_si256(
+                    at.add(512) as *mut __m256i,
+                    _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble),
+                );
+            }
+        }
+    }
+}
+
+/// One superblock's eight 16 × 16 tiles of sub-block sums.
+#[repr(C, align(64))]
+struct SubSums([[i32; TILE * TILE]; SUBS]);
+
+/// `out[token · n + row]` for rows `row0..row0 + rows` (a panel of at most
+/// 16) and every token, from the Q4_K matrix `w` (rows of `row_bytes`) and
+/// the prepared tokens.
+///
+/// # Safety
+/// AMX must be usable (`amx::available`), the CPU must support AVX-512 F,
+/// BW and DQ, `out` must hold `t · n` floats, and no other thread may write
+/// these rows of it.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq")]
+#[allow(clippy::too_many_arguments)]
+#[allow(clippy::needless_range_loop)] // constant-bound indexing keeps the accumulators in registers
+pub unsafe fn panel(
+    w: &[u8],
+    row_bytes: usize,
+    row0: usize,
+    rows: usize,
+    tokens: &[u8],
+    t: usize,
+    n: usize,
+    out: *mut f32,
+    buf: &mut PanelBuffers,
+) {
+    let blocks = row_bytes / q4_k::BYTES;
+    assert!(rows <= TILE && w.len() >= (row0 + rows) * row_bytes, "panel rows");
+    assert_eq!(tokens.len(), prepared_bytes(t, blocks), "prepared tokens");
+    unpack_panel(w, row_bytes, row0, rows, buf);
+    configure();
+    let mut sums = SubSums([[0; TILE * TILE]; SUBS]);
+    for tile in 0..t.div_ceil(TILE) {
+        let mut acc = [_mm512_setzero_ps(); TILE];
+        for b in 0..blocks {
+            let x = tokens.as_ptr().add((tile * blocks + b) * TOKEN_SUPER);
+            let a = buf.weights.as_slice().as_ptr().add(b * PANEL_SUPER);
+            for j in (0..SUBS).step_by(2) {
+                asm!(
+                    "tilezero tmm0",
+                    "tileloadd tmm1, [{a0} + {a_stride}]",
+                    "tileloadd tmm2, [{x0} + {x_stride}]",
+                    "tdpbusd tmm0, tmm1, tmm2",
+                    "tilezero tmm3",
+                    "tileloadd tmm4, [{a1} + {a_stride}]",
+                    "tileloadd tmm5, [{x1} + {x_stride}]",
+                    "tdpbusd tmm3, tmm4, tmm5",
+                    "tilestored [{c0} + {c_stride}], tmm0",
+                    "tilestored [{c1} + {c_stride}], tmm3",
+                    a0 = in(reg) a.add(512 * j),
+                    a1 = in(reg) a.add(512 * (j + 1)),
+                    x0 = in(reg) x.add(512 * j),
+                    x1 = in(reg) x.add(512 * (j + 1)),
+                    a_stride = in(reg) 32usize,
+                    x_stride = in(reg) 64usize,
+                    c0 = in(reg) sums.0[j].as_mut_ptr(),
+                    c1 = in(reg) sums.0[j + 1].as_mut_ptr(),
+                    c_stride = in(reg) 64usize,
+                    options(nostack),
+                );
+            }
+            let dx = _mm512_loadu_ps(x.add(SCALES_AT) as *const f32);
+            let pair_sums: [__m512i; 4] =
+                std::array::from_fn(|i| _mm512_loadu_si512(x.add(SUMS_AT + 64 * i) as *const __m512i));
+            for r in 0..TILE {
+                let mut dot = _mm512_setzero_si512();
+                for j in 0..SUBS {
+                    let s = _mm512_loadu_si512(sums.0[j][TILE * r..].as_ptr() as *const __m512i);
+                    let sc = _mm512_set1_epi32(buf.scales[(b * SUBS + j) * TILE + r]);
+                    dot = _mm512_add_epi32(dot, _mm512_mullo_epi32(s, sc));
+                }
+                let mut mins = _mm512_setzero_si512();
+                for (i, &xs) in pair_sums.iter().enumerate() {
+                    let m = _mm512_set1_epi32(buf.min_pairs[(b * 4 + i) * TILE + r]);
+                    mins = _mm512_add_epi32(mins, _mm512_madd_epi16(xs, m));
+                }
+                let d = _mm512_mul_ps(_mm512_set1_ps(buf.d[b * TILE + r]), dx);
+                let neg_dmin = _mm512_mul_ps(_mm512_set1_ps(buf.neg_dmin[b * TILE + r]), dx);
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), d, acc[r]);
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mins), neg_dmin, acc[r]);
+            }
+        }
+        let tokens_here = TILE.min(t - tile * TILE);
+        for r in 0..rows {
+            let mut lanes = [0f32; TILE];
+            _mm512_storeu_ps(lanes.as_mut_ptr(), acc[r]);
+            for (m, v) in lanes.iter().enumerate().take(tokens_here) {
+                *out.add((tile * TILE + m) * n + row0 + r) = *v;
+            }
+        }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}
