@@ -108,7 +108,7 @@ fn matmul_quantized(
         act.quantize(xi, qi);
     }
     #[cfg(target_arch = "x86_64")]
-    if matches!(kind, QuantKind::Q4_0 | QuantKind::Q4K) && t >= AMX_MIN_TOKENS && crate::simd::amx() {
+    if matches!(kind, QuantKind::Q4_0 | QuantKind::Q4K | QuantKind::Q6K) && t >= AMX_MIN_TOKENS && crate::simd::amx() {
         matmul_amx(kind, w, n, k, &xq, t, out);
         QUANTIZED.with(|q| *q.borrow_mut() = xq);
         return;
@@ -160,11 +160,11 @@ fn matmul_quantized(
     }
 }
 
-/// Tokens from which a Q4_0 or Q4_K product runs on AMX tiles (where present).
+/// Tokens from which a Q4_0, Q4_K or Q6_K product runs on AMX tiles (where present).
 #[cfg(target_arch = "x86_64")]
 const AMX_MIN_TOKENS: usize = 16;
 
-/// Q4_0 weights × Q8_0 activations, or Q4_K × Q8_K, `xq` on AMX: the
+/// Q4_0 weights × Q8_0 activations, or Q4_K / Q6_K × Q8_K, `xq` on AMX: the
 /// tokens prepared once (tiles of 16 shared out over the pool), then panels
 /// of 16 weight rows shared out, each multiplied by every token tile.
 #[cfg(target_arch = "x86_64")]
@@ -172,13 +172,10 @@ fn matmul_amx(kind: QuantKind, w: &[u8], n: usize, k: usize, xq: &[u8], t: usize
     use crate::simd::{amx, amx_k};
     let blocks = k / kind.block_len();
     let row_bytes = kind.row_bytes(k);
-    let q4_k = kind == QuantKind::Q4K;
-    let prepared_bytes = |t| {
-        if q4_k {
-            amx_k::prepared_bytes(t, blocks)
-        } else {
-            amx::prepared_bytes(t, blocks)
-        }
+    let prepared_bytes = |t| match kind {
+        QuantKind::Q4K => amx_k::prepared_bytes(t, blocks),
+        QuantKind::Q6K => amx_k::prepared_bytes_q6_k(t, blocks),
+        _ => amx::prepared_bytes(t, blocks),
     };
     let pool = crate::pool::global();
     let mut buffer = AMX_TOKENS.with(|p| std::mem::take(&mut *p.borrow_mut()));
@@ -191,10 +188,10 @@ fn matmul_amx(kind: QuantKind, w: &[u8], n: usize, k: usize, xq: &[u8], t: usize
         // SAFETY: each task writes its own tile's bytes of `tokens`, which
         // outlives the pool run.
         let part = unsafe { std::slice::from_raw_parts_mut(tokens_ptr.get().add(tile * per_tile), per_tile) };
-        if q4_k {
-            amx_k::prepare_tile(xq, t, blocks, tile, part);
-        } else {
-            amx::prepare_tile(xq, t, blocks, tile, part);
+        match kind {
+            QuantKind::Q4K => amx_k::prepare_tile(xq, t, blocks, tile, part),
+            QuantKind::Q6K => amx_k::prepare_tile_q6_k(xq, t, blocks, tile, part),
+            _ => amx::prepare_tile(xq, t, blocks, tile, part),
         }
     });
     let panels = n.div_ceil(amx::TILE);
@@ -203,7 +200,7 @@ fn matmul_amx(kind: QuantKind, w: &[u8], n: usize, k: usize, xq: &[u8], t: usize
     let out_ptr = SendPtr(out.as_mut_ptr());
     pool.run(tasks, &|task| {
         AMX_PANEL.with(|buf| {
-            let (q4_0_buf, q4_k_buf) = &mut *buf.borrow_mut();
+            let (q4_0_buf, k_buf) = &mut *buf.borrow_mut();
             for p in task * chunk..((task + 1) * chunk).min(panels) {
                 let row0 = p * amx::TILE;
                 let rows = amx::TILE.min(n - row0);
@@ -211,10 +208,12 @@ fn matmul_amx(kind: QuantKind, w: &[u8], n: usize, k: usize, xq: &[u8], t: usize
                 // VNNI level's AVX-512; tasks own disjoint panels of rows, and
                 // `out` (t · n floats) outlives the pool run.
                 unsafe {
-                    if q4_k {
-                        amx_k::panel(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), q4_k_buf)
-                    } else {
-                        amx::panel(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), q4_0_buf)
+                    match kind {
+                        QuantKind::Q4K => amx_k::panel(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), k_buf),
+                        QuantKind::Q6K => {
+                            amx_k::panel_q6_k(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), k_buf)
+                        }
+                        _ => amx::panel(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), q4_0_buf),
                     }
                 };
             }

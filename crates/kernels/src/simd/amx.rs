@@ -83,8 +83,8 @@ fn request_tile_state() -> bool {
 }
 
 /// The 64-byte tile configuration (palette 1), twice over (tmm0-2 and
-/// tmm3-5): the 16 × 16 i32 result, the 16 × 32-byte weights, the
-/// 8 × 64-byte tokens.
+/// tmm3-5): the 16 × 16 i32 result, the 16 × K-byte weights, the
+/// K/4 × 64-byte tokens.
 #[repr(C, align(64))]
 struct TileConfig {
     palette: u8,
@@ -94,11 +94,12 @@ struct TileConfig {
     rows: [u8; 16],
 }
 
-/// Loads the tile configuration on this thread.
+/// Loads the tile configuration on this thread for products over `k`
+/// bytes per tile (32: Q4_0 blocks and Q4_K sub-blocks; 16: Q6_K's).
 ///
 /// # Safety
 /// [`available`] must have returned true.
-pub(super) unsafe fn configure() {
+pub(super) unsafe fn configure(k: u8) {
     let mut cfg = TileConfig {
         palette: 1,
         start_row: 0,
@@ -106,7 +107,11 @@ pub(super) unsafe fn configure() {
         colsb: [0; 16],
         rows: [0; 16],
     };
-    for (t, (rows, colsb)) in [(16, 64), (16, 32), (8, 64)].repeat(2).into_iter().enumerate() {
+    for (t, (rows, colsb)) in [(16, 64), (16, k as u16), (k / 4, 64)]
+        .repeat(2)
+        .into_iter()
+        .enumerate()
+    {
         cfg.rows[t] = rows;
         cfg.colsb[t] = colsb;
     }
@@ -234,7 +239,7 @@ pub unsafe fn panel(
     assert!(rows <= TILE && w.len() >= (row0 + rows) * row_bytes, "panel rows");
     assert_eq!(tokens.len(), prepared_bytes(t, blocks), "prepared tokens");
     unpack_panel(w, row_bytes, row0, rows, buf);
-    configure();
+    configure(32);
     buf.acc.resize(Q4_0_GROUP * TILE, _mm512_setzero_ps());
     let mut c = [[[_mm512_setzero_si512(); TILE]; 2]; 2];
     for tile in 0..t.div_ceil(TILE) {

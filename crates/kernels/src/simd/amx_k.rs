@@ -1,6 +1,6 @@
-//! Intel AMX for prompt processing with Q4_K weights × Q8_K activations:
-//! 16 weight rows × 16 tokens per tile multiply, one `tdpbusd` per 32-weight
-//! sub-block.
+//! Intel AMX for prompt processing with Q4_K and Q6_K weights × Q8_K
+//! activations: 16 weight rows × 16 tokens per tile multiply, one
+//! `tdpbusd` per sub-block (32 weights for Q4_K, 16 for Q6_K).
 //!
 //! The arithmetic is the VNNI kernel's (`vnni_k`) and the scalar twin's
 //! (`quant::dot::dot_q4_k_q8_k_blockwise_scalar`) step for step: the tile
@@ -19,7 +19,7 @@ use std::arch::x86_64::*;
 
 use super::amx::{configure, AlignedBytes, TILE};
 use crate::quant::dot::q4_k_scales_mins;
-use crate::quant::{f16_table, q4_k, q8_k};
+use crate::quant::{f16_table, q4_k, q6_k, q8_k};
 
 /// Sub-blocks of 32 weights per superblock.
 const SUBS: usize = 8;
@@ -95,8 +95,8 @@ unsafe fn unpack_panel(w: &[u8], row_bytes: usize, row0: usize, rows: usize, buf
             buf.d[b * TILE + r] = half(blk);
             buf.neg_dmin[b * TILE + r] = -half(&blk[2..]);
             let (sc, m) = q4_k_scales_mins(&blk[4..16]);
-            for j in 0..SUBS {
-                buf.scales[(b * SUBS + j) * TILE + r] = sc[j] as i32;
+            for (j, &s) in sc.iter().enumerate() {
+                buf.scales[(b * SUBS + j) * TILE + r] = s as i32;
             }
             for i in 0..4 {
                 buf.min_pairs[(b * 4 + i) * TILE + r] = m[2 * i] as i32 | (m[2 * i + 1] as i32) << 16;
@@ -114,9 +114,9 @@ unsafe fn unpack_panel(w: &[u8], row_bytes: usize, row0: usize, rows: usize, buf
     }
 }
 
-/// One superblock's eight 16 × 16 tiles of sub-block sums.
+/// One superblock's 16 × 16 tiles of sub-block sums (8 for Q4_K, 16 for Q6_K).
 #[repr(C, align(64))]
-struct SubSums([[i32; TILE * TILE]; SUBS]);
+struct SubSums<const N: usize>([[i32; TILE * TILE]; N]);
 
 /// `out[token · n + row]` for rows `row0..row0 + rows` (a panel of at most
 /// 16) and every token, from the Q4_K matrix `w` (rows of `row_bytes`) and
@@ -144,8 +144,8 @@ pub unsafe fn panel(
     assert!(rows <= TILE && w.len() >= (row0 + rows) * row_bytes, "panel rows");
     assert_eq!(tokens.len(), prepared_bytes(t, blocks), "prepared tokens");
     unpack_panel(w, row_bytes, row0, rows, buf);
-    configure();
-    let mut sums = SubSums([[0; TILE * TILE]; SUBS]);
+    configure(32);
+    let mut sums = SubSums::<SUBS>([[0; TILE * TILE]; SUBS]);
     for tile in 0..t.div_ceil(TILE) {
         let mut acc = [_mm512_setzero_ps(); TILE];
         for b in 0..blocks {
@@ -194,6 +194,162 @@ pub unsafe fn panel(
                 let neg_dmin = _mm512_mul_ps(_mm512_set1_ps(buf.neg_dmin[b * TILE + r]), dx);
                 acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), d, acc[r]);
                 acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mins), neg_dmin, acc[r]);
+            }
+        }
+        let tokens_here = TILE.min(t - tile * TILE);
+        for r in 0..rows {
+            let mut lanes = [0f32; TILE];
+            _mm512_storeu_ps(lanes.as_mut_ptr(), acc[r]);
+            for (m, v) in lanes.iter().enumerate().take(tokens_here) {
+                *out.add((tile * TILE + m) * n + row0 + r) = *v;
+            }
+        }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}
+
+/// Q6_K: sub-blocks of 16 per superblock, and prepared bytes per (token
+/// tile, superblock): 16 B tiles of 256 bytes, eight registers of the
+/// tokens' (Σx)_{2i}, (Σx)_{2i+1} pairs, 16 f32 scales.
+const SUBS6: usize = 16;
+const TOKEN_SUPER6: usize = SUBS6 * 256 + 8 * 64 + 64;
+const SUMS_AT6: usize = SUBS6 * 256;
+const SCALES_AT6: usize = SUMS_AT6 + 8 * 64;
+const PANEL_SUPER6: usize = SUBS6 * TILE * 16;
+
+/// [`prepared_bytes`] for Q6_K weights.
+pub fn prepared_bytes_q6_k(t: usize, blocks: usize) -> usize {
+    t.div_ceil(TILE) * blocks * TOKEN_SUPER6
+}
+
+/// [`prepare_tile`] for Q6_K weights.
+pub fn prepare_tile_q6_k(xq: &[u8], t: usize, blocks: usize, tile: usize, out: &mut [u8]) {
+    let row = blocks * q8_k::BYTES;
+    out.fill(0);
+    for m in 0..TILE.min(t.saturating_sub(tile * TILE)) {
+        let x = &xq[(tile * TILE + m) * row..][..row];
+        for (xb, o) in x.chunks_exact(q8_k::BYTES).zip(out.chunks_exact_mut(TOKEN_SUPER6)) {
+            for i in 0..SUBS6 {
+                for g in 0..4 {
+                    o[256 * i + 64 * g + 4 * m..][..4].copy_from_slice(&xb[4 + 16 * i + 4 * g..][..4]);
+                }
+                let sum = q8_k::bsum(xb, i) as i16;
+                o[SUMS_AT6 + 64 * (i / 2) + 4 * m + 2 * (i % 2)..][..2].copy_from_slice(&sum.to_le_bytes());
+            }
+            o[SCALES_AT6 + 4 * m..][..4].copy_from_slice(&xb[..4]);
+        }
+    }
+}
+
+/// Unpacks Q6_K rows `row0..row0 + rows` into A tiles (16 rows × 16
+/// codes), one per sub-block, with their scales: `scales` sc_i,
+/// `min_pairs` (sc_{2i}, sc_{2i+1}) as i16 pairs, `d`.
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+unsafe fn unpack_panel_q6_k(w: &[u8], row_bytes: usize, row0: usize, rows: usize, buf: &mut PanelBuffers) {
+    let blocks = row_bytes / q6_k::BYTES;
+    buf.weights.resize(blocks * PANEL_SUPER6);
+    buf.weights.as_mut_slice().fill(0);
+    for v in [&mut buf.scales, &mut buf.min_pairs] {
+        v.clear();
+        v.resize(blocks * SUBS6 * TILE, 0);
+    }
+    buf.d.clear();
+    buf.d.resize(blocks * TILE, 0.0);
+    let table = f16_table();
+    let dst = buf.weights.as_mut_slice().as_mut_ptr();
+    for r in 0..rows {
+        let row = &w[(row0 + r) * row_bytes..][..row_bytes];
+        for (b, blk) in row.chunks_exact(q6_k::BYTES).enumerate() {
+            buf.d[b * TILE + r] = table[u16::from_le_bytes([blk[208], blk[209]]) as usize];
+            let sc = |i: usize| blk[192 + i] as i8 as i32;
+            for i in 0..SUBS6 {
+                buf.scales[(b * SUBS6 + i) * TILE + r] = sc(i);
+            }
+            for i in 0..8 {
+                buf.min_pairs[(b * 8 + i) * TILE + r] = (sc(2 * i) & 0xFFFF) | sc(2 * i + 1) << 16;
+            }
+            for (m, codes) in super::vnni_k::q6_k_codes(blk.as_ptr()).iter().enumerate() {
+                // register m holds sub-blocks 4m..4m+4, 16 codes each
+                let at = |q: usize| dst.add(b * PANEL_SUPER6 + (4 * m + q) * 256 + 16 * r) as *mut __m128i;
+                _mm_storeu_si128(at(0), _mm512_extracti32x4_epi32::<0>(*codes));
+                _mm_storeu_si128(at(1), _mm512_extracti32x4_epi32::<1>(*codes));
+                _mm_storeu_si128(at(2), _mm512_extracti32x4_epi32::<2>(*codes));
+                _mm_storeu_si128(at(3), _mm512_extracti32x4_epi32::<3>(*codes));
+            }
+        }
+    }
+}
+
+/// [`panel`] for Q6_K weights.
+///
+/// # Safety
+/// As [`panel`].
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq")]
+#[allow(clippy::too_many_arguments)]
+#[allow(clippy::needless_range_loop)] // constant-bound indexing keeps the accumulators in registers
+pub unsafe fn panel_q6_k(
+    w: &[u8],
+    row_bytes: usize,
+    row0: usize,
+    rows: usize,
+    tokens: &[u8],
+    t: usize,
+    n: usize,
+    out: *mut f32,
+    buf: &mut PanelBuffers,
+) {
+    let blocks = row_bytes / q6_k::BYTES;
+    assert!(rows <= TILE && w.len() >= (row0 + rows) * row_bytes, "panel rows");
+    assert_eq!(tokens.len(), prepared_bytes_q6_k(t, blocks), "prepared tokens");
+    unpack_panel_q6_k(w, row_bytes, row0, rows, buf);
+    configure(16);
+    let mut sums = SubSums::<SUBS6>([[0; TILE * TILE]; SUBS6]);
+    for tile in 0..t.div_ceil(TILE) {
+        let mut acc = [_mm512_setzero_ps(); TILE];
+        for b in 0..blocks {
+            let x = tokens.as_ptr().add((tile * blocks + b) * TOKEN_SUPER6);
+            let a = buf.weights.as_slice().as_ptr().add(b * PANEL_SUPER6);
+            for i in (0..SUBS6).step_by(2) {
+                asm!(
+                    "tilezero tmm0",
+                    "tileloadd tmm1, [{a0} + {a_stride}]",
+                    "tileloadd tmm2, [{x0} + {x_stride}]",
+                    "tdpbusd tmm0, tmm1, tmm2",
+                    "tilezero tmm3",
+                    "tileloadd tmm4, [{a1} + {a_stride}]",
+                    "tileloadd tmm5, [{x1} + {x_stride}]",
+                    "tdpbusd tmm3, tmm4, tmm5",
+                    "tilestored [{c0} + {c_stride}], tmm0",
+                    "tilestored [{c1} + {c_stride}], tmm3",
+                    a0 = in(reg) a.add(256 * i),
+                    a1 = in(reg) a.add(256 * (i + 1)),
+                    x0 = in(reg) x.add(256 * i),
+                    x1 = in(reg) x.add(256 * (i + 1)),
+                    a_stride = in(reg) 16usize,
+                    x_stride = in(reg) 64usize,
+                    c0 = in(reg) sums.0[i].as_mut_ptr(),
+                    c1 = in(reg) sums.0[i + 1].as_mut_ptr(),
+                    c_stride = in(reg) 64usize,
+                    options(nostack),
+                );
+            }
+            let dx = _mm512_loadu_ps(x.add(SCALES_AT6) as *const f32);
+            for r in 0..TILE {
+                let mut dot = _mm512_setzero_si512();
+                for i in 0..SUBS6 {
+                    let s = _mm512_loadu_si512(sums.0[i][TILE * r..].as_ptr() as *const __m512i);
+                    let sc = _mm512_set1_epi32(buf.scales[(b * SUBS6 + i) * TILE + r]);
+                    dot = _mm512_add_epi32(dot, _mm512_mullo_epi32(s, sc));
+                }
+                let mut offset = _mm512_setzero_si512();
+                for i in 0..8 {
+                    let xs = _mm512_loadu_si512(x.add(SUMS_AT6 + 64 * i) as *const __m512i);
+                    let sc = _mm512_set1_epi32(buf.min_pairs[(b * 8 + i) * TILE + r]);
+                    offset = _mm512_add_epi32(offset, _mm512_madd_epi16(xs, sc));
+                }
+                let total = _mm512_sub_epi32(dot, _mm512_slli_epi32(offset, 5));
+                let d = _mm512_mul_ps(_mm512_set1_ps(buf.d[b * TILE + r]), dx);
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), d, acc[r]);
             }
         }
         let tokens_here = TILE.min(t - tile * TILE);

@@ -172,6 +172,33 @@ unsafe fn tile_q4_k<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], ou
     }
 }
 
+/// The 256 unsigned 6-bit codes of a Q6_K superblock at `wb`, 64 per
+/// register in weight order.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+pub(super) unsafe fn q6_k_codes(wb: *const u8) -> [__m512i; 4] {
+    let low4 = _mm512_set1_epi8(0x0F);
+    let high2 = _mm512_set1_epi8(0x30);
+    let mut codes = [_mm512_setzero_si512(); 4];
+    for half in 0..2 {
+        // ql: 64 bytes, their low nibbles weights 0-63 of this half, high
+        // nibbles 64-127; qh: 32 bytes of four 2-bit fields
+        let ql = _mm512_loadu_si512(wb.add(64 * half) as *const __m512i);
+        let qh = _mm256_loadu_si256(wb.add(128 + 32 * half) as *const __m256i);
+        // bytes 0-31 the fields at bits 0-1 / 4-5, bytes 32-63 at bits 2-3 / 6-7
+        let qh = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+        codes[2 * half] = _mm512_or_si512(
+            _mm512_and_si512(ql, low4),
+            _mm512_and_si512(_mm512_slli_epi16(qh, 4), high2),
+        );
+        codes[2 * half + 1] = _mm512_or_si512(
+            _mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
+            _mm512_and_si512(qh, high2),
+        );
+    }
+    codes
+}
+
 /// R Q6_K weight rows × C Q8_K activation rows, written to `out` from row
 /// `row0` on.
 #[inline]
@@ -187,8 +214,6 @@ unsafe fn tile_q6_k<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], ou
         assert_eq!(x[c].len(), blocks * q8_k::BYTES, "activation superblocks");
     }
     let table = f16_table();
-    let low4 = _mm512_set1_epi8(0x0F);
-    let high2 = _mm512_set1_epi8(0x30);
     let idx: [__m512i; 4] = std::array::from_fn(|m| index(&Q6_K_SCALE_INDEX[m]));
     let mut acc = [[0f32; C]; R];
     for b in 0..blocks {
@@ -202,30 +227,11 @@ unsafe fn tile_q6_k<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], ou
             let sc_bytes = _mm_loadu_si128(wb.add(192) as *const __m128i);
             let scales = pairs(_mm512_cvtepi8_epi32(sc_bytes));
             let mut dot = [_mm512_setzero_si512(); C];
-            for half in 0..2 {
-                // ql: 64 bytes, their low nibbles weights 0-63 of this half,
-                // high nibbles 64-127; qh: 32 bytes of four 2-bit fields
-                let ql = _mm512_loadu_si512(wb.add(64 * half) as *const __m512i);
-                let qh = _mm256_loadu_si256(wb.add(128 + 32 * half) as *const __m256i);
-                // bytes 0-31 the fields at bits 0-1 / 4-5, bytes 32-63 at bits 2-3 / 6-7
-                let qh = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
-                let codes = [
-                    _mm512_or_si512(
-                        _mm512_and_si512(ql, low4),
-                        _mm512_and_si512(_mm512_slli_epi16(qh, 4), high2),
-                    ),
-                    _mm512_or_si512(
-                        _mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
-                        _mm512_and_si512(qh, high2),
-                    ),
-                ];
-                for (k, &codes) in codes.iter().enumerate() {
-                    let m = 2 * half + k;
-                    let s = _mm512_permutexvar_epi32(idx[m], scales);
-                    for c in 0..C {
-                        let xv = _mm512_loadu_si512(xb[c].add(4 + 64 * m) as *const __m512i);
-                        dot[c] = _mm512_dpwssd_epi32(dot[c], _mm512_maddubs_epi16(codes, xv), s);
-                    }
+            for (m, &codes) in q6_k_codes(wb).iter().enumerate() {
+                let s = _mm512_permutexvar_epi32(idx[m], scales);
+                for c in 0..C {
+                    let xv = _mm512_loadu_si512(xb[c].add(4 + 64 * m) as *const __m512i);
+                    dot[c] = _mm512_dpwssd_epi32(dot[c], _mm512_maddubs_epi16(codes, xv), s);
                 }
             }
             // codes are offset by 32: Σ sc_i·(Σ q·x − 32·Σ x) per sub-block of 16
