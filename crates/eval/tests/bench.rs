@@ -235,3 +235,50 @@ fn kv_cache_types_stay_close_to_f32() {
         );
     }
 }
+
+/// `phi3 bench --type q4_k_m` synthesizes llama.cpp's mix, tensor by
+/// tensor as `phi3 quantize` types them, and runs it (Q4_K and Q6_K
+/// matrices side by side in one forward pass).
+#[test]
+fn synthesized_mixes_type_each_tensor_as_the_recipe() {
+    use phi3_eval::synth::{cache_path, parse_plan};
+    use phi3_model::convert::{Plan, Role};
+    let mut cfg = wide_config();
+    cfg.num_layers = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = parse_plan("q4_k_m").unwrap();
+    assert_eq!(plan, Plan::Q4KM);
+    assert_eq!(
+        parse_plan("q4_0").unwrap(),
+        Plan::Uniform(DType::Q4_0),
+        "a single type stays uniform"
+    );
+    assert_eq!(parse_plan("q3_k").unwrap(), Plan::Uniform(DType::Q3K));
+    assert!(parse_plan("q9_z").unwrap_err().to_string().contains("q4_k_m"));
+    assert!(cache_path("phi-3-mini-4k", plan).ends_with("bench/phi-3-mini-4k-q4_k_m.gguf"));
+    let out = dir.path().join("mix.gguf");
+    synthesize_config(&cfg, "mix", plan, &out).unwrap();
+    let m = Model::open(&out).unwrap();
+    for (l, layer) in m.weights.layers.iter().enumerate() {
+        assert_eq!(layer.qkv.tensor.dtype, plan.choose(Role::Qkv, l, 8, false), "layer {l}");
+        assert_eq!(
+            layer.down.tensor.dtype,
+            plan.choose(Role::FfnDown, l, 8, false),
+            "layer {l}"
+        );
+        assert_eq!(layer.gate_up.tensor.dtype, DType::Q4K);
+    }
+    assert_eq!(m.weights.lm_head.tensor.dtype, DType::Q6K);
+    assert_eq!(m.weights.embed.tensor.dtype, DType::Q4K);
+    let mut s = Session::new(
+        &m,
+        SessionOptions {
+            context: 40,
+            rope_policy: RopePolicy::Reference,
+            kv_type: phi3_model::KvType::F16,
+        },
+    )
+    .unwrap();
+    let logits = s.feed(&(1..33).collect::<Vec<u32>>(), Logits::Last).unwrap();
+    assert!(logits.iter().all(|v| v.is_finite()) && logits.iter().any(|&v| v != logits[0]));
+}
