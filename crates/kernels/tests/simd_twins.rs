@@ -385,3 +385,56 @@ fn k_quant_products_equal_the_blockwise_twin_for_every_batch_size() {
         }
     }
 }
+
+/// The activation quantizers the products use (SIMD where the CPU has it)
+/// give the scalar quantizers' bytes exactly: random rows, halves that
+/// round away from zero (a block whose largest magnitude is 127 has scale
+/// 1, so x·(1/d) = x), zero blocks, and a Q8_K block whose largest
+/// magnitude comes with both signs (the first one sets the sign of the scale).
+#[test]
+fn activation_quantizers_equal_the_scalar_ones_byte_for_byte() {
+    use phi3_kernels::quant::q8_k;
+    let mut rng = Lcg(41);
+    let mut rows: Vec<Vec<f32>> = (0..6).map(|_| (0..512).map(|_| rng.f32() * 4.0).collect()).collect();
+    let halves: Vec<f32> = (0..512)
+        .map(|i| {
+            if i % 32 == 0 {
+                127.0
+            } else {
+                (i % 254) as f32 / 2.0 - 63.5
+            }
+        })
+        .collect();
+    rows.push(halves.iter().map(|v| -v).collect());
+    rows.push(halves);
+    let mut ties = vec![0f32; 512];
+    ties[3] = -2.5;
+    ties[9] = 2.5;
+    ties[300] = 1.25;
+    rows.push(ties);
+    rows.push(vec![0.0; 512]);
+    let act = [
+        phi3_kernels::quant::dot::Activations::Q8_0,
+        phi3_kernels::quant::dot::Activations::Q8K,
+    ];
+    for x in &rows {
+        for a in act {
+            let mut fast = vec![0u8; a.row_bytes(512)];
+            a.quantize(x, &mut fast);
+            let mut scalar = vec![0u8; a.row_bytes(512)];
+            match a {
+                phi3_kernels::quant::dot::Activations::Q8_0 => {
+                    for (xb, b) in x.chunks_exact(32).zip(scalar.chunks_exact_mut(q8_0::BYTES)) {
+                        q8_0::quantize(xb, b);
+                    }
+                }
+                phi3_kernels::quant::dot::Activations::Q8K => {
+                    for (xb, b) in x.chunks_exact(256).zip(scalar.chunks_exact_mut(q8_k::BYTES)) {
+                        q8_k::quantize(xb, b);
+                    }
+                }
+            }
+            assert_eq!(fast, scalar, "{a:?}");
+        }
+    }
+}

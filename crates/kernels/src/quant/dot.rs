@@ -33,12 +33,10 @@ impl Activations {
     /// Quantizes a row of activations.
     pub fn quantize(self, x: &[f32], out: &mut [u8]) {
         match self {
-            Activations::Q8_0 => {
-                QuantKind::Q8_0.quantize(x, out).expect("Q8_0 has a quantizer");
-            }
+            Activations::Q8_0 => crate::simd::quantize_row_q8_0(x, out),
             Activations::Q8K => {
                 for (xb, ob) in x.chunks_exact(q8_k::BLOCK).zip(out.chunks_exact_mut(q8_k::BYTES)) {
-                    q8_k::quantize(xb, ob);
+                    crate::simd::quantize_block_q8_k(xb, ob);
                 }
             }
         }

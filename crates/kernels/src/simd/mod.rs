@@ -121,6 +121,30 @@ pub fn dot_q6_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
     }
 }
 
+/// Quantizes a row of activations to Q8_0 blocks (`quant::q8_0::quantize`
+/// per block, byte for byte).
+pub fn quantize_row_q8_0(x: &[f32], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512Vnni {
+        // SAFETY: the VNNI level includes AVX-512 F, BW and DQ (detected at run time).
+        return unsafe { act_quant::quantize_q8_0(x, out) };
+    }
+    for (xb, b) in x.chunks_exact(32).zip(out.chunks_exact_mut(crate::quant::q8_0::BYTES)) {
+        crate::quant::q8_0::quantize(xb, b);
+    }
+}
+
+/// Quantizes 256 activations to a Q8_K block (`quant::q8_k::quantize`,
+/// byte for byte).
+pub fn quantize_block_q8_k(x: &[f32], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512Vnni {
+        // SAFETY: as in `quantize_row_q8_0`.
+        return unsafe { act_quant::quantize_q8_k(x, out) };
+    }
+    crate::quant::q8_k::quantize(x, out)
+}
+
 /// Whether Q4_0 products with many tokens run on AMX tiles (`simd::amx`;
 /// Sapphire Rapids and later, with the VNNI kernels' arithmetic bit for bit).
 /// `PHI3_ISA=vnni` leaves AMX out, as the lesser levels do.
@@ -269,6 +293,8 @@ macro_rules! tile_shapes {
     }};
 }
 
+#[cfg(target_arch = "x86_64")]
+mod act_quant;
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
 #[cfg(target_arch = "x86_64")]
