@@ -52,7 +52,7 @@ fn main() {
 }
 
 /// Single-thread matrix products with `t` activation rows (through the tile
-/// kernels for Q4_0 and Q8_0): what batching t sequences or tokens costs.
+/// kernels, and from 16 rows AMX where present): what batching t sequences or tokens costs.
 /// The weights (256 rows) stay in cache, so this measures compute.
 fn tiles() {
     phi3_kernels::pool::set_global_threads(1);
@@ -60,7 +60,7 @@ fn tiles() {
     let w32: Vec<f32> = (0..rows * k)
         .map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5)
         .collect();
-    for kind in [QuantKind::Q4_0, QuantKind::Q8_0] {
+    for kind in [QuantKind::Q4_0, QuantKind::Q8_0, QuantKind::Q4K, QuantKind::Q6K] {
         let mut w = vec![0u8; kind.row_bytes(k) * rows];
         kind.quantize(&w32, &mut w).unwrap();
         let weights = phi3_kernels::matmul::WeightRef::Quant(kind, &w);

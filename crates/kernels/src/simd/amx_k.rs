@@ -145,12 +145,18 @@ pub unsafe fn panel(
     assert_eq!(tokens.len(), prepared_bytes(t, blocks), "prepared tokens");
     unpack_panel(w, row_bytes, row0, rows, buf);
     configure(32);
-    let mut sums = SubSums::<SUBS>([[0; TILE * TILE]; SUBS]);
+    // two sets, alternating by superblock: the tile unit fills one while the
+    // other is still being read
+    let mut sum_sets = [
+        SubSums::<SUBS>([[0; TILE * TILE]; SUBS]),
+        SubSums::<SUBS>([[0; TILE * TILE]; SUBS]),
+    ];
     for tile in 0..t.div_ceil(TILE) {
         let mut acc = [_mm512_setzero_ps(); TILE];
         for b in 0..blocks {
             let x = tokens.as_ptr().add((tile * blocks + b) * TOKEN_SUPER);
             let a = buf.weights.as_slice().as_ptr().add(b * PANEL_SUPER);
+            let sums = &mut sum_sets[b % 2];
             for j in (0..SUBS).step_by(2) {
                 asm!(
                     "tilezero tmm0",
@@ -209,12 +215,12 @@ pub unsafe fn panel(
 }
 
 /// Q6_K: sub-blocks of 16 per superblock, and prepared bytes per (token
-/// tile, superblock): 16 B tiles of 256 bytes, eight registers of the
-/// tokens' (Σx)_{2i}, (Σx)_{2i+1} pairs, 16 f32 scales.
+/// tile, superblock): 16 B tiles of 256 bytes, then 16 f32 scales. The
+/// weights go to the tile unit as signed codes q − 32 (`tdpbssd`), so no
+/// offset term is needed.
 const SUBS6: usize = 16;
-const TOKEN_SUPER6: usize = SUBS6 * 256 + 8 * 64 + 64;
-const SUMS_AT6: usize = SUBS6 * 256;
-const SCALES_AT6: usize = SUMS_AT6 + 8 * 64;
+const TOKEN_SUPER6: usize = SUBS6 * 256 + 64;
+const SCALES_AT6: usize = SUBS6 * 256;
 const PANEL_SUPER6: usize = SUBS6 * TILE * 16;
 
 /// [`prepared_bytes`] for Q6_K weights.
@@ -233,8 +239,6 @@ pub fn prepare_tile_q6_k(xq: &[u8], t: usize, blocks: usize, tile: usize, out: &
                 for g in 0..4 {
                     o[256 * i + 64 * g + 4 * m..][..4].copy_from_slice(&xb[4 + 16 * i + 4 * g..][..4]);
                 }
-                let sum = q8_k::bsum(xb, i) as i16;
-                o[SUMS_AT6 + 64 * (i / 2) + 4 * m + 2 * (i % 2)..][..2].copy_from_slice(&sum.to_le_bytes());
             }
             o[SCALES_AT6 + 4 * m..][..4].copy_from_slice(&xb[..4]);
         }
@@ -242,17 +246,14 @@ pub fn prepare_tile_q6_k(xq: &[u8], t: usize, blocks: usize, tile: usize, out: &
 }
 
 /// Unpacks Q6_K rows `row0..row0 + rows` into A tiles (16 rows × 16
-/// codes), one per sub-block, with their scales: `scales` sc_i,
-/// `min_pairs` (sc_{2i}, sc_{2i+1}) as i16 pairs, `d`.
+/// signed codes q − 32), one per sub-block, with their scales sc_i and d.
 #[target_feature(enable = "avx2,avx512f,avx512bw")]
 unsafe fn unpack_panel_q6_k(w: &[u8], row_bytes: usize, row0: usize, rows: usize, buf: &mut PanelBuffers) {
     let blocks = row_bytes / q6_k::BYTES;
     buf.weights.resize(blocks * PANEL_SUPER6);
     buf.weights.as_mut_slice().fill(0);
-    for v in [&mut buf.scales, &mut buf.min_pairs] {
-        v.clear();
-        v.resize(blocks * SUBS6 * TILE, 0);
-    }
+    buf.scales.clear();
+    buf.scales.resize(blocks * SUBS6 * TILE, 0);
     buf.d.clear();
     buf.d.resize(blocks * TILE, 0.0);
     let table = f16_table();
@@ -265,10 +266,8 @@ unsafe fn unpack_panel_q6_k(w: &[u8], row_bytes: usize, row0: usize, rows: usize
             for i in 0..SUBS6 {
                 buf.scales[(b * SUBS6 + i) * TILE + r] = sc(i);
             }
-            for i in 0..8 {
-                buf.min_pairs[(b * 8 + i) * TILE + r] = (sc(2 * i) & 0xFFFF) | sc(2 * i + 1) << 16;
-            }
             for (m, codes) in super::vnni_k::q6_k_codes(blk.as_ptr()).iter().enumerate() {
+                let codes = &_mm512_sub_epi8(*codes, _mm512_set1_epi8(32));
                 // register m holds sub-blocks 4m..4m+4, 16 codes each
                 let at = |q: usize| dst.add(b * PANEL_SUPER6 + (4 * m + q) * 256 + 16 * r) as *mut __m128i;
                 _mm_storeu_si128(at(0), _mm512_extracti32x4_epi32::<0>(*codes));
@@ -303,22 +302,26 @@ pub unsafe fn panel_q6_k(
     assert_eq!(tokens.len(), prepared_bytes_q6_k(t, blocks), "prepared tokens");
     unpack_panel_q6_k(w, row_bytes, row0, rows, buf);
     configure(16);
-    let mut sums = SubSums::<SUBS6>([[0; TILE * TILE]; SUBS6]);
+    let mut sum_sets = [
+        SubSums::<SUBS6>([[0; TILE * TILE]; SUBS6]),
+        SubSums::<SUBS6>([[0; TILE * TILE]; SUBS6]),
+    ];
     for tile in 0..t.div_ceil(TILE) {
         let mut acc = [_mm512_setzero_ps(); TILE];
         for b in 0..blocks {
             let x = tokens.as_ptr().add((tile * blocks + b) * TOKEN_SUPER6);
             let a = buf.weights.as_slice().as_ptr().add(b * PANEL_SUPER6);
+            let sums = &mut sum_sets[b % 2];
             for i in (0..SUBS6).step_by(2) {
                 asm!(
                     "tilezero tmm0",
                     "tileloadd tmm1, [{a0} + {a_stride}]",
                     "tileloadd tmm2, [{x0} + {x_stride}]",
-                    "tdpbusd tmm0, tmm1, tmm2",
+                    "tdpbssd tmm0, tmm1, tmm2",
                     "tilezero tmm3",
                     "tileloadd tmm4, [{a1} + {a_stride}]",
                     "tileloadd tmm5, [{x1} + {x_stride}]",
-                    "tdpbusd tmm3, tmm4, tmm5",
+                    "tdpbssd tmm3, tmm4, tmm5",
                     "tilestored [{c0} + {c_stride}], tmm0",
                     "tilestored [{c1} + {c_stride}], tmm3",
                     a0 = in(reg) a.add(256 * i),
@@ -341,15 +344,8 @@ pub unsafe fn panel_q6_k(
                     let sc = _mm512_set1_epi32(buf.scales[(b * SUBS6 + i) * TILE + r]);
                     dot = _mm512_add_epi32(dot, _mm512_mullo_epi32(s, sc));
                 }
-                let mut offset = _mm512_setzero_si512();
-                for i in 0..8 {
-                    let xs = _mm512_loadu_si512(x.add(SUMS_AT6 + 64 * i) as *const __m512i);
-                    let sc = _mm512_set1_epi32(buf.min_pairs[(b * 8 + i) * TILE + r]);
-                    offset = _mm512_add_epi32(offset, _mm512_madd_epi16(xs, sc));
-                }
-                let total = _mm512_sub_epi32(dot, _mm512_slli_epi32(offset, 5));
                 let d = _mm512_mul_ps(_mm512_set1_ps(buf.d[b * TILE + r]), dx);
-                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), d, acc[r]);
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), d, acc[r]);
             }
         }
         let tokens_here = TILE.min(t - tile * TILE);
