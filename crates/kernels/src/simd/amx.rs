@@ -118,6 +118,71 @@ pub(super) unsafe fn configure(k: u8) {
     asm!("ldtilecfg [{}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly));
 }
 
+/// Writes a tile of results, `acc[row]` holding 16 tokens' values, as
+/// `out[(first + m) · n + row0 + row]` for the first `tokens` tokens and
+/// `rows` rows: transposed in registers (16 × 16 floats), then one masked
+/// 64-byte store per token.
+///
+/// # Safety
+/// AVX-512 F must be available; `out` must hold those elements.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn store_transposed(
+    acc: &[__m512; TILE],
+    out: *mut f32,
+    n: usize,
+    first: usize,
+    tokens: usize,
+    row0: usize,
+    rows: usize,
+) {
+    // pairs of rows interleaved by element, then pairs of pairs: u[4g + e]
+    // holds, in 128-bit quarter q, rows 4g..4g+4 of element 4q + e
+    let t: [__m512; TILE] = std::array::from_fn(|i| {
+        let (a, b) = (acc[i / 2 * 2], acc[i / 2 * 2 + 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_ps(a, b)
+        } else {
+            _mm512_unpackhi_ps(a, b)
+        }
+    });
+    let u: [__m512; TILE] = std::array::from_fn(|i| {
+        let (g, e) = (i / 4, i % 4);
+        let (a, b) = (
+            _mm512_castps_pd(t[4 * g + e / 2]),
+            _mm512_castps_pd(t[4 * g + 2 + e / 2]),
+        );
+        _mm512_castpd_ps(if e % 2 == 0 {
+            _mm512_unpacklo_pd(a, b)
+        } else {
+            _mm512_unpackhi_pd(a, b)
+        })
+    });
+    let mask = ((1u32 << rows) - 1) as u16;
+    for e in 0..4 {
+        // quarters 0 and 2 / 1 and 3 of row groups (0, 1) and (2, 3)
+        let even = [
+            _mm512_shuffle_f32x4::<0x88>(u[e], u[4 + e]),
+            _mm512_shuffle_f32x4::<0x88>(u[8 + e], u[12 + e]),
+        ];
+        let odd = [
+            _mm512_shuffle_f32x4::<0xDD>(u[e], u[4 + e]),
+            _mm512_shuffle_f32x4::<0xDD>(u[8 + e], u[12 + e]),
+        ];
+        let columns = [
+            (e, _mm512_shuffle_f32x4::<0x88>(even[0], even[1])),
+            (4 + e, _mm512_shuffle_f32x4::<0x88>(odd[0], odd[1])),
+            (8 + e, _mm512_shuffle_f32x4::<0xDD>(even[0], even[1])),
+            (12 + e, _mm512_shuffle_f32x4::<0xDD>(odd[0], odd[1])),
+        ];
+        for (m, column) in columns {
+            if m < tokens {
+                _mm512_mask_storeu_ps(out.add((first + m) * n + row0), mask, column);
+            }
+        }
+    }
+}
+
 /// Bytes of `t` tokens' prepared activations for rows of `blocks` blocks.
 pub fn prepared_bytes(t: usize, blocks: usize) -> usize {
     t.div_ceil(TILE) * blocks * TOKEN_BLOCK
@@ -310,18 +375,14 @@ pub unsafe fn panel(
             buf.acc[lane * TILE..][..TILE].copy_from_slice(&acc);
         }
         // the lanes added in halves (8, 4, 2, 1), as the VNNI kernel adds them
-        let tokens_here = TILE.min(t - tile * TILE);
-        for r in 0..rows {
+        let sums: [__m512; TILE] = std::array::from_fn(|r| {
             let lane = |l: usize| buf.acc[l * TILE + r];
             let a8: [__m512; 8] = std::array::from_fn(|l| _mm512_add_ps(lane(l), lane(l + 8)));
             let a4: [__m512; 4] = std::array::from_fn(|l| _mm512_add_ps(a8[l], a8[l + 4]));
             let a2: [__m512; 2] = std::array::from_fn(|l| _mm512_add_ps(a4[l], a4[l + 2]));
-            let mut sums = [0f32; TILE];
-            _mm512_storeu_ps(sums.as_mut_ptr(), _mm512_add_ps(a2[0], a2[1]));
-            for (m, v) in sums.iter().enumerate().take(tokens_here) {
-                *out.add((tile * TILE + m) * n + row0 + r) = *v;
-            }
-        }
+            _mm512_add_ps(a2[0], a2[1])
+        });
+        store_transposed(&sums, out, n, tile * TILE, TILE.min(t - tile * TILE), row0, rows);
     }
     asm!("tilerelease", options(nostack, nomem));
 }

@@ -17,7 +17,7 @@
 use std::arch::asm;
 use std::arch::x86_64::*;
 
-use super::amx::{configure, AlignedBytes, TILE};
+use super::amx::{configure, store_transposed, AlignedBytes, TILE};
 use crate::quant::dot::q4_k_scales_mins;
 use crate::quant::{f16_table, q4_k, q6_k, q8_k};
 
@@ -202,14 +202,7 @@ pub unsafe fn panel(
                 acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mins), neg_dmin, acc[r]);
             }
         }
-        let tokens_here = TILE.min(t - tile * TILE);
-        for r in 0..rows {
-            let mut lanes = [0f32; TILE];
-            _mm512_storeu_ps(lanes.as_mut_ptr(), acc[r]);
-            for (m, v) in lanes.iter().enumerate().take(tokens_here) {
-                *out.add((tile * TILE + m) * n + row0 + r) = *v;
-            }
-        }
+        store_transposed(&acc, out, n, tile * TILE, TILE.min(t - tile * TILE), row0, rows);
     }
     asm!("tilerelease", options(nostack, nomem));
 }
@@ -348,14 +341,7 @@ pub unsafe fn panel_q6_k(
                 acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), d, acc[r]);
             }
         }
-        let tokens_here = TILE.min(t - tile * TILE);
-        for r in 0..rows {
-            let mut lanes = [0f32; TILE];
-            _mm512_storeu_ps(lanes.as_mut_ptr(), acc[r]);
-            for (m, v) in lanes.iter().enumerate().take(tokens_here) {
-                *out.add((tile * TILE + m) * n + row0 + r) = *v;
-            }
-        }
+        store_transposed(&acc, out, n, tile * TILE, TILE.min(t - tile * TILE), row0, rows);
     }
     asm!("tilerelease", options(nostack, nomem));
 }
