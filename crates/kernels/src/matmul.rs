@@ -108,7 +108,12 @@ fn matmul_quantized(
         act.quantize(xi, qi);
     }
     #[cfg(target_arch = "x86_64")]
-    if matches!(kind, QuantKind::Q4_0 | QuantKind::Q4K | QuantKind::Q6K) && t >= AMX_MIN_TOKENS && crate::simd::amx() {
+    if matches!(
+        kind,
+        QuantKind::Q4_0 | QuantKind::Q8_0 | QuantKind::Q4K | QuantKind::Q6K
+    ) && t >= AMX_MIN_TOKENS
+        && crate::simd::amx()
+    {
         matmul_amx(kind, w, n, k, &xq, t, out);
         QUANTIZED.with(|q| *q.borrow_mut() = xq);
         return;
@@ -160,11 +165,11 @@ fn matmul_quantized(
     }
 }
 
-/// Tokens from which a Q4_0, Q4_K or Q6_K product runs on AMX tiles (where present).
+/// Tokens from which a Q4_0, Q8_0, Q4_K or Q6_K product runs on AMX tiles (where present).
 #[cfg(target_arch = "x86_64")]
 const AMX_MIN_TOKENS: usize = 16;
 
-/// Q4_0 weights × Q8_0 activations, or Q4_K / Q6_K × Q8_K, `xq` on AMX: the
+/// Q4_0 or Q8_0 weights × Q8_0 activations, or Q4_K / Q6_K × Q8_K, `xq` on AMX: the
 /// tokens prepared once (tiles of 16 shared out over the pool), then panels
 /// of 16 weight rows shared out, each multiplied by every token tile.
 #[cfg(target_arch = "x86_64")]
@@ -213,7 +218,10 @@ fn matmul_amx(kind: QuantKind, w: &[u8], n: usize, k: usize, xq: &[u8], t: usize
                         QuantKind::Q6K => {
                             amx_k::panel_q6_k(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), k_buf)
                         }
-                        _ => amx::panel(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), q4_0_buf),
+                        QuantKind::Q8_0 => {
+                            amx::panel::<true>(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), q4_0_buf)
+                        }
+                        _ => amx::panel::<false>(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), q4_0_buf),
                     }
                 };
             }

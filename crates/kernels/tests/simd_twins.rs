@@ -1,7 +1,9 @@
 //! Tier 1: every SIMD kernel against its scalar twin, and both against f64,
 //! on random data, ggml's synthetic pattern and odd block counts.
 
-use phi3_kernels::quant::dot::{dot_q4_0_q8_0_grouped_scalar, dot_q4_0_q8_0_scalar, dot_q8_0_q8_0_scalar};
+use phi3_kernels::quant::dot::{
+    dot_q4_0_q8_0_grouped_scalar, dot_q4_0_q8_0_scalar, dot_q8_0_q8_0_grouped_scalar, dot_q8_0_q8_0_scalar,
+};
 use phi3_kernels::quant::{q8_0, QuantKind};
 use phi3_kernels::simd;
 
@@ -253,9 +255,13 @@ fn tile_kernels_equal_scalar_whatever_the_tile_shape() {
                     let want = scalar(&ws[r], &xs[c]);
                     let (_, mag) = exact_dot(kind, &ws[r], &xs[c], n);
                     let got = full[r * 4 + c];
-                    if kind == QuantKind::Q4_0 {
+                    {
                         // the VNNI kernel's own arithmetic, reproduced by its twin
-                        let twin = dot_q4_0_q8_0_grouped_scalar(&ws[r], &xs[c]);
+                        let twin = if kind == QuantKind::Q4_0 {
+                            dot_q4_0_q8_0_grouped_scalar(&ws[r], &xs[c])
+                        } else {
+                            dot_q8_0_q8_0_grouped_scalar(&ws[r], &xs[c])
+                        };
                         assert!(
                             ((twin - want) as f64).abs() <= 1e-5 * mag + 1e-6,
                             "grouped twin {twin} vs {want}"
@@ -291,45 +297,50 @@ fn tile_kernels_equal_scalar_whatever_the_tile_shape() {
     }
 }
 
-/// Whole products through `matmul`: with many tokens Q4_0 runs on AMX tiles
-/// where the CPU has them, with few on the VNNI tiles; either way every
-/// element is its pair's grouped twin bit for bit (on CPUs with the VNNI
-/// level), so a token's result never depends on how many share its batch.
+/// Whole products through `matmul`: with many tokens Q4_0 and Q8_0 run on
+/// AMX tiles where the CPU has them, with few on the VNNI tiles; either way
+/// every element is its pair's grouped twin bit for bit (on CPUs with the
+/// VNNI level), so a token's result never depends on how many share its batch.
 #[test]
-fn q4_0_products_equal_the_grouped_twin_for_every_batch_size() {
+fn block_products_equal_the_grouped_twin_for_every_batch_size() {
     let mut rng = Lcg(23);
     let act = phi3_kernels::quant::dot::activations_for(QuantKind::Q4_0).unwrap();
-    for (n, k) in [(35usize, 96usize), (48, 544), (16, 32)] {
+    for (kind, n, k) in [
+        (QuantKind::Q4_0, 35usize, 96usize),
+        (QuantKind::Q4_0, 48, 544),
+        (QuantKind::Q4_0, 16, 32),
+        (QuantKind::Q8_0, 35, 96),
+        (QuantKind::Q8_0, 19, 544),
+        (QuantKind::Q8_0, 16, 32),
+    ] {
+        let grouped_twin = if kind == QuantKind::Q4_0 {
+            dot_q4_0_q8_0_grouped_scalar
+        } else {
+            dot_q8_0_q8_0_grouped_scalar
+        };
         let w32: Vec<f32> = (0..n * k).map(|_| rng.f32() * 2.0).collect();
-        let w = quantize(QuantKind::Q4_0, &w32);
-        let rb = QuantKind::Q4_0.row_bytes(k);
+        let w = quantize(kind, &w32);
+        let rb = kind.row_bytes(k);
         for t in [1usize, 5, 16, 17, 40] {
             let x: Vec<f32> = (0..t * k).map(|_| rng.f32()).collect();
             let mut out = vec![0f32; t * n];
-            phi3_kernels::matmul(
-                phi3_kernels::WeightRef::Quant(QuantKind::Q4_0, &w),
-                n,
-                k,
-                &x,
-                t,
-                &mut out,
-            );
+            phi3_kernels::matmul(phi3_kernels::WeightRef::Quant(kind, &w), n, k, &x, t, &mut out);
             for i in 0..t {
                 let mut xq = vec![0u8; act.row_bytes(k)];
                 act.quantize(&x[i * k..(i + 1) * k], &mut xq);
                 for j in 0..n {
-                    let twin = dot_q4_0_q8_0_grouped_scalar(&w[j * rb..(j + 1) * rb], &xq);
+                    let twin = grouped_twin(&w[j * rb..(j + 1) * rb], &xq);
                     let got = out[i * n + j];
                     #[cfg(target_arch = "x86_64")]
                     if simd::isa() == simd::Isa::Avx512Vnni {
                         assert_eq!(
                             got.to_bits(),
                             twin.to_bits(),
-                            "n {n} k {k} t {t} ({i},{j}): {got} vs {twin}"
+                            "{kind:?} n {n} k {k} t {t} ({i},{j}): {got} vs {twin}"
                         );
                         continue;
                     }
-                    let (_, mag) = exact_dot(QuantKind::Q4_0, &w[j * rb..(j + 1) * rb], &xq, k);
+                    let (_, mag) = exact_dot(kind, &w[j * rb..(j + 1) * rb], &xq, k);
                     assert!(((got - twin) as f64).abs() <= 1e-5 * mag + 1e-6, "{got} vs {twin}");
                 }
             }

@@ -242,23 +242,42 @@ pub const fn q4_0_group_lane(b: usize) -> usize {
 /// 16-lane accumulator (a row's last group padded with zero blocks); the
 /// lanes are then added in halves (8, 4, 2, 1).
 pub fn dot_q4_0_q8_0_grouped_scalar(w: &[u8], x: &[u8]) -> f32 {
+    grouped_scalar(w, x, q4_0::BYTES, |wb, xb| {
+        (0..16)
+            .map(|j| {
+                let lo = (wb[2 + j] & 0xF) as i32 - 8;
+                let hi = (wb[2 + j] >> 4) as i32 - 8;
+                lo * (xb[2 + j] as i8) as i32 + hi * (xb[18 + j] as i8) as i32
+            })
+            .sum()
+    })
+}
+
+/// Scalar twin of the VNNI (and AMX) Q8_0 tile kernels, bit for bit: the
+/// float steps of [`dot_q4_0_q8_0_grouped_scalar`] over Q8_0 blocks.
+pub fn dot_q8_0_q8_0_grouped_scalar(w: &[u8], x: &[u8]) -> f32 {
+    grouped_scalar(w, x, q8_0::BYTES, |wb, xb| {
+        (0..32)
+            .map(|j| (wb[2 + j] as i8) as i32 * (xb[2 + j] as i8) as i32)
+            .sum()
+    })
+}
+
+/// The grouped arithmetic of the 32-weight block kernels: exact block sums
+/// (`block_sum`), one fused multiply-add per block into its group lane,
+/// lanes added in halves.
+fn grouped_scalar(w: &[u8], x: &[u8], block_bytes: usize, block_sum: impl Fn(&[u8], &[u8]) -> i32) -> f32 {
     let table = f16_table();
-    let blocks = w.len() / q4_0::BYTES;
+    let blocks = w.len() / block_bytes;
     assert_eq!(x.len(), blocks * q8_0::BYTES, "activation blocks");
     let mut acc = [0f32; Q4_0_GROUP];
     for g in 0..blocks.div_ceil(Q4_0_GROUP) {
         for b in 0..Q4_0_GROUP {
             let block = g * Q4_0_GROUP + b;
             let (sum, d) = if block < blocks {
-                let wb = &w[block * q4_0::BYTES..(block + 1) * q4_0::BYTES];
+                let wb = &w[block * block_bytes..(block + 1) * block_bytes];
                 let xb = &x[block * q8_0::BYTES..(block + 1) * q8_0::BYTES];
-                let mut sum = 0i32;
-                for j in 0..16 {
-                    let lo = (wb[2 + j] & 0xF) as i32 - 8;
-                    let hi = (wb[2 + j] >> 4) as i32 - 8;
-                    sum += lo * (xb[2 + j] as i8) as i32 + hi * (xb[18 + j] as i8) as i32;
-                }
-                (sum, scale(table, wb) * scale(table, xb))
+                (block_sum(wb, xb), scale(table, wb) * scale(table, xb))
             } else {
                 (0, 0.0)
             };

@@ -250,9 +250,12 @@ pub struct PanelBuffers {
 
 /// Unpacks weight rows `row0..row0 + rows` (at most 16; missing rows are
 /// zero) into A tiles, one per block, and their scales (`scales[b·16 + r]`).
+/// Q8_0 weights (`Q8`) become unsigned bytes w + 128 (the tokens' −8·Σx is
+/// then taken 16 times: −128·Σx); Q4_0 weights their nibbles.
 #[target_feature(enable = "avx2")]
-unsafe fn unpack_panel(w: &[u8], row_bytes: usize, row0: usize, rows: usize, buf: &mut PanelBuffers) {
-    let blocks = row_bytes / q4_0::BYTES;
+unsafe fn unpack_panel<const Q8: bool>(w: &[u8], row_bytes: usize, row0: usize, rows: usize, buf: &mut PanelBuffers) {
+    let block_bytes = if Q8 { q8_0::BYTES } else { q4_0::BYTES };
+    let blocks = row_bytes / block_bytes;
     // every byte is written below, rows past `rows` with zeros
     buf.weights.resize(blocks * PANEL_BLOCK);
     buf.scales.resize(blocks * TILE, 0.0);
@@ -266,10 +269,15 @@ unsafe fn unpack_panel(w: &[u8], row_bytes: usize, row0: usize, rows: usize, buf
     let nibble = _mm_set1_epi8(0x0F);
     for r in 0..rows {
         let row = &w[(row0 + r) * row_bytes..][..row_bytes];
-        for (b, blk) in row.chunks_exact(q4_0::BYTES).enumerate() {
+        for (b, blk) in row.chunks_exact(block_bytes).enumerate() {
             buf.scales[b * TILE + r] = table[u16::from_le_bytes([blk[0], blk[1]]) as usize];
-            let packed = _mm_loadu_si128(blk.as_ptr().add(2) as *const __m128i);
             let dst = buf.weights.as_mut_slice().as_mut_ptr().add(b * PANEL_BLOCK + 32 * r);
+            if Q8 {
+                let q = _mm256_loadu_si256(blk.as_ptr().add(2) as *const __m256i);
+                _mm256_storeu_si256(dst as *mut __m256i, _mm256_xor_si256(q, _mm256_set1_epi8(-128)));
+                continue;
+            }
+            let packed = _mm_loadu_si128(blk.as_ptr().add(2) as *const __m128i);
             _mm_storeu_si128(dst as *mut __m128i, _mm_and_si128(packed, nibble));
             _mm_storeu_si128(
                 dst.add(16) as *mut __m128i,
@@ -280,8 +288,8 @@ unsafe fn unpack_panel(w: &[u8], row_bytes: usize, row0: usize, rows: usize, buf
 }
 
 /// `out[token · n + row]` for rows `row0..row0 + rows` (a panel of at most
-/// 16) and every token, from the weight matrix `w` (rows of `row_bytes`)
-/// and the prepared tokens.
+/// 16) and every token, from the Q4_0 (or, `Q8`, Q8_0) weight matrix `w`
+/// (rows of `row_bytes`) and the prepared tokens.
 ///
 /// # Safety
 /// [`available`] must have returned true, the CPU must support AVX-512 F,
@@ -289,7 +297,7 @@ unsafe fn unpack_panel(w: &[u8], row_bytes: usize, row0: usize, rows: usize, buf
 /// these rows of it.
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq")]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn panel(
+pub unsafe fn panel<const Q8: bool>(
     w: &[u8],
     row_bytes: usize,
     row0: usize,
@@ -300,10 +308,10 @@ pub unsafe fn panel(
     out: *mut f32,
     buf: &mut PanelBuffers,
 ) {
-    let blocks = row_bytes / q4_0::BYTES;
+    let blocks = row_bytes / if Q8 { q8_0::BYTES } else { q4_0::BYTES };
     assert!(rows <= TILE && w.len() >= (row0 + rows) * row_bytes, "panel rows");
     assert_eq!(tokens.len(), prepared_bytes(t, blocks), "prepared tokens");
-    unpack_panel(w, row_bytes, row0, rows, buf);
+    unpack_panel::<Q8>(w, row_bytes, row0, rows, buf);
     configure(32);
     buf.acc.resize(Q4_0_GROUP * TILE, _mm512_setzero_ps());
     let mut c = [[[_mm512_setzero_si512(); TILE]; 2]; 2];
@@ -355,7 +363,10 @@ pub unsafe fn panel(
                 if let Some((pair, slot, count)) = pending {
                     for (k, &b) in pair.iter().enumerate().take(count) {
                         let x = tb.add(b * TOKEN_BLOCK);
-                        let neg_corr = _mm512_loadu_si512(x.add(NEG_CORR_AT) as *const __m512i);
+                        let mut neg_corr = _mm512_loadu_si512(x.add(NEG_CORR_AT) as *const __m512i);
+                        if Q8 {
+                            neg_corr = _mm512_slli_epi32::<4>(neg_corr);
+                        }
                         let dx = _mm512_loadu_ps(x.add(SCALES_AT) as *const f32);
                         let dw = &buf.scales[b * TILE..][..TILE];
                         for r in 0..TILE {

@@ -183,12 +183,8 @@ impl TileActivations {
         {
             #[cfg(target_arch = "x86_64")]
             if isa() == Isa::Avx512Vnni {
-                if q4 {
-                    vnni_q4_0::prepare(x, out);
-                } else {
-                    // SAFETY: AVX-512 F/BW/DQ/VL/VNNI and AVX2/FMA were detected at run time.
-                    unsafe { vnni::prepare(x, out) };
-                }
+                // Q4_0 and Q8_0 weights take the same prepared rows
+                vnni_q4_0::prepare(x, out);
                 continue;
             }
             out.copy_from_slice(x);
@@ -206,11 +202,7 @@ impl TileActivations {
 fn tile_row_bytes(q4: bool, blocks: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     if isa() == Isa::Avx512Vnni {
-        return if q4 {
-            vnni_q4_0::prepared_bytes(blocks)
-        } else {
-            blocks.div_ceil(2) * vnni::STEP_BYTES
-        };
+        return vnni_q4_0::prepared_bytes(blocks);
     }
     let _ = q4;
     blocks * crate::quant::q8_0::BYTES
@@ -232,7 +224,7 @@ pub fn dot_tile_q8_0(q4: bool, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [f3
             if q4 {
                 vnni_q4_0::dot_tile(w_rows, x_rows, out)
             } else {
-                vnni::dot_tile(w_rows, x_rows, out)
+                vnni_q4_0::dot_tile_q8_0(w_rows, x_rows, out)
             }
         };
         return;
@@ -299,8 +291,6 @@ mod act_quant;
 pub mod amx;
 #[cfg(target_arch = "x86_64")]
 pub mod amx_k;
-#[cfg(target_arch = "x86_64")]
-mod vnni;
 #[cfg(target_arch = "x86_64")]
 mod vnni_k;
 #[cfg(target_arch = "x86_64")]

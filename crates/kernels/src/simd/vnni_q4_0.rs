@@ -1,6 +1,8 @@
-//! AVX-512 VNNI + VBMI tile kernel for Q4_0 weight rows × Q8_0 activation
-//! rows, reading the weights in the file's own block layout (no repacking,
-//! so no second copy of the weights).
+//! AVX-512 VNNI + VBMI tile kernels for Q4_0 and Q8_0 weight rows × Q8_0
+//! activation rows, reading the weights in the file's own block layout (no
+//! repacking, so no second copy of the weights). Q8_0 (at the end) gathers
+//! its 34-byte blocks' halves the same way, as unsigned bytes w + 128, and
+//! shares the activations and every float step.
 //!
 //! A row is taken 16 blocks (512 weights, 288 bytes) at a time. `vpermi2b`
 //! gathers the 16-byte nibble runs of four 18-byte blocks into one register
@@ -143,10 +145,93 @@ unsafe fn unpack_group(p: *const u8, avail: usize) -> ([__m512i; 8], __m512) {
     (q, _mm512_cvtph_ps(_mm512_castsi512_si256(scales)))
 }
 
-/// `acc` plus one group of one (weight row, activation row) pair.
+/// Q8_0: bytes of one group of 16 blocks and of each quarter (4 blocks).
+const GROUP_BYTES_Q8: usize = Q4_0_GROUP * q8_0::BYTES;
+const QUARTER_BYTES_Q8: usize = 4 * q8_0::BYTES;
+
+/// Byte indices that gather the 16-byte halves of four consecutive Q8_0
+/// blocks from a 128-byte window: the first halves from the quarter's
+/// start, the second halves from 16 bytes further (the same indices).
+static HALVES_Q8: [u8; 64] = {
+    let mut idx = [0u8; 64];
+    let mut j = 0;
+    while j < 4 {
+        let mut m = 0;
+        while m < 16 {
+            idx[16 * j + m] = (q8_0::BYTES * j + 2 + m) as u8;
+            m += 1;
+        }
+        j += 1;
+    }
+    idx
+};
+
+/// Byte indices (and byte mask) that put the f16 scales of quarter `i`'s
+/// four blocks into their lanes of the group's scale vector.
+const fn scale_index_q8(i: usize) -> ([u8; 64], u64) {
+    let mut idx = [0u8; 64];
+    let mut mask = 0u64;
+    let mut j = 0;
+    while j < 4 {
+        let lane = q4_0_group_lane(4 * i + j);
+        idx[2 * lane] = (q8_0::BYTES * j) as u8;
+        idx[2 * lane + 1] = (q8_0::BYTES * j + 1) as u8;
+        mask |= 3u64 << (2 * lane);
+        j += 1;
+    }
+    (idx, mask)
+}
+
+static SCALES_Q8: [([u8; 64], u64); 4] = [
+    scale_index_q8(0),
+    scale_index_q8(1),
+    scale_index_q8(2),
+    scale_index_q8(3),
+];
+
+/// 64 bytes at `p + at`, those at or past `avail` read as zero (a zero
+/// mask loads nothing, so the pointer may lie past the row).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn load_upto(p: *const u8, at: usize, avail: usize) -> __m512i {
+    if at + 64 <= avail {
+        return _mm512_loadu_si512(p.add(at) as *const __m512i);
+    }
+    let n = avail.saturating_sub(at).min(64);
+    let mask = if n == 64 { !0 } else { (1u64 << n) - 1 };
+    _mm512_maskz_loadu_epi8(mask, p.wrapping_add(at) as *const i8)
+}
+
+/// One Q8_0 weight row's group: for each quarter the unsigned bytes w + 128
+/// of its four blocks' first halves, then their second halves (the layout
+/// of the Q4_0 nibbles, so the activations are prepared the same way), and
+/// the 16 block scales in lane order. Blocks past `avail` bytes are zero
+/// (their bytes become 128, against zero activations).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+unsafe fn unpack_group_q8(p: *const u8, avail: usize) -> ([__m512i; 8], __m512) {
+    let halves = index(&HALVES_Q8);
+    let flip = _mm512_set1_epi8(-128);
+    let mut q = [_mm512_setzero_si512(); 8];
+    let mut scales = _mm512_setzero_si512();
+    for i in 0..4 {
+        let at = QUARTER_BYTES_Q8 * i;
+        let a = [load_upto(p, at, avail), load_upto(p, at + 64, avail)];
+        let b = [load_upto(p, at + 16, avail), load_upto(p, at + 80, avail)];
+        q[2 * i] = _mm512_xor_si512(_mm512_permutex2var_epi8(a[0], halves, a[1]), flip);
+        q[2 * i + 1] = _mm512_xor_si512(_mm512_permutex2var_epi8(b[0], halves, b[1]), flip);
+        let (idx, mask) = &SCALES_Q8[i];
+        scales = _mm512_or_si512(scales, _mm512_maskz_permutex2var_epi8(*mask, a[0], index(idx), a[1]));
+    }
+    (q, _mm512_cvtph_ps(_mm512_castsi512_si256(scales)))
+}
+
+/// `acc` plus one group of one (weight row, activation row) pair. The
+/// prepared correction is 8·Σx per block: Q4_0's offset; Q8_0 (`Q8`) takes
+/// it 16 times (128·Σx).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn group_dot(q: &[__m512i; 8], dw: __m512, xg: *const u8, acc: __m512) -> __m512 {
+unsafe fn group_dot<const Q8: bool>(q: &[__m512i; 8], dw: __m512, xg: *const u8, acc: __m512) -> __m512 {
     let zero = _mm512_setzero_si512();
     let load = |at: usize| _mm512_loadu_si512(xg.add(at) as *const __m512i);
     let s: [__m512i; 4] = std::array::from_fn(|i| {
@@ -157,7 +242,12 @@ unsafe fn group_dot(q: &[__m512i; 8], dw: __m512, xg: *const u8, acc: __m512) ->
     let t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(s[0], s[1]), _mm512_unpackhi_epi32(s[0], s[1]));
     let t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(s[2], s[3]), _mm512_unpackhi_epi32(s[2], s[3]));
     let sums = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
-    let sums = _mm512_sub_epi32(sums, load(CORR_AT));
+    let corr = if Q8 {
+        _mm512_slli_epi32::<4>(load(CORR_AT))
+    } else {
+        load(CORR_AT)
+    };
+    let sums = _mm512_sub_epi32(sums, corr);
     let d = _mm512_mul_ps(dw, _mm512_loadu_ps(xg.add(SCALES_AT) as *const f32));
     _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), d, acc)
 }
@@ -207,12 +297,22 @@ pub fn prepared_bytes(blocks: usize) -> usize {
 #[inline]
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
 #[allow(clippy::needless_range_loop)] // indexing const-size arrays keeps the tile in registers
-unsafe fn tile<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
+unsafe fn tile<const R: usize, const C: usize, const Q8: bool>(
+    w: &[&[u8]],
+    x: &[&[u8]],
+    out: &mut [f32; 16],
+    row0: usize,
+) {
+    let (block_bytes, group_bytes) = if Q8 {
+        (q8_0::BYTES, GROUP_BYTES_Q8)
+    } else {
+        (q4_0::BYTES, GROUP_BYTES)
+    };
     let row_bytes = w[0].len();
-    let blocks = row_bytes / q4_0::BYTES;
+    let blocks = row_bytes / block_bytes;
     let groups = blocks.div_ceil(Q4_0_GROUP);
     for r in 0..R {
-        assert_eq!(w[r].len(), blocks * q4_0::BYTES, "weight blocks");
+        assert_eq!(w[r].len(), blocks * block_bytes, "weight blocks");
     }
     for c in 0..C {
         assert_eq!(x[c].len(), groups * GROUP_PREPARED, "prepared activation groups");
@@ -221,19 +321,23 @@ unsafe fn tile<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &m
     let xp: [*const u8; C] = std::array::from_fn(|c| x[c].as_ptr());
     let mut acc = [[_mm512_setzero_ps(); C]; R];
     for g in 0..groups {
-        let at = g * GROUP_BYTES;
+        let at = g * group_bytes;
         for r in 0..R {
             let p = wp[r].add(at);
             // The rows that follow these in memory come next: fetch them now,
             // a tile ahead (rows are short, 1-5 KiB, too short for the
             // hardware prefetcher to ramp up on each). A prefetch never faults.
             let ahead = p.wrapping_add(R * row_bytes);
-            for line in (0..GROUP_BYTES).step_by(64) {
+            for line in (0..group_bytes).step_by(64) {
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8);
             }
-            let (q, dw) = unpack_group(p, row_bytes - at);
+            let (q, dw) = if Q8 {
+                unpack_group_q8(p, row_bytes - at)
+            } else {
+                unpack_group(p, row_bytes - at)
+            };
             for c in 0..C {
-                acc[r][c] = group_dot(&q, dw, xp[c].add(g * GROUP_PREPARED), acc[r][c]);
+                acc[r][c] = group_dot::<Q8>(&q, dw, xp[c].add(g * GROUP_PREPARED), acc[r][c]);
             }
         }
     }
@@ -248,5 +352,26 @@ unsafe fn tile<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &m
 /// The CPU must support AVX2, FMA and AVX-512 F, BW, DQ, VL, VNNI and VBMI.
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
 pub unsafe fn dot_tile(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16]) {
-    tile_shapes!(tile, w, x, out)
+    tile_shapes!(tile_q4_0, w, x, out)
+}
+
+/// The Q8_0 weight rows' kernel (the same activations and float steps).
+///
+/// # Safety
+/// As [`dot_tile`].
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
+pub unsafe fn dot_tile_q8_0(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16]) {
+    tile_shapes!(tile_q8_0, w, x, out)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn tile_q4_0<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
+    tile::<R, C, false>(w, x, out, row0)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn tile_q8_0<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
+    tile::<R, C, true>(w, x, out, row0)
 }
