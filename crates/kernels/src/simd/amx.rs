@@ -183,6 +183,51 @@ pub(super) unsafe fn store_transposed(
     }
 }
 
+/// Two tile products on the tile unit, `c[i] = a[i] · x[i]` (16 × 16 i32
+/// results, rows 64 bytes apart): `a[i]` 16 rows of weights `a_stride`
+/// bytes apart (unsigned bytes, or signed with `SIGNED`: `tdpbusd` /
+/// `tdpbssd`), `x[i]` the tokens' B tile (rows 64 bytes apart). The
+/// configuration (`configure`) must match `a_stride`.
+#[inline(always)]
+pub(super) unsafe fn two_products<const SIGNED: bool>(
+    a: [*const u8; 2],
+    a_stride: usize,
+    x: [*const u8; 2],
+    c: [*mut i32; 2],
+) {
+    macro_rules! products {
+        ($op:literal) => {
+            asm!(
+                "tilezero tmm0",
+                "tileloadd tmm1, [{a0} + {a_stride}]",
+                "tileloadd tmm2, [{x0} + {x_stride}]",
+                concat!($op, " tmm0, tmm1, tmm2"),
+                "tilezero tmm3",
+                "tileloadd tmm4, [{a1} + {a_stride}]",
+                "tileloadd tmm5, [{x1} + {x_stride}]",
+                concat!($op, " tmm3, tmm4, tmm5"),
+                "tilestored [{c0} + {c_stride}], tmm0",
+                "tilestored [{c1} + {c_stride}], tmm3",
+                a0 = in(reg) a[0],
+                a1 = in(reg) a[1],
+                x0 = in(reg) x[0],
+                x1 = in(reg) x[1],
+                a_stride = in(reg) a_stride,
+                x_stride = in(reg) 64usize,
+                c0 = in(reg) c[0],
+                c1 = in(reg) c[1],
+                c_stride = in(reg) 64usize,
+                options(nostack),
+            )
+        };
+    }
+    if SIGNED {
+        products!("tdpbssd")
+    } else {
+        products!("tdpbusd")
+    }
+}
+
 /// Bytes of `t` tokens' prepared activations for rows of `blocks` blocks.
 pub fn prepared_bytes(t: usize, blocks: usize) -> usize {
     t.div_ceil(TILE) * blocks * TOKEN_BLOCK
@@ -335,27 +380,11 @@ pub unsafe fn panel<const Q8: bool>(
                     let a = pair.map(|b| buf.weights.as_slice().as_ptr().add(b * PANEL_BLOCK));
                     let slot = (b / (2 * Q4_0_GROUP)) % 2;
                     let out = &mut c[slot];
-                    asm!(
-                        "tilezero tmm0",
-                        "tileloadd tmm1, [{a0} + {a_stride}]",
-                        "tileloadd tmm2, [{x0} + {x_stride}]",
-                        "tdpbusd tmm0, tmm1, tmm2",
-                        "tilezero tmm3",
-                        "tileloadd tmm4, [{a1} + {a_stride}]",
-                        "tileloadd tmm5, [{x1} + {x_stride}]",
-                        "tdpbusd tmm3, tmm4, tmm5",
-                        "tilestored [{c0} + {c_stride}], tmm0",
-                        "tilestored [{c1} + {c_stride}], tmm3",
-                        x0 = in(reg) x[0],
-                        x1 = in(reg) x[1],
-                        a0 = in(reg) a[0],
-                        a1 = in(reg) a[1],
-                        a_stride = in(reg) 32usize,
-                        x_stride = in(reg) 64usize,
-                        c0 = in(reg) out[0].as_mut_ptr(),
-                        c1 = in(reg) out[1].as_mut_ptr(),
-                        c_stride = in(reg) 64usize,
-                        options(nostack),
+                    two_products::<false>(
+                        a,
+                        32,
+                        x,
+                        [out[0].as_mut_ptr() as *mut i32, out[1].as_mut_ptr() as *mut i32],
                     );
                     // the second block of a lane's last round may not exist
                     (pair, slot, if b + Q4_0_GROUP < blocks { 2 } else { 1 })

@@ -17,7 +17,7 @@
 use std::arch::asm;
 use std::arch::x86_64::*;
 
-use super::amx::{configure, store_transposed, AlignedBytes, TILE};
+use super::amx::{configure, store_transposed, two_products, AlignedBytes, TILE};
 use crate::quant::dot::q4_k_scales_mins;
 use crate::quant::{f16_table, q4_k, q6_k, q8_k};
 
@@ -158,27 +158,11 @@ pub unsafe fn panel(
             let a = buf.weights.as_slice().as_ptr().add(b * PANEL_SUPER);
             let sums = &mut sum_sets[b % 2];
             for j in (0..SUBS).step_by(2) {
-                asm!(
-                    "tilezero tmm0",
-                    "tileloadd tmm1, [{a0} + {a_stride}]",
-                    "tileloadd tmm2, [{x0} + {x_stride}]",
-                    "tdpbusd tmm0, tmm1, tmm2",
-                    "tilezero tmm3",
-                    "tileloadd tmm4, [{a1} + {a_stride}]",
-                    "tileloadd tmm5, [{x1} + {x_stride}]",
-                    "tdpbusd tmm3, tmm4, tmm5",
-                    "tilestored [{c0} + {c_stride}], tmm0",
-                    "tilestored [{c1} + {c_stride}], tmm3",
-                    a0 = in(reg) a.add(512 * j),
-                    a1 = in(reg) a.add(512 * (j + 1)),
-                    x0 = in(reg) x.add(512 * j),
-                    x1 = in(reg) x.add(512 * (j + 1)),
-                    a_stride = in(reg) 32usize,
-                    x_stride = in(reg) 64usize,
-                    c0 = in(reg) sums.0[j].as_mut_ptr(),
-                    c1 = in(reg) sums.0[j + 1].as_mut_ptr(),
-                    c_stride = in(reg) 64usize,
-                    options(nostack),
+                two_products::<false>(
+                    [a.add(512 * j), a.add(512 * (j + 1))],
+                    32,
+                    [x.add(512 * j), x.add(512 * (j + 1))],
+                    [sums.0[j].as_mut_ptr(), sums.0[j + 1].as_mut_ptr()],
                 );
             }
             let dx = _mm512_loadu_ps(x.add(SCALES_AT) as *const f32);
@@ -306,27 +290,11 @@ pub unsafe fn panel_q6_k(
             let a = buf.weights.as_slice().as_ptr().add(b * PANEL_SUPER6);
             let sums = &mut sum_sets[b % 2];
             for i in (0..SUBS6).step_by(2) {
-                asm!(
-                    "tilezero tmm0",
-                    "tileloadd tmm1, [{a0} + {a_stride}]",
-                    "tileloadd tmm2, [{x0} + {x_stride}]",
-                    "tdpbssd tmm0, tmm1, tmm2",
-                    "tilezero tmm3",
-                    "tileloadd tmm4, [{a1} + {a_stride}]",
-                    "tileloadd tmm5, [{x1} + {x_stride}]",
-                    "tdpbssd tmm3, tmm4, tmm5",
-                    "tilestored [{c0} + {c_stride}], tmm0",
-                    "tilestored [{c1} + {c_stride}], tmm3",
-                    a0 = in(reg) a.add(256 * i),
-                    a1 = in(reg) a.add(256 * (i + 1)),
-                    x0 = in(reg) x.add(256 * i),
-                    x1 = in(reg) x.add(256 * (i + 1)),
-                    a_stride = in(reg) 16usize,
-                    x_stride = in(reg) 64usize,
-                    c0 = in(reg) sums.0[i].as_mut_ptr(),
-                    c1 = in(reg) sums.0[i + 1].as_mut_ptr(),
-                    c_stride = in(reg) 64usize,
-                    options(nostack),
+                two_products::<true>(
+                    [a.add(256 * i), a.add(256 * (i + 1))],
+                    16,
+                    [x.add(256 * i), x.add(256 * (i + 1))],
+                    [sums.0[i].as_mut_ptr(), sums.0[i + 1].as_mut_ptr()],
                 );
             }
             let dx = _mm512_loadu_ps(x.add(SCALES_AT6) as *const f32);
