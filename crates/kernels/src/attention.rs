@@ -217,7 +217,16 @@ fn add_rows(weights: &[f32], seg: &KvSegment, part: usize, out: &mut [f32], buf:
                     rows_x86::weighted_sum::<true>(weights, v[start..].as_ptr() as *const u8, seg.stride, out)
                 };
             }
-            KvRows::Q8_0(_) => {}
+            KvRows::Q8_0(_) => {
+                // widened one row at a time, then the f32 rows' arithmetic
+                // (the same fused multiply-add per value in key order)
+                for (r, &p) in weights.iter().enumerate() {
+                    let row = seg.values.get(r * seg.stride + seg.offset + part, n, buf);
+                    // SAFETY: as above; `row` holds the `n` values read.
+                    unsafe { rows_x86::weighted_sum::<false>(&[p], row.as_ptr() as *const u8, 0, out) };
+                }
+                return;
+            }
         }
     }
     // one fused multiply-add per value in key order, as the SIMD path does
