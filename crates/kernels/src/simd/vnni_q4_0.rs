@@ -319,10 +319,14 @@ unsafe fn tile<const R: usize, const C: usize, const Q8: bool>(
     }
     let wp: [*const u8; R] = std::array::from_fn(|r| w[r].as_ptr());
     let xp: [*const u8; C] = std::array::from_fn(|c| x[c].as_ptr());
-    let mut acc = [[_mm512_setzero_ps(); C]; R];
-    for g in 0..groups {
-        let at = g * group_bytes;
-        for r in 0..R {
+    // Row after row, each row's groups in order: only this row's C
+    // accumulators live across the groups, so they stay in registers (the
+    // activation groups are reloaded from L1 per row). Each pair's chain of
+    // operations is the same in either loop order.
+    for r in 0..R {
+        let mut acc = [_mm512_setzero_ps(); C];
+        for g in 0..groups {
+            let at = g * group_bytes;
             let p = wp[r].add(at);
             // The rows that follow these in memory come next: fetch them now,
             // a tile ahead (rows are short, 1-5 KiB, too short for the
@@ -337,13 +341,11 @@ unsafe fn tile<const R: usize, const C: usize, const Q8: bool>(
                 unpack_group(p, row_bytes - at)
             };
             for c in 0..C {
-                acc[r][c] = group_dot::<Q8>(&q, dw, xp[c].add(g * GROUP_PREPARED), acc[r][c]);
+                acc[c] = group_dot::<Q8>(&q, dw, xp[c].add(g * GROUP_PREPARED), acc[c]);
             }
         }
-    }
-    for r in 0..R {
         for c in 0..C {
-            out[(row0 + r) * 4 + c] = reduce(acc[r][c]);
+            out[(row0 + r) * 4 + c] = reduce(acc[c]);
         }
     }
 }
