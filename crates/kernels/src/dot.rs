@@ -6,20 +6,39 @@ use half::{bf16, f16};
 /// loop vectorizes, and keeps the summation order fixed (deterministic).
 const LANES: usize = 16;
 
-/// `sum(a[i] * b[i])` over f32.
+/// `sum(a[i] * b[i])` over f32: one fused multiply-add per element into
+/// 16 lanes, the lanes added in order, then the tail. With AVX2 + FMA
+/// (picked at run time) the same steps run eight lanes to a register;
+/// without, `f32::mul_add` in software gives the same bits, slowly.
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::isa() != crate::simd::Isa::Scalar {
+        // SAFETY: the AVX2 level (and above) includes FMA, detected at run time.
+        return unsafe { dot_f32_fma(a, b) };
+    }
+    dot_f32_lanes(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_f32_fma(a: &[f32], b: &[f32]) -> f32 {
+    dot_f32_lanes(a, b)
+}
+
+#[inline(always)]
+fn dot_f32_lanes(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let chunks = a.len() / LANES;
     for c in 0..chunks {
         let (x, y) = (&a[c * LANES..][..LANES], &b[c * LANES..][..LANES]);
         for l in 0..LANES {
-            acc[l] += x[l] * y[l];
+            acc[l] = x[l].mul_add(y[l], acc[l]);
         }
     }
     let mut tail = 0f32;
     for i in chunks * LANES..a.len() {
-        tail += a[i] * b[i];
+        tail = a[i].mul_add(b[i], tail);
     }
     acc.iter().sum::<f32>() + tail
 }
