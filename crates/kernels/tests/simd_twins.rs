@@ -304,7 +304,6 @@ fn tile_kernels_equal_scalar_whatever_the_tile_shape() {
 #[test]
 fn block_products_equal_the_grouped_twin_for_every_batch_size() {
     let mut rng = Lcg(23);
-    let act = phi3_kernels::quant::dot::activations_for(QuantKind::Q4_0).unwrap();
     for (kind, n, k) in [
         (QuantKind::Q4_0, 35usize, 96usize),
         (QuantKind::Q4_0, 48, 544),
@@ -320,30 +319,12 @@ fn block_products_equal_the_grouped_twin_for_every_batch_size() {
         };
         let w32: Vec<f32> = (0..n * k).map(|_| rng.f32() * 2.0).collect();
         let w = quantize(kind, &w32);
-        let rb = kind.row_bytes(k);
         for t in [1usize, 5, 16, 17, 40] {
             let x: Vec<f32> = (0..t * k).map(|_| rng.f32()).collect();
-            let mut out = vec![0f32; t * n];
-            phi3_kernels::matmul(phi3_kernels::WeightRef::Quant(kind, &w), n, k, &x, t, &mut out);
-            for i in 0..t {
-                let mut xq = vec![0u8; act.row_bytes(k)];
-                act.quantize(&x[i * k..(i + 1) * k], &mut xq);
-                for j in 0..n {
-                    let twin = grouped_twin(&w[j * rb..(j + 1) * rb], &xq);
-                    let got = out[i * n + j];
-                    #[cfg(target_arch = "x86_64")]
-                    if simd::isa() == simd::Isa::Avx512Vnni {
-                        assert_eq!(
-                            got.to_bits(),
-                            twin.to_bits(),
-                            "{kind:?} n {n} k {k} t {t} ({i},{j}): {got} vs {twin}"
-                        );
-                        continue;
-                    }
-                    let (_, mag) = exact_dot(kind, &w[j * rb..(j + 1) * rb], &xq, k);
-                    assert!(((got - twin) as f64).abs() <= 1e-5 * mag + 1e-6, "{got} vs {twin}");
-                }
-            }
+            product_equals_twin(kind, &w, n, k, &x, t, grouped_twin, |got, twin, wr, xq| {
+                let (_, mag) = exact_dot(kind, wr, xq, k);
+                ((got - twin) as f64).abs() <= 1e-5 * mag + 1e-6
+            });
         }
     }
 }
@@ -354,10 +335,9 @@ fn block_products_equal_the_grouped_twin_for_every_batch_size() {
 /// result); otherwise within rounding of it.
 #[test]
 fn k_quant_products_equal_the_blockwise_twin_for_every_batch_size() {
-    use phi3_kernels::quant::dot::{activations_for, dot_q4_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_blockwise_scalar};
+    use phi3_kernels::quant::dot::{dot_q4_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_blockwise_scalar};
     let mut rng = Lcg(29);
     for kind in [QuantKind::Q4K, QuantKind::Q6K] {
-        let act = activations_for(kind).unwrap();
         let twin = if kind == QuantKind::Q4K {
             dot_q4_k_q8_k_blockwise_scalar
         } else {
@@ -365,33 +345,12 @@ fn k_quant_products_equal_the_blockwise_twin_for_every_batch_size() {
         };
         for (n, k) in [(7usize, 256usize), (18, 768)] {
             let w = random_k_blocks(kind, n * k / 256, &mut rng);
-            let rb = kind.row_bytes(k);
-            // from 16 tokens Q4_K runs on AMX tiles where the CPU has them
+            // from 16 tokens Q4_K and Q6_K run on AMX tiles where the CPU has them
             for t in [1usize, 3, 4, 6, 9, 16, 17, 40] {
                 let x: Vec<f32> = (0..t * k).map(|_| rng.f32() * 3.0).collect();
-                let mut out = vec![0f32; t * n];
-                phi3_kernels::matmul(phi3_kernels::WeightRef::Quant(kind, &w), n, k, &x, t, &mut out);
-                for i in 0..t {
-                    let mut xq = vec![0u8; act.row_bytes(k)];
-                    act.quantize(&x[i * k..(i + 1) * k], &mut xq);
-                    for j in 0..n {
-                        let want = twin(&w[j * rb..(j + 1) * rb], &xq);
-                        let got = out[i * n + j];
-                        #[cfg(target_arch = "x86_64")]
-                        if simd::isa() == simd::Isa::Avx512Vnni {
-                            assert_eq!(
-                                got.to_bits(),
-                                want.to_bits(),
-                                "{kind:?} n {n} t {t} ({i},{j}): {got} vs {want}"
-                            );
-                            continue;
-                        }
-                        assert!(
-                            (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                            "{kind:?}: {got} vs {want}"
-                        );
-                    }
-                }
+                product_equals_twin(kind, &w, n, k, &x, t, twin, |got, want, _, _| {
+                    (got - want).abs() <= 1e-4 * want.abs().max(1.0)
+                });
             }
         }
     }
@@ -446,6 +405,48 @@ fn activation_quantizers_equal_the_scalar_ones_byte_for_byte() {
                 }
             }
             assert_eq!(fast, scalar, "{a:?}");
+        }
+    }
+}
+
+/// Runs `matmul` of `t` rows of `x` against `n` rows of `w` (inner size `k`)
+/// and holds every element to `twin` of its (weight row, quantized
+/// activation row): bit for bit on CPUs with the VNNI level, else within
+/// `close(got, twin, weight row, activation row)`.
+#[allow(clippy::too_many_arguments)]
+fn product_equals_twin(
+    kind: QuantKind,
+    w: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    t: usize,
+    twin: fn(&[u8], &[u8]) -> f32,
+    close: impl Fn(f32, f32, &[u8], &[u8]) -> bool,
+) {
+    let act = phi3_kernels::quant::dot::activations_for(kind).unwrap();
+    let rb = kind.row_bytes(k);
+    let mut out = vec![0f32; t * n];
+    phi3_kernels::matmul(phi3_kernels::WeightRef::Quant(kind, w), n, k, x, t, &mut out);
+    for i in 0..t {
+        let mut xq = vec![0u8; act.row_bytes(k)];
+        act.quantize(&x[i * k..(i + 1) * k], &mut xq);
+        for j in 0..n {
+            let wr = &w[j * rb..(j + 1) * rb];
+            let (got, want) = (out[i * n + j], twin(wr, &xq));
+            #[cfg(target_arch = "x86_64")]
+            if simd::isa() == simd::Isa::Avx512Vnni {
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{kind:?} n {n} k {k} t {t} ({i},{j}): {got} vs {want}"
+                );
+                continue;
+            }
+            assert!(
+                close(got, want, wr, &xq),
+                "{kind:?} n {n} k {k} t {t} ({i},{j}): {got} vs {want}"
+            );
         }
     }
 }
