@@ -122,7 +122,7 @@ fn matmul_quantized(
     // the Q4_0 and Q8_0 tile kernels take their activations prepared once per product
     let prepared = matches!(kind, QuantKind::Q4_0 | QuantKind::Q8_0).then(|| {
         let mut p = PREPARED.with(|p| std::mem::take(&mut *p.borrow_mut()));
-        p.prepare(kind == QuantKind::Q4_0, &xq, t);
+        p.prepare(&xq, t);
         p
     });
     let x_row = |i: usize| match &prepared {

@@ -247,7 +247,7 @@ fn tile_kernels_equal_scalar_whatever_the_tile_shape() {
             let mut full = [0f32; 16];
             let w_all: Vec<&[u8]> = ws.iter().map(|w| w.as_slice()).collect();
             let mut prepared = simd::TileActivations::default();
-            prepared.prepare(kind == QuantKind::Q4_0, &xs.concat(), 4);
+            prepared.prepare(&xs.concat(), 4);
             let x_all: Vec<&[u8]> = (0..4).map(|c| prepared.row(c)).collect();
             simd::dot_tile_q8_0(kind == QuantKind::Q4_0, &w_all, &x_all, &mut full);
             for r in 0..4 {

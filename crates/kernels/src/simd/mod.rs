@@ -161,9 +161,10 @@ pub fn amx() -> bool {
 }
 
 /// Activation rows prepared for [`dot_tile_q8_0`]: each Q8_0 row turned
-/// once per matrix product into what the tile kernel of this CPU loads
-/// (with VNNI: two blocks per 192-byte step with their correction lanes and
-/// scales; otherwise the Q8_0 row itself).
+/// once per matrix product into what the tile kernels of this CPU load
+/// (with VNNI: groups of 16 blocks, their halves gathered by quarter, with
+/// correction and scale lanes, the same for Q4_0 and Q8_0 weights;
+/// otherwise the Q8_0 row itself).
 #[derive(Debug, Default, Clone)]
 pub struct TileActivations {
     bytes: Vec<u8>,
@@ -171,11 +172,11 @@ pub struct TileActivations {
 }
 
 impl TileActivations {
-    /// Prepares `rows` Q8_0 rows (`xq`, back to back) for weights of type
-    /// Q4_0 (`q4`) or Q8_0, reusing this buffer.
-    pub fn prepare(&mut self, q4: bool, xq: &[u8], rows: usize) {
+    /// Prepares `rows` Q8_0 rows (`xq`, back to back) for Q4_0 or Q8_0
+    /// weights, reusing this buffer.
+    pub fn prepare(&mut self, xq: &[u8], rows: usize) {
         let q8_row = xq.len().checked_div(rows).unwrap_or(0);
-        self.row_bytes = tile_row_bytes(q4, q8_row / crate::quant::q8_0::BYTES);
+        self.row_bytes = tile_row_bytes(q8_row / crate::quant::q8_0::BYTES);
         self.bytes.resize(rows * self.row_bytes, 0);
         for (x, out) in xq
             .chunks_exact(q8_row.max(1))
@@ -183,7 +184,6 @@ impl TileActivations {
         {
             #[cfg(target_arch = "x86_64")]
             if isa() == Isa::Avx512Vnni {
-                // Q4_0 and Q8_0 weights take the same prepared rows
                 vnni_q4_0::prepare(x, out);
                 continue;
             }
@@ -197,14 +197,12 @@ impl TileActivations {
     }
 }
 
-/// Bytes of a prepared row of `blocks` Q8_0 blocks on this CPU, for Q4_0
-/// (`q4`) or Q8_0 weights.
-fn tile_row_bytes(q4: bool, blocks: usize) -> usize {
+/// Bytes of a prepared row of `blocks` Q8_0 blocks on this CPU.
+fn tile_row_bytes(blocks: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     if isa() == Isa::Avx512Vnni {
         return vnni_q4_0::prepared_bytes(blocks);
     }
-    let _ = q4;
     blocks * crate::quant::q8_0::BYTES
 }
 

@@ -262,7 +262,7 @@ pub(super) unsafe fn reduce(v: __m512) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(a2, _mm_movehdup_ps(a2)))
 }
 
-/// Prepares a Q8_0 activation row for the Q4_0 tile kernel (module doc).
+/// Prepares a Q8_0 activation row for the Q4_0 and Q8_0 tile kernels (module doc).
 pub fn prepare(x: &[u8], out: &mut [u8]) {
     let blocks = x.len() / q8_0::BYTES;
     assert_eq!(out.len(), prepared_bytes(blocks), "prepared row size");
