@@ -6,41 +6,92 @@ use half::{bf16, f16};
 /// loop vectorizes, and keeps the summation order fixed (deterministic).
 const LANES: usize = 16;
 
-/// `sum(a[i] * b[i])` over f32: one fused multiply-add per element into
-/// 16 lanes, the lanes added in order, then the tail. With AVX2 + FMA
-/// (picked at run time) the same steps run eight lanes to a register;
-/// without, `f32::mul_add` in software gives the same bits, slowly.
+/// Elements per block of the inner dimension: lane sums are taken at the end
+/// of each block and the block sums added in order, so that the tile kernel
+/// (`simd::float_tile`) can keep one block of several activation rows in L1
+/// while many weight rows pass, and still give these bits.
+pub const BLOCK: usize = 512;
+
+/// `sum(a[i] * b[i])` over f32, in blocks of [`BLOCK`]: per block, one fused
+/// multiply-add per element into lane `i % 16`, the lanes summed in halves
+/// (8, 4, 2, 1), the block's tail (fewer than 16) chained onto that sum with
+/// fused multiply-adds; then the block sums added in order. This is the
+/// definition every float kernel matches bit for bit (AVX-512 tiles, AVX2 +
+/// FMA, and `f32::mul_add` in software where there is neither).
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::isa() != crate::simd::Isa::Scalar {
-        // SAFETY: the AVX2 level (and above) includes FMA, detected at run time.
-        return unsafe { dot_f32_fma(a, b) };
+    match crate::simd::isa() {
+        crate::simd::Isa::Avx512Vnni => {
+            let mut total = 0f32;
+            for (ab, bb) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
+                let mut sum = [[0f32; 1]; 1];
+                // SAFETY: the level includes AVX-512F and FMA (detected at
+                // run time); both chunks hold `ab.len()` elements.
+                unsafe {
+                    crate::simd::float_tile::block::<f32, 1, 1>([bb.as_ptr()], [ab.as_ptr()], ab.len(), &mut sum)
+                };
+                total += sum[0][0];
+            }
+            return total;
+        }
+        // SAFETY: the AVX2 level includes FMA, detected at run time.
+        crate::simd::Isa::Avx2 => return unsafe { dot_f32_fma(a, b) },
+        crate::simd::Isa::Scalar => {}
     }
-    dot_f32_lanes(a, b)
+    dot_f32_scalar(a, b)
+}
+
+/// [`dot_f32`] in plain scalar steps (`f32::mul_add`): the twin every SIMD
+/// float kernel is tested against.
+pub fn dot_f32_scalar(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    dot_f32_blocks(a, b)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_f32_fma(a: &[f32], b: &[f32]) -> f32 {
-    dot_f32_lanes(a, b)
+    dot_f32_blocks(a, b)
 }
 
 #[inline(always)]
-fn dot_f32_lanes(a: &[f32], b: &[f32]) -> f32 {
+fn dot_f32_blocks(a: &[f32], b: &[f32]) -> f32 {
+    let mut total = 0f32;
+    for (ab, bb) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
+        total += block_dot(ab, bb);
+    }
+    total
+}
+
+/// One block of [`dot_f32`].
+#[inline(always)]
+fn block_dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
-    let chunks = a.len() / LANES;
-    for c in 0..chunks {
-        let (x, y) = (&a[c * LANES..][..LANES], &b[c * LANES..][..LANES]);
+    let whole = a.len() / LANES * LANES;
+    for (x, y) in a[..whole].chunks_exact(LANES).zip(b[..whole].chunks_exact(LANES)) {
         for l in 0..LANES {
             acc[l] = x[l].mul_add(y[l], acc[l]);
         }
     }
-    let mut tail = 0f32;
-    for i in chunks * LANES..a.len() {
-        tail = a[i].mul_add(b[i], tail);
+    let mut sum = sum_in_halves(acc);
+    for i in whole..a.len() {
+        sum = a[i].mul_add(b[i], sum);
     }
-    acc.iter().sum::<f32>() + tail
+    sum
+}
+
+/// A 16-lane accumulator's lanes added in halves (8, 4, 2, 1): the order of
+/// every tile kernel's reduction.
+pub fn sum_in_halves(mut acc: [f32; LANES]) -> f32 {
+    let mut half = LANES / 2;
+    while half > 0 {
+        for l in 0..half {
+            acc[l] += acc[l + half];
+        }
+        half /= 2;
+    }
+    acc[0]
 }
 
 /// Widens f16 values to f32 (the `half` crate picks F16C at run time where

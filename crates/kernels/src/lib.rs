@@ -8,6 +8,8 @@
 pub mod activation;
 pub mod attention;
 pub mod dot;
+#[cfg(target_arch = "x86_64")]
+mod float_matmul;
 pub mod matmul;
 pub mod norm;
 pub mod pool;

@@ -66,6 +66,10 @@ pub fn matmul(w: WeightRef, n: usize, k: usize, x: &[f32], t: usize, out: &mut [
             return matmul_quantized(kind, act, bytes, n, k, x, t, out);
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::isa() == crate::simd::Isa::Avx512Vnni {
+        return crate::float_matmul::matmul_tiles(w, n, k, x, t, out);
+    }
     let out_ptr = SendPtr(out.as_mut_ptr());
     for_row_ranges(n, n * k * t, &|rows| {
         SCRATCH.with(|s| {
@@ -110,7 +114,7 @@ fn matmul_quantized(
     #[cfg(target_arch = "x86_64")]
     if matches!(
         kind,
-        QuantKind::Q4_0 | QuantKind::Q8_0 | QuantKind::Q4K | QuantKind::Q6K
+        QuantKind::Q4_0 | QuantKind::Q8_0 | QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K
     ) && t >= AMX_MIN_TOKENS
         && crate::simd::amx()
     {
@@ -178,7 +182,7 @@ fn matmul_amx(kind: QuantKind, w: &[u8], n: usize, k: usize, xq: &[u8], t: usize
     let blocks = k / kind.block_len();
     let row_bytes = kind.row_bytes(k);
     let prepared_bytes = |t| match kind {
-        QuantKind::Q4K => amx_k::prepared_bytes(t, blocks),
+        QuantKind::Q4K | QuantKind::Q5K => amx_k::prepared_bytes(t, blocks),
         QuantKind::Q6K => amx_k::prepared_bytes_q6_k(t, blocks),
         _ => amx::prepared_bytes(t, blocks),
     };
@@ -194,7 +198,7 @@ fn matmul_amx(kind: QuantKind, w: &[u8], n: usize, k: usize, xq: &[u8], t: usize
         // outlives the pool run.
         let part = unsafe { std::slice::from_raw_parts_mut(tokens_ptr.get().add(tile * per_tile), per_tile) };
         match kind {
-            QuantKind::Q4K => amx_k::prepare_tile(xq, t, blocks, tile, part),
+            QuantKind::Q4K | QuantKind::Q5K => amx_k::prepare_tile(xq, t, blocks, tile, part),
             QuantKind::Q6K => amx_k::prepare_tile_q6_k(xq, t, blocks, tile, part),
             _ => amx::prepare_tile(xq, t, blocks, tile, part),
         }
@@ -214,7 +218,12 @@ fn matmul_amx(kind: QuantKind, w: &[u8], n: usize, k: usize, xq: &[u8], t: usize
                 // `out` (t · n floats) outlives the pool run.
                 unsafe {
                     match kind {
-                        QuantKind::Q4K => amx_k::panel(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), k_buf),
+                        QuantKind::Q4K => {
+                            amx_k::panel::<false>(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), k_buf)
+                        }
+                        QuantKind::Q5K => {
+                            amx_k::panel::<true>(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), k_buf)
+                        }
                         QuantKind::Q6K => {
                             amx_k::panel_q6_k(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), k_buf)
                         }
@@ -232,7 +241,7 @@ fn matmul_amx(kind: QuantKind, w: &[u8], n: usize, k: usize, xq: &[u8], t: usize
 
 /// Splits weight rows `0..n` into a few ranges per pool thread and runs
 /// `f` on each; `work` (multiply-adds) below ~32k runs inline.
-fn for_row_ranges(n: usize, work: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+pub(crate) fn for_row_ranges(n: usize, work: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
     let pool = crate::pool::global();
     let tasks = if work < 1 << 15 { 1 } else { (pool.threads() * 4).min(n) };
     let chunk = n.div_ceil(tasks.max(1));
@@ -248,12 +257,12 @@ const ROW_TILE: usize = 64;
 /// A raw pointer that may cross to the pool's threads (see the SAFETY note
 /// where it is written through).
 #[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
 
 impl<T> SendPtr<T> {
-    fn get(self) -> *mut T {
+    pub(crate) fn get(self) -> *mut T {
         self.0
     }
 }

@@ -139,8 +139,8 @@ fn random_k_blocks(kind: QuantKind, blocks: usize, rng: &mut Lcg) -> Vec<u8> {
 #[test]
 fn k_quant_dot_products_simd_equal_scalar_and_f64() {
     use phi3_kernels::quant::dot::{
-        activations_for, dot_q4_k_q8_k_blockwise_scalar, dot_q4_k_q8_k_scalar, dot_q6_k_q8_k_blockwise_scalar,
-        dot_q6_k_q8_k_scalar,
+        activations_for, dot_q4_k_q8_k_blockwise_scalar, dot_q4_k_q8_k_scalar, dot_q5_k_q8_k_blockwise_scalar,
+        dot_q6_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_scalar,
     };
     use phi3_kernels::quant::q8_k;
     let mut rng = Lcg(11);
@@ -151,7 +151,7 @@ fn k_quant_dot_products_simd_equal_scalar_and_f64() {
         )
         .unwrap()
     };
-    for kind in [QuantKind::Q4K, QuantKind::Q6K] {
+    for kind in [QuantKind::Q4K, QuantKind::Q5K, QuantKind::Q6K] {
         let act = activations_for(kind).unwrap();
         for (case, w) in [
             fixture(kind),
@@ -176,6 +176,11 @@ fn k_quant_dot_products_simd_equal_scalar_and_f64() {
                         dot_q4_k_q8_k_scalar(&w, &x),
                         simd::dot_q4_k_q8_k(&w, &x),
                         dot_q4_k_q8_k_blockwise_scalar(&w, &x),
+                    ),
+                    QuantKind::Q5K => (
+                        dot_q5_k_q8_k_blockwise_scalar(&w, &x),
+                        simd::dot_q5_k_q8_k(&w, &x),
+                        dot_q5_k_q8_k_blockwise_scalar(&w, &x),
                     ),
                     _ => (
                         dot_q6_k_q8_k_scalar(&w, &x),
@@ -335,13 +340,15 @@ fn block_products_equal_the_grouped_twin_for_every_batch_size() {
 /// result); otherwise within rounding of it.
 #[test]
 fn k_quant_products_equal_the_blockwise_twin_for_every_batch_size() {
-    use phi3_kernels::quant::dot::{dot_q4_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_blockwise_scalar};
+    use phi3_kernels::quant::dot::{
+        dot_q4_k_q8_k_blockwise_scalar, dot_q5_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_blockwise_scalar,
+    };
     let mut rng = Lcg(29);
-    for kind in [QuantKind::Q4K, QuantKind::Q6K] {
-        let twin = if kind == QuantKind::Q4K {
-            dot_q4_k_q8_k_blockwise_scalar
-        } else {
-            dot_q6_k_q8_k_blockwise_scalar
+    for kind in [QuantKind::Q4K, QuantKind::Q5K, QuantKind::Q6K] {
+        let twin = match kind {
+            QuantKind::Q4K => dot_q4_k_q8_k_blockwise_scalar,
+            QuantKind::Q5K => dot_q5_k_q8_k_blockwise_scalar,
+            _ => dot_q6_k_q8_k_blockwise_scalar,
         };
         for (n, k) in [(7usize, 256usize), (18, 768)] {
             let w = random_k_blocks(kind, n * k / 256, &mut rng);
@@ -447,6 +454,55 @@ fn product_equals_twin(
                 close(got, want, wr, &xq),
                 "{kind:?} n {n} k {k} t {t} ({i},{j}): {got} vs {want}"
             );
+        }
+    }
+}
+
+/// The float path (f32, f16 and bf16 weights, and the block types without
+/// an integer kernel, dequantized) against `dot_f32_scalar` of the widened
+/// rows, bit for bit, for 1 to 14 tokens and 20 (partial 6-token groups),
+/// partial 4-row groups, and inner sizes with a tail, one block, a partial
+/// second block and several blocks.
+#[test]
+fn float_products_equal_the_scalar_twin_for_every_batch_size() {
+    use half::{bf16, f16};
+    use phi3_kernels::dot::{dot_f32, dot_f32_scalar};
+    use phi3_kernels::matmul::{matmul, WeightRef};
+    let mut rng = Lcg(41);
+    for k in [37usize, 512, 544, 1600] {
+        let n = 11;
+        let w32: Vec<f32> = (0..n * k).map(|_| rng.f32()).collect();
+        let w16: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
+        let wb16: Vec<bf16> = w32.iter().map(|&v| bf16::from_f32(v)).collect();
+        let q4_1 = (k % 32 == 0).then(|| quantize(QuantKind::Q4_1, &w32));
+        let mut weights = vec![
+            ("f32", WeightRef::F32(&w32)),
+            ("f16", WeightRef::F16(&w16)),
+            ("bf16", WeightRef::BF16(&wb16)),
+        ];
+        if let Some(q) = &q4_1 {
+            weights.push(("q4_1", WeightRef::Quant(QuantKind::Q4_1, q)));
+        }
+        for t in (1..=14).chain([20]) {
+            let x: Vec<f32> = (0..t * k).map(|_| rng.f32()).collect();
+            for (name, w) in &weights {
+                let mut out = vec![0f32; t * n];
+                matmul(*w, n, k, &x, t, &mut out);
+                let mut row = vec![0f32; k];
+                for j in 0..n {
+                    let row = w.row(j, k, &mut row);
+                    for i in 0..t {
+                        let xi = &x[i * k..(i + 1) * k];
+                        let want = dot_f32_scalar(xi, row);
+                        assert_eq!(
+                            out[i * n + j].to_bits(),
+                            want.to_bits(),
+                            "{name} k={k} t={t} ({i}, {j})"
+                        );
+                        assert_eq!(dot_f32(xi, row).to_bits(), want.to_bits(), "dot_f32 k={k}");
+                    }
+                }
+            }
         }
     }
 }

@@ -3,7 +3,9 @@
 //! one float scale per block pair). Each type has a scalar version, which is
 //! the reference, and SIMD versions picked at run time (`crate::simd`).
 
-use super::{f16_table, q4_0, q4_k, q6_k, q8_0, q8_k, scale_min_k4, QuantKind};
+use crate::dot::sum_in_halves;
+
+use super::{f16_table, q4_0, q4_k, q5_k, q6_k, q8_0, q8_k, scale_min_k4, QuantKind};
 
 /// The f16 scale at the start of a block (table fetched once per row).
 #[inline]
@@ -47,7 +49,7 @@ impl Activations {
 pub fn activations_for(kind: QuantKind) -> Option<Activations> {
     match kind {
         QuantKind::Q4_0 | QuantKind::Q8_0 => Some(Activations::Q8_0),
-        QuantKind::Q4K | QuantKind::Q6K => Some(Activations::Q8K),
+        QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K => Some(Activations::Q8K),
         _ => None,
     }
 }
@@ -59,6 +61,7 @@ pub fn dot_quantized(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
         QuantKind::Q4_0 => crate::simd::dot_q4_0_q8_0(w, x),
         QuantKind::Q8_0 => crate::simd::dot_q8_0_q8_0(w, x),
         QuantKind::Q4K => crate::simd::dot_q4_k_q8_k(w, x),
+        QuantKind::Q5K => crate::simd::dot_q5_k_q8_k(w, x),
         QuantKind::Q6K => crate::simd::dot_q6_k_q8_k(w, x),
         _ => panic!("{} has no integer dot product", kind.name()),
     }
@@ -104,19 +107,6 @@ pub fn q4_k_scales_mins(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     (sc, m)
 }
 
-/// A 16-lane accumulator's lanes added in halves (8, 4, 2, 1), the order
-/// of the tile kernels' reduction.
-fn sum_in_halves(mut acc: [f32; 16]) -> f32 {
-    let mut half = acc.len() / 2;
-    while half > 0 {
-        for l in 0..half {
-            acc[l] += acc[l + half];
-        }
-        half /= 2;
-    }
-    acc[0]
-}
-
 /// Scalar twin of the Q4_K tile kernels (VNNI and AMX), bit for bit: per
 /// superblock the exact integers dot = Σ_j sc_j · Σ q·x and mins = Σ_j m_j ·
 /// (bsum_{2j} + bsum_{2j+1}), then `acc = fma(dot, d·dx, acc)` and
@@ -124,18 +114,34 @@ fn sum_in_halves(mut acc: [f32; 16]) -> f32 {
 /// float steps depend on nothing but the pair, so a tile kernel of any
 /// shape, and the AMX kernel, give the same bits.
 pub fn dot_q4_k_q8_k_blockwise_scalar(w: &[u8], x: &[u8]) -> f32 {
+    dot_k_blockwise::<false>(w, x)
+}
+
+/// Scalar twin of the Q5_K tile kernels: Q4_K's steps with 5-bit codes
+/// (the nibble and bit j of `qh` for sub-block j).
+pub fn dot_q5_k_q8_k_blockwise_scalar(w: &[u8], x: &[u8]) -> f32 {
+    dot_k_blockwise::<true>(w, x)
+}
+
+/// Q4_K (`Q5` false) or Q5_K (`Q5` true) weights, as the blockwise twins say.
+#[inline(always)]
+fn dot_k_blockwise<const Q5: bool>(w: &[u8], x: &[u8]) -> f32 {
     let table = f16_table();
+    let (bytes, qs_at) = if Q5 { (q5_k::BYTES, 48) } else { (q4_k::BYTES, 16) };
     let mut acc = 0f32;
-    for (wb, xb) in w.chunks_exact(q4_k::BYTES).zip(x.chunks_exact(q8_k::BYTES)) {
+    for (wb, xb) in w.chunks_exact(bytes).zip(x.chunks_exact(q8_k::BYTES)) {
         let (d, dmin) = (scale(table, wb), scale(table, &wb[2..]));
         let (sc, m) = q4_k_scales_mins(&wb[4..16]);
-        let qs = &wb[16..144];
+        let qs = &wb[qs_at..qs_at + 128];
         let (mut dot, mut mins) = (0i32, 0i32);
         for j in 0..8 {
             let chunk = &qs[32 * (j / 2)..32 * (j / 2) + 32];
             let sub: i32 = (0..32)
                 .map(|l| {
-                    let q = if j % 2 == 0 { chunk[l] & 0xF } else { chunk[l] >> 4 };
+                    let mut q = if j % 2 == 0 { chunk[l] & 0xF } else { chunk[l] >> 4 };
+                    if Q5 {
+                        q |= ((wb[16 + l] >> j) & 1) << 4;
+                    }
                     q as i32 * q8_k::q(xb, 32 * j + l)
                 })
                 .sum();

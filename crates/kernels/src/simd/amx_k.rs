@@ -19,7 +19,7 @@ use std::arch::x86_64::*;
 
 use super::amx::{configure, store_transposed, two_products, AlignedBytes, TILE};
 use crate::quant::dot::q4_k_scales_mins;
-use crate::quant::{f16_table, q4_k, q6_k, q8_k};
+use crate::quant::{f16_table, q4_k, q5_k, q6_k, q8_k};
 
 /// Sub-blocks of 32 weights per superblock.
 const SUBS: usize = 8;
@@ -70,11 +70,22 @@ pub struct PanelBuffers {
     neg_dmin: Vec<f32>,
 }
 
-/// Unpacks weight rows `row0..row0 + rows` (at most 16; missing rows are
-/// zero) into A tiles, one per sub-block, with their scales.
+/// Superblock bytes and the offset of the nibbles: Q4_K, or Q5_K (`Q5`).
+const fn q45_layout(q5: bool) -> (usize, usize) {
+    if q5 {
+        (q5_k::BYTES, 48)
+    } else {
+        (q4_k::BYTES, 16)
+    }
+}
+
+/// Unpacks Q4_K or Q5_K (`Q5`) weight rows `row0..row0 + rows` (at most
+/// 16; missing rows are zero) into A tiles of codes (0..15, or 0..31 with
+/// Q5_K's fifth bits), one per sub-block, with their scales.
 #[target_feature(enable = "avx2")]
-unsafe fn unpack_panel(w: &[u8], row_bytes: usize, row0: usize, rows: usize, buf: &mut PanelBuffers) {
-    let blocks = row_bytes / q4_k::BYTES;
+unsafe fn unpack_panel<const Q5: bool>(w: &[u8], row_bytes: usize, row0: usize, rows: usize, buf: &mut PanelBuffers) {
+    let (super_bytes, qs_at) = q45_layout(Q5);
+    let blocks = row_bytes / super_bytes;
     buf.weights.resize(blocks * PANEL_SUPER);
     buf.weights.as_mut_slice().fill(0);
     for v in [&mut buf.scales, &mut buf.min_pairs] {
@@ -88,10 +99,18 @@ unsafe fn unpack_panel(w: &[u8], row_bytes: usize, row0: usize, rows: usize, buf
     let table = f16_table();
     let half = |p: &[u8]| table[u16::from_le_bytes([p[0], p[1]]) as usize];
     let nibble = _mm256_set1_epi8(0x0F);
+    let fifth = _mm256_set1_epi8(0x10);
+    // bit `shift` of each byte of `qh`, moved to bit 4 (Q5_K)
+    let fifth_bits = |qh: __m256i, shift: i32| {
+        _mm256_and_si256(
+            _mm256_slli_epi16(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift)), 4),
+            fifth,
+        )
+    };
     let dst = buf.weights.as_mut_slice().as_mut_ptr();
     for r in 0..rows {
         let row = &w[(row0 + r) * row_bytes..][..row_bytes];
-        for (b, blk) in row.chunks_exact(q4_k::BYTES).enumerate() {
+        for (b, blk) in row.chunks_exact(super_bytes).enumerate() {
             buf.d[b * TILE + r] = half(blk);
             buf.neg_dmin[b * TILE + r] = -half(&blk[2..]);
             let (sc, m) = q4_k_scales_mins(&blk[4..16]);
@@ -101,14 +120,18 @@ unsafe fn unpack_panel(w: &[u8], row_bytes: usize, row0: usize, rows: usize, buf
             for i in 0..4 {
                 buf.min_pairs[(b * 4 + i) * TILE + r] = m[2 * i] as i32 | (m[2 * i + 1] as i32) << 16;
             }
+            let qh = _mm256_loadu_si256(blk.as_ptr().add(16) as *const __m256i);
             for chunk in 0..4 {
-                let packed = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * chunk) as *const __m256i);
+                let packed = _mm256_loadu_si256(blk.as_ptr().add(qs_at + 32 * chunk) as *const __m256i);
+                let mut low = _mm256_and_si256(packed, nibble);
+                let mut high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
+                if Q5 {
+                    low = _mm256_or_si256(low, fifth_bits(qh, 2 * chunk as i32));
+                    high = _mm256_or_si256(high, fifth_bits(qh, 2 * chunk as i32 + 1));
+                }
                 let at = dst.add(b * PANEL_SUPER + 2 * chunk * 512 + 32 * r);
-                _mm256_storeu_si256(at as *mut __m256i, _mm256_and_si256(packed, nibble));
-                _mm256_storeu_si256(
-                    at.add(512) as *mut __m256i,
-                    _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble),
-                );
+                _mm256_storeu_si256(at as *mut __m256i, low);
+                _mm256_storeu_si256(at.add(512) as *mut __m256i, high);
             }
         }
     }
@@ -129,7 +152,7 @@ struct SubSums<const N: usize>([[i32; TILE * TILE]; N]);
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq")]
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::needless_range_loop)] // constant-bound indexing keeps the accumulators in registers
-pub unsafe fn panel(
+pub unsafe fn panel<const Q5: bool>(
     w: &[u8],
     row_bytes: usize,
     row0: usize,
@@ -140,10 +163,10 @@ pub unsafe fn panel(
     out: *mut f32,
     buf: &mut PanelBuffers,
 ) {
-    let blocks = row_bytes / q4_k::BYTES;
+    let blocks = row_bytes / q45_layout(Q5).0;
     assert!(rows <= TILE && w.len() >= (row0 + rows) * row_bytes, "panel rows");
     assert_eq!(tokens.len(), prepared_bytes(t, blocks), "prepared tokens");
-    unpack_panel(w, row_bytes, row0, rows, buf);
+    unpack_panel::<Q5>(w, row_bytes, row0, rows, buf);
     configure(32);
     // two sets, alternating by superblock: the tile unit fills one while the
     // other is still being read

@@ -1,7 +1,10 @@
 //! Run-time selection of SIMD kernels. Every function here has a scalar twin
 //! in `quant::dot` and a test tying the two together (`tests/simd_twins.rs`).
 
-use crate::quant::dot::{dot_q4_0_q8_0_scalar, dot_q4_k_q8_k_scalar, dot_q6_k_q8_k_scalar, dot_q8_0_q8_0_scalar};
+use crate::quant::dot::{
+    dot_q4_0_q8_0_scalar, dot_q4_k_q8_k_scalar, dot_q5_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_scalar,
+    dot_q8_0_q8_0_scalar,
+};
 use crate::quant::QuantKind;
 
 /// Which instruction set the kernels use on this CPU (decided once).
@@ -107,6 +110,24 @@ pub fn dot_q4_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
         // no NEON K-quant kernels yet: the scalar twin
         #[allow(unreachable_patterns)]
         _ => dot_q4_k_q8_k_scalar(w, x),
+    }
+}
+
+/// Q5_K × Q8_K: the VNNI tile kernel for one pair, else the blockwise
+/// scalar twin (compiled for AVX2 where present, which vectorizes its sums).
+pub fn dot_q5_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => {
+            let mut out = [0f32; 16];
+            dot_tile(QuantKind::Q5K, &[w], &[x], &mut out);
+            out[0]
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 and FMA were detected at run time.
+        Isa::Avx2 => unsafe { avx2::dot_q5_k_q8_k(w, x) },
+        #[allow(unreachable_patterns)]
+        _ => dot_q5_k_q8_k_blockwise_scalar(w, x),
     }
 }
 
@@ -249,6 +270,9 @@ pub fn dot_tile(kind: QuantKind, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [
         QuantKind::Q4K if isa() == Isa::Avx512Vnni => return unsafe { vnni_k::dot_tile_q4_k(w_rows, x_rows, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
+        QuantKind::Q5K if isa() == Isa::Avx512Vnni => return unsafe { vnni_k::dot_tile_q5_k(w_rows, x_rows, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
         QuantKind::Q6K if isa() == Isa::Avx512Vnni => return unsafe { vnni_k::dot_tile_q6_k(w_rows, x_rows, out) },
         _ => {}
     }
@@ -289,6 +313,8 @@ mod act_quant;
 pub mod amx;
 #[cfg(target_arch = "x86_64")]
 pub mod amx_k;
+#[cfg(target_arch = "x86_64")]
+pub mod float_tile;
 #[cfg(target_arch = "x86_64")]
 mod vnni_k;
 #[cfg(target_arch = "x86_64")]
@@ -432,6 +458,15 @@ pub mod avx2 {
             sum += dx * (d * hsum_i32(acc) as f32 - dmin * mins as f32);
         }
         sum
+    }
+
+    /// The blockwise scalar twin of Q5_K × Q8_K, compiled for AVX2.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_q5_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
+        crate::quant::dot::dot_q5_k_q8_k_blockwise_scalar(w, x)
     }
 
     /// # Safety

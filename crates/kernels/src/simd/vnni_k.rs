@@ -1,9 +1,9 @@
-//! AVX-512 VNNI tile kernels for the K-quants Q4_K and Q6_K × Q8_K
+//! AVX-512 VNNI tile kernels for the K-quants Q4_K, Q5_K and Q6_K × Q8_K
 //! activations, reading the file's 256-weight superblocks in place (no
 //! repacking).
 //!
 //! A superblock's weights are taken 64 at a time into one 512-bit register
-//! of unsigned codes (Q4_K: nibbles 0..15; Q6_K: 6-bit codes 0..63), in the
+//! of unsigned codes (Q4_K: nibbles 0..15; Q5_K: 0..31; Q6_K: 0..63), in the
 //! activation order, so the Q8_K values are plain 64-byte loads. Per 64
 //! weights, `vpmaddubsw` forms pairs of products (at most 2·63·128, inside
 //! i16) and `vpdpwssd` multiplies them by the sub-block scales and adds them
@@ -23,7 +23,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::quant::{f16_table, q4_k, q6_k, q8_k};
+use crate::quant::{f16_table, q4_k, q5_k, q6_k, q8_k};
 
 /// i32 lanes of a 512-bit register.
 const K_LANES: usize = 16;
@@ -112,16 +112,22 @@ unsafe fn half_sums(v: __m512i) -> (i32, i32) {
     )
 }
 
-/// R Q4_K weight rows × C Q8_K activation rows, written to `out` from row
-/// `row0` on.
+/// R Q4_K (`Q5` false) or Q5_K (`Q5` true) weight rows × C Q8_K
+/// activation rows, written to `out` from row `row0` on.
 #[inline]
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
 #[allow(clippy::needless_range_loop)] // indexing const-size arrays keeps the tile in registers
-unsafe fn tile_q4_k<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
+unsafe fn tile_q45_k<const Q5: bool, const R: usize, const C: usize>(
+    w: &[&[u8]],
+    x: &[&[u8]],
+    out: &mut [f32; 16],
+    row0: usize,
+) {
+    let (super_bytes, qs_at) = if Q5 { (q5_k::BYTES, 48) } else { (q4_k::BYTES, 16) };
     let row_bytes = w[0].len();
-    let blocks = row_bytes / q4_k::BYTES;
+    let blocks = row_bytes / super_bytes;
     for r in 0..R {
-        assert_eq!(w[r].len(), blocks * q4_k::BYTES, "weight superblocks");
+        assert_eq!(w[r].len(), blocks * super_bytes, "weight superblocks");
     }
     for c in 0..C {
         assert_eq!(x[c].len(), blocks * q8_k::BYTES, "activation superblocks");
@@ -129,23 +135,36 @@ unsafe fn tile_q4_k<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], ou
     let table = f16_table();
     let half = |p: *const u8| table[u16::from_le_bytes([*p, *p.add(1)]) as usize];
     let nibble = _mm512_set1_epi8(0x0F);
+    let fifth = _mm512_set1_epi8(0x10);
     let idx: [__m512i; 4] = std::array::from_fn(|m| index(&Q4_K_SCALE_INDEX[m]));
     let mut acc = [[0f32; C]; R];
     for b in 0..blocks {
         let xb = x_blocks::<C>(x, b);
         for r in 0..R {
-            let wb = w[r].as_ptr().add(b * q4_k::BYTES);
+            let wb = w[r].as_ptr().add(b * super_bytes);
             _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(R * row_bytes) as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(R * row_bytes + 64) as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(R * row_bytes + 128) as *const i8);
+            // Q5_K: the fifth bits, bit j of byte l for weight 32j + l, in both halves
+            let qh = if Q5 {
+                _mm512_broadcast_i64x4(_mm256_loadu_si256(wb.add(16) as *const __m256i))
+            } else {
+                _mm512_setzero_si512()
+            };
             let (d, dmin) = (half(wb), half(wb.add(2)));
             // lanes 0-7 the scales, 8-15 the minimums, each as an i16 pair
             let scales = pairs(_mm512_cvtepu8_epi32(q4_k_scales_mins_x86(wb.add(4))));
             let mut dot = [_mm512_setzero_si512(); C];
             for chunk in 0..4 {
                 // 32 bytes: low nibbles are weights 0-31 of the chunk, high 32-63
-                let packed = _mm512_broadcast_i64x4(_mm256_loadu_si256(wb.add(16 + 32 * chunk) as *const __m256i));
-                let codes = _mm512_and_si512(_mm512_mask_srli_epi16(packed, 0xFFFF_0000, packed, 4), nibble);
+                let packed = _mm512_broadcast_i64x4(_mm256_loadu_si256(wb.add(qs_at + 32 * chunk) as *const __m256i));
+                let mut codes = _mm512_and_si512(_mm512_mask_srli_epi16(packed, 0xFFFF_0000, packed, 4), nibble);
+                if Q5 {
+                    // bit 2·chunk to bit 4 in the low half, bit 2·chunk + 1 in the high half
+                    let bits = _mm512_srl_epi16(qh, _mm_cvtsi32_si128(2 * chunk as i32));
+                    let bits = _mm512_mask_srli_epi16(bits, 0xFFFF_0000, bits, 1);
+                    codes = _mm512_or_si512(codes, _mm512_and_si512(_mm512_slli_epi16(bits, 4), fifth));
+                }
                 let s = _mm512_permutexvar_epi32(idx[chunk], scales);
                 for c in 0..C {
                     let xv = _mm512_loadu_si512(xb[c].add(4 + 64 * chunk) as *const __m512i);
@@ -258,6 +277,25 @@ unsafe fn tile_q6_k<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], ou
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
 pub unsafe fn dot_tile_q4_k(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16]) {
     tile_shapes!(tile_q4_k, w, x, out)
+}
+
+/// Q5_K weight rows × Q8_K activation rows (up to 4 × 4).
+///
+/// # Safety
+/// As [`dot_tile_q4_k`].
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+pub unsafe fn dot_tile_q5_k(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16]) {
+    tile_shapes!(tile_q5_k, w, x, out)
+}
+
+#[inline(always)]
+unsafe fn tile_q4_k<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
+    tile_q45_k::<false, R, C>(w, x, out, row0)
+}
+
+#[inline(always)]
+unsafe fn tile_q5_k<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
+    tile_q45_k::<true, R, C>(w, x, out, row0)
 }
 
 /// Q6_K weight rows × Q8_K activation rows (up to 4 × 4).

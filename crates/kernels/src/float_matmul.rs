@@ -1,0 +1,190 @@
+//! The float path of [`crate::matmul`] on AVX-512: weights that have no
+//! integer kernel (f32, f16, bf16, and the block types without one,
+//! dequantized) times f32 activations, in cache tiles around
+//! [`crate::simd::float_tile::block`].
+//!
+//! Each task owns a range of weight rows, walked in tiles that stay in L2.
+//! Within a tile, activations go by groups of 6 rows and blocks of
+//! [`BLOCK`] elements (6 × 2 KiB, in L1) while every 4-row group of the
+//! tile passes over them; block sums are added in order per pair, so every
+//! result is [`crate::dot::dot_f32`] of its two rows, bit for bit, whatever
+//! the number of tokens.
+
+use half::{bf16, f16};
+
+use crate::dot::BLOCK;
+use crate::matmul::{for_row_ranges, SendPtr, WeightRef};
+use crate::simd::float_tile::{block, FloatWeight};
+
+/// Activation rows per group (6 × 4 accumulators: 24 of the 32 registers).
+const GROUP: usize = 6;
+
+/// Bytes of widened weights a tile may hold (in L2 while every activation
+/// group passes over it).
+const TILE_BYTES: usize = 1 << 20;
+
+/// The most weight rows in one tile.
+const MAX_TILE_ROWS: usize = 256;
+
+/// Weight rows per tile for inner size `k`: a multiple of 4, at least 4.
+fn tile_rows(k: usize) -> usize {
+    (TILE_BYTES / (4 * padded(k)) / 4 * 4).clamp(4, MAX_TILE_ROWS)
+}
+
+pub(crate) fn matmul_tiles(w: WeightRef, n: usize, k: usize, x: &[f32], t: usize, out: &mut [f32]) {
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let step = tile_rows(k);
+    let product = Product {
+        k,
+        x,
+        t,
+        n,
+        out: out_ptr,
+    };
+    for_row_ranges(n, n * k * t, &|rows| {
+        WIDENED.with(|buf| {
+            let tile_buf = &mut *buf.borrow_mut();
+            for start in rows.clone().step_by(step) {
+                let tile = start..(start + step).min(rows.end);
+                let slice = tile.start * k..tile.end * k;
+                // One activation group reads the weights as they are; more
+                // groups share one widening of the tile.
+                match w {
+                    WeightRef::F32(w) if t <= GROUP => product.run(&w[slice], k, tile.start),
+                    WeightRef::F16(w) if t <= GROUP => product.run::<f16>(&w[slice], k, tile.start),
+                    WeightRef::BF16(w) if t <= GROUP => product.run::<bf16>(&w[slice], k, tile.start),
+                    _ => {
+                        let stride = padded(k);
+                        tile_buf.resize(tile.len() * stride, 0.0);
+                        for (j, row) in tile.clone().zip(tile_buf.chunks_exact_mut(stride)) {
+                            widen_row(w, j, k, &mut row[..k]);
+                        }
+                        product.run::<f32>(&tile_buf[..tile.len() * stride], stride, tile.start);
+                    }
+                }
+            }
+        });
+    });
+}
+
+/// A row stride of at least `len` floats that is an odd number of 64-byte
+/// lines: rows a multiple of 4 KiB apart (3072 floats are 12 KiB) all map
+/// to the same L1 sets, and the tile kernel's 4 weight rows would then
+/// compete for them.
+fn padded(len: usize) -> usize {
+    let lines = len.div_ceil(16);
+    16 * (lines | 1)
+}
+
+/// One product's activations and output.
+struct Product<'a> {
+    k: usize,
+    x: &'a [f32],
+    t: usize,
+    n: usize,
+    out: SendPtr<f32>,
+}
+
+impl Product<'_> {
+    /// All activation rows times the tile `w` (rows `stride` apart, the
+    /// first being weight row `row0`), written to `out` (`t` × `n`).
+    fn run<W: FloatWeight>(&self, w: &[W], stride: usize, row0: usize) {
+        let Product { k, x, t, n, out } = *self;
+        let rows = w.len().div_ceil(stride.max(1));
+        let mut totals = [[0f32; GROUP]; MAX_TILE_ROWS];
+        let totals = &mut totals[..rows];
+        for i0 in (0..t).step_by(GROUP) {
+            let cols = (t - i0).min(GROUP);
+            totals.iter_mut().for_each(|r| *r = [0.0; GROUP]);
+            for b0 in (0..k).step_by(BLOCK) {
+                let len = (k - b0).min(BLOCK);
+                let xs: [*const f32; GROUP] = std::array::from_fn(|c| x[(i0 + c.min(cols - 1)) * k + b0..].as_ptr());
+                for r0 in (0..rows).step_by(4) {
+                    let n_rows = (rows - r0).min(4);
+                    let ws: [*const W; 4] =
+                        std::array::from_fn(|r| w[(r0 + r.min(n_rows - 1)) * stride + b0..].as_ptr());
+                    // SAFETY: the caller checked AVX-512F (the VNNI level); every
+                    // pointer starts `len` elements inside its row.
+                    unsafe { block_shapes(ws, n_rows, xs, cols, len, &mut totals[r0..r0 + n_rows]) };
+                }
+            }
+            for (r, sums) in totals.iter().enumerate() {
+                for (c, &v) in sums[..cols].iter().enumerate() {
+                    // SAFETY: tasks own disjoint ranges of weight rows, so these
+                    // elements are disjoint across threads; `out` outlives the run.
+                    unsafe { *out.get().add((i0 + c) * n + row0 + r) = v };
+                }
+            }
+        }
+    }
+}
+
+/// Weight row `j` as f32 (exact for f16 and bf16; the scalar dequantization
+/// for block types).
+fn widen_row(w: WeightRef, j: usize, k: usize, row: &mut [f32]) {
+    let range = j * k..(j + 1) * k;
+    match w {
+        WeightRef::F32(w) => row.copy_from_slice(&w[range]),
+        WeightRef::F16(w) => crate::dot::f16_to_f32(&w[range], row),
+        WeightRef::BF16(w) => crate::dot::bf16_to_f32(&w[range], row),
+        WeightRef::Quant(kind, b) => {
+            let rb = kind.row_bytes(k);
+            kind.dequantize(&b[j * rb..(j + 1) * rb], row);
+        }
+    }
+}
+
+/// Runs [`block`] for `n_rows` (1-4) weight rows and `cols` (1-6)
+/// activation rows, adding each pair's block sum to `totals[r][c]`.
+///
+/// # Safety
+/// As [`block`].
+unsafe fn block_shapes<W: FloatWeight>(
+    w: [*const W; 4],
+    n_rows: usize,
+    x: [*const f32; GROUP],
+    cols: usize,
+    len: usize,
+    totals: &mut [[f32; GROUP]],
+) {
+    macro_rules! shape {
+        ($r:literal, $c:literal, $w:expr, $totals:expr) => {{
+            let mut sums = [[0f32; $c]; $r];
+            block::<W, $r, $c>(
+                std::array::from_fn(|r| $w[r]),
+                std::array::from_fn(|c| x[c]),
+                len,
+                &mut sums,
+            );
+            for (total, sum) in $totals.iter_mut().zip(&sums) {
+                for c in 0..$c {
+                    total[c] += sum[c];
+                }
+            }
+        }};
+    }
+    macro_rules! columns {
+        ($r:literal, $w:expr, $totals:expr) => {
+            match cols {
+                1 => shape!($r, 1, $w, $totals),
+                2 => shape!($r, 2, $w, $totals),
+                3 => shape!($r, 3, $w, $totals),
+                4 => shape!($r, 4, $w, $totals),
+                5 => shape!($r, 5, $w, $totals),
+                _ => shape!($r, 6, $w, $totals),
+            }
+        };
+    }
+    if n_rows == 4 {
+        columns!(4, w, totals);
+    } else {
+        for (r, total) in totals.iter_mut().enumerate().take(n_rows) {
+            columns!(1, [w[r]], std::slice::from_mut(total));
+        }
+    }
+}
+
+thread_local! {
+    /// Per-thread buffer for a tile of widened weights.
+    static WIDENED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
