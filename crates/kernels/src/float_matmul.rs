@@ -14,7 +14,7 @@ use half::{bf16, f16};
 
 use crate::dot::BLOCK;
 use crate::matmul::{for_row_ranges, SendPtr, WeightRef};
-use crate::simd::float_tile::{block, FloatWeight};
+use crate::simd::float_tile::{block, widen, FloatWeight};
 
 /// Activation rows per group (6 × 4 accumulators: 24 of the 32 registers).
 const GROUP: usize = 6;
@@ -125,8 +125,10 @@ fn widen_row(w: WeightRef, j: usize, k: usize, row: &mut [f32]) {
     let range = j * k..(j + 1) * k;
     match w {
         WeightRef::F32(w) => row.copy_from_slice(&w[range]),
-        WeightRef::F16(w) => crate::dot::f16_to_f32(&w[range], row),
-        WeightRef::BF16(w) => crate::dot::bf16_to_f32(&w[range], row),
+        // SAFETY: this module runs on the VNNI level, which has AVX-512F.
+        WeightRef::F16(w) => unsafe { widen(&w[range], row) },
+        // SAFETY: as above.
+        WeightRef::BF16(w) => unsafe { widen(&w[range], row) },
         WeightRef::Quant(kind, b) => {
             let rb = kind.row_bytes(k);
             kind.dequantize(&b[j * rb..(j + 1) * rb], row);

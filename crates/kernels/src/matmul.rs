@@ -114,7 +114,7 @@ fn matmul_quantized(
     #[cfg(target_arch = "x86_64")]
     if matches!(
         kind,
-        QuantKind::Q4_0 | QuantKind::Q8_0 | QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K
+        QuantKind::Q4_0 | QuantKind::Q8_0 | QuantKind::Q3K | QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K
     ) && t >= AMX_MIN_TOKENS
         && crate::simd::amx()
     {
@@ -169,11 +169,11 @@ fn matmul_quantized(
     }
 }
 
-/// Tokens from which a Q4_0, Q8_0, Q4_K or Q6_K product runs on AMX tiles (where present).
+/// Tokens from which a product with an AMX kernel (Q4_0, Q8_0, Q3_K, Q4_K, Q5_K, Q6_K) runs on it (where present).
 #[cfg(target_arch = "x86_64")]
 const AMX_MIN_TOKENS: usize = 16;
 
-/// Q4_0 or Q8_0 weights × Q8_0 activations, or Q4_K / Q6_K × Q8_K, `xq` on AMX: the
+/// Q4_0 or Q8_0 weights × Q8_0 activations, or the K-quants (Q3_K to Q6_K) × Q8_K, `xq` on AMX: the
 /// tokens prepared once (tiles of 16 shared out over the pool), then panels
 /// of 16 weight rows shared out, each multiplied by every token tile.
 #[cfg(target_arch = "x86_64")]
@@ -183,7 +183,7 @@ fn matmul_amx(kind: QuantKind, w: &[u8], n: usize, k: usize, xq: &[u8], t: usize
     let row_bytes = kind.row_bytes(k);
     let prepared_bytes = |t| match kind {
         QuantKind::Q4K | QuantKind::Q5K => amx_k::prepared_bytes(t, blocks),
-        QuantKind::Q6K => amx_k::prepared_bytes_q6_k(t, blocks),
+        QuantKind::Q3K | QuantKind::Q6K => amx_k::prepared_bytes_q6_k(t, blocks),
         _ => amx::prepared_bytes(t, blocks),
     };
     let pool = crate::pool::global();
@@ -199,7 +199,7 @@ fn matmul_amx(kind: QuantKind, w: &[u8], n: usize, k: usize, xq: &[u8], t: usize
         let part = unsafe { std::slice::from_raw_parts_mut(tokens_ptr.get().add(tile * per_tile), per_tile) };
         match kind {
             QuantKind::Q4K | QuantKind::Q5K => amx_k::prepare_tile(xq, t, blocks, tile, part),
-            QuantKind::Q6K => amx_k::prepare_tile_q6_k(xq, t, blocks, tile, part),
+            QuantKind::Q3K | QuantKind::Q6K => amx_k::prepare_tile_q6_k(xq, t, blocks, tile, part),
             _ => amx::prepare_tile(xq, t, blocks, tile, part),
         }
     });
@@ -223,6 +223,9 @@ fn matmul_amx(kind: QuantKind, w: &[u8], n: usize, k: usize, xq: &[u8], t: usize
                         }
                         QuantKind::Q5K => {
                             amx_k::panel::<true>(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), k_buf)
+                        }
+                        QuantKind::Q3K => {
+                            amx_k::panel_q3_k(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), k_buf)
                         }
                         QuantKind::Q6K => {
                             amx_k::panel_q6_k(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), k_buf)

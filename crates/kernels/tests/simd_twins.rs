@@ -127,7 +127,11 @@ fn the_selected_instruction_set_is_reported() {
 fn random_k_blocks(kind: QuantKind, blocks: usize, rng: &mut Lcg) -> Vec<u8> {
     let mut w: Vec<u8> = (0..blocks * kind.block_bytes()).map(|_| rng.next() as u8).collect();
     for b in w.chunks_exact_mut(kind.block_bytes()) {
-        let fields: &[usize] = if kind == QuantKind::Q6K { &[208] } else { &[0, 2] };
+        let fields: &[usize] = match kind {
+            QuantKind::Q6K => &[208],
+            QuantKind::Q3K => &[108],
+            _ => &[0, 2],
+        };
         for &f in fields {
             let v = half::f16::from_f32(rng.f32() * 0.05);
             b[f..f + 2].copy_from_slice(&v.to_le_bytes());
@@ -139,8 +143,8 @@ fn random_k_blocks(kind: QuantKind, blocks: usize, rng: &mut Lcg) -> Vec<u8> {
 #[test]
 fn k_quant_dot_products_simd_equal_scalar_and_f64() {
     use phi3_kernels::quant::dot::{
-        activations_for, dot_q4_k_q8_k_blockwise_scalar, dot_q4_k_q8_k_scalar, dot_q5_k_q8_k_blockwise_scalar,
-        dot_q6_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_scalar,
+        activations_for, dot_q3_k_q8_k_blockwise_scalar, dot_q4_k_q8_k_blockwise_scalar, dot_q4_k_q8_k_scalar,
+        dot_q5_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_scalar,
     };
     use phi3_kernels::quant::q8_k;
     let mut rng = Lcg(11);
@@ -151,7 +155,7 @@ fn k_quant_dot_products_simd_equal_scalar_and_f64() {
         )
         .unwrap()
     };
-    for kind in [QuantKind::Q4K, QuantKind::Q5K, QuantKind::Q6K] {
+    for kind in [QuantKind::Q3K, QuantKind::Q4K, QuantKind::Q5K, QuantKind::Q6K] {
         let act = activations_for(kind).unwrap();
         for (case, w) in [
             fixture(kind),
@@ -176,6 +180,11 @@ fn k_quant_dot_products_simd_equal_scalar_and_f64() {
                         dot_q4_k_q8_k_scalar(&w, &x),
                         simd::dot_q4_k_q8_k(&w, &x),
                         dot_q4_k_q8_k_blockwise_scalar(&w, &x),
+                    ),
+                    QuantKind::Q3K => (
+                        dot_q3_k_q8_k_blockwise_scalar(&w, &x),
+                        simd::dot_q3_k_q8_k(&w, &x),
+                        dot_q3_k_q8_k_blockwise_scalar(&w, &x),
                     ),
                     QuantKind::Q5K => (
                         dot_q5_k_q8_k_blockwise_scalar(&w, &x),
@@ -341,11 +350,13 @@ fn block_products_equal_the_grouped_twin_for_every_batch_size() {
 #[test]
 fn k_quant_products_equal_the_blockwise_twin_for_every_batch_size() {
     use phi3_kernels::quant::dot::{
-        dot_q4_k_q8_k_blockwise_scalar, dot_q5_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_blockwise_scalar,
+        dot_q3_k_q8_k_blockwise_scalar, dot_q4_k_q8_k_blockwise_scalar, dot_q5_k_q8_k_blockwise_scalar,
+        dot_q6_k_q8_k_blockwise_scalar,
     };
     let mut rng = Lcg(29);
-    for kind in [QuantKind::Q4K, QuantKind::Q5K, QuantKind::Q6K] {
+    for kind in [QuantKind::Q3K, QuantKind::Q4K, QuantKind::Q5K, QuantKind::Q6K] {
         let twin = match kind {
+            QuantKind::Q3K => dot_q3_k_q8_k_blockwise_scalar,
             QuantKind::Q4K => dot_q4_k_q8_k_blockwise_scalar,
             QuantKind::Q5K => dot_q5_k_q8_k_blockwise_scalar,
             _ => dot_q6_k_q8_k_blockwise_scalar,

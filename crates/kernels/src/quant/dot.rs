@@ -5,7 +5,7 @@
 
 use crate::dot::sum_in_halves;
 
-use super::{f16_table, q4_0, q4_k, q5_k, q6_k, q8_0, q8_k, scale_min_k4, QuantKind};
+use super::{f16_table, q3_k, q4_0, q4_k, q5_k, q6_k, q8_0, q8_k, scale_min_k4, QuantKind};
 
 /// The f16 scale at the start of a block (table fetched once per row).
 #[inline]
@@ -49,7 +49,7 @@ impl Activations {
 pub fn activations_for(kind: QuantKind) -> Option<Activations> {
     match kind {
         QuantKind::Q4_0 | QuantKind::Q8_0 => Some(Activations::Q8_0),
-        QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K => Some(Activations::Q8K),
+        QuantKind::Q3K | QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K => Some(Activations::Q8K),
         _ => None,
     }
 }
@@ -61,6 +61,7 @@ pub fn dot_quantized(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
         QuantKind::Q4_0 => crate::simd::dot_q4_0_q8_0(w, x),
         QuantKind::Q8_0 => crate::simd::dot_q8_0_q8_0(w, x),
         QuantKind::Q4K => crate::simd::dot_q4_k_q8_k(w, x),
+        QuantKind::Q3K => crate::simd::dot_q3_k_q8_k(w, x),
         QuantKind::Q5K => crate::simd::dot_q5_k_q8_k(w, x),
         QuantKind::Q6K => crate::simd::dot_q6_k_q8_k(w, x),
         _ => panic!("{} has no integer dot product", kind.name()),
@@ -113,12 +114,14 @@ pub fn q4_k_scales_mins(s: &[u8]) -> ([u8; 8], [u8; 8]) {
 /// `acc = fma(mins, (−dmin)·dx, acc)`, superblock after superblock. The
 /// float steps depend on nothing but the pair, so a tile kernel of any
 /// shape, and the AMX kernel, give the same bits.
+#[inline]
 pub fn dot_q4_k_q8_k_blockwise_scalar(w: &[u8], x: &[u8]) -> f32 {
     dot_k_blockwise::<false>(w, x)
 }
 
 /// Scalar twin of the Q5_K tile kernels: Q4_K's steps with 5-bit codes
 /// (the nibble and bit j of `qh` for sub-block j).
+#[inline]
 pub fn dot_q5_k_q8_k_blockwise_scalar(w: &[u8], x: &[u8]) -> f32 {
     dot_k_blockwise::<true>(w, x)
 }
@@ -176,6 +179,34 @@ pub fn dot_q6_k_q8_k_blockwise_scalar(w: &[u8], x: &[u8]) -> f32 {
         for i in 0..16 {
             let sub: i32 = (16 * i..16 * i + 16).map(|p| code(p) * q8_k::q(xb, p)).sum();
             total += (wb[192 + i] as i8) as i32 * (sub - 32 * q8_k::bsum(xb, i));
+        }
+        acc = (total as f32).mul_add(d * q8_k::d(xb), acc);
+    }
+    acc
+}
+
+/// Scalar twin of the Q3_K tile kernels, bit for bit: Q6_K's steps with
+/// the unsigned 3-bit codes u = low2 | hbit << 2 (q = u − 4), offset 4
+/// instead of 32, and the 6-bit scales less 32: per superblock the exact
+/// integer Σ_i sc_i · (Σ u·x − 4 · bsum_i), then `acc = fma(total, d·dx, acc)`.
+#[inline]
+pub fn dot_q3_k_q8_k_blockwise_scalar(w: &[u8], x: &[u8]) -> f32 {
+    let table = f16_table();
+    let mut acc = 0f32;
+    for (wb, xb) in w.chunks_exact(q3_k::BYTES).zip(x.chunks_exact(q8_k::BYTES)) {
+        let d = scale(table, &wb[108..]);
+        let sc = q3_k::scales(&wb[96..108]);
+        let code = |e: usize| {
+            // weight 128n + 32j + l: bits 2j of qs[32n + l], bit 4n + j of hmask[l]
+            let (n, j, l) = (e / 128, e % 128 / 32, e % 32);
+            let low = (wb[32 + 32 * n + l] >> (2 * j)) & 3;
+            let high = (wb[l] >> (4 * n + j)) & 1;
+            (low | high << 2) as i32
+        };
+        let mut total = 0i32;
+        for (i, &sc) in sc.iter().enumerate() {
+            let sub: i32 = (16 * i..16 * i + 16).map(|e| code(e) * q8_k::q(xb, e)).sum();
+            total += sc * (sub - 4 * q8_k::bsum(xb, i));
         }
         acc = (total as f32).mul_add(d * q8_k::d(xb), acc);
     }

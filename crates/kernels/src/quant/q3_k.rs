@@ -9,7 +9,7 @@ pub const BYTES: usize = 110;
 
 /// The 16 six-bit scales: low nibbles from bytes 0..8 (two per byte), high
 /// two bits from bytes 8..12 (four per byte).
-fn scales(s: &[u8]) -> [i32; 16] {
+pub fn scales(s: &[u8]) -> [i32; 16] {
     let mut out = [0i32; 16];
     for (k, o) in out.iter_mut().enumerate() {
         let low = (s[k % 8] >> (4 * (k / 8))) & 0xF;

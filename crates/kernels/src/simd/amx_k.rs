@@ -18,8 +18,9 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 
 use super::amx::{configure, store_transposed, two_products, AlignedBytes, TILE};
+use super::vnni_k::{SixteenSubBlocks, Q3K, Q6K};
 use crate::quant::dot::q4_k_scales_mins;
-use crate::quant::{f16_table, q4_k, q5_k, q6_k, q8_k};
+use crate::quant::{f16_table, q4_k, q5_k, q8_k};
 
 /// Sub-blocks of 32 weights per superblock.
 const SUBS: usize = 8;
@@ -245,11 +246,18 @@ pub fn prepare_tile_q6_k(xq: &[u8], t: usize, blocks: usize, tile: usize, out: &
     }
 }
 
-/// Unpacks Q6_K rows `row0..row0 + rows` into A tiles (16 rows × 16
-/// signed codes q − 32), one per sub-block, with their scales sc_i and d.
+/// Unpacks Q6_K or Q3_K rows `row0..row0 + rows` into A tiles (16 rows ×
+/// 16 signed codes u − offset: q − 32, or the Q3_K values −4..3), one per
+/// sub-block, with their scales sc_i and d.
 #[target_feature(enable = "avx2,avx512f,avx512bw")]
-unsafe fn unpack_panel_q6_k(w: &[u8], row_bytes: usize, row0: usize, rows: usize, buf: &mut PanelBuffers) {
-    let blocks = row_bytes / q6_k::BYTES;
+unsafe fn unpack_panel_sixteen<K: SixteenSubBlocks>(
+    w: &[u8],
+    row_bytes: usize,
+    row0: usize,
+    rows: usize,
+    buf: &mut PanelBuffers,
+) {
+    let blocks = row_bytes / K::BYTES;
     buf.weights.resize(blocks * PANEL_SUPER6);
     buf.weights.as_mut_slice().fill(0);
     buf.scales.clear();
@@ -258,16 +266,18 @@ unsafe fn unpack_panel_q6_k(w: &[u8], row_bytes: usize, row0: usize, rows: usize
     buf.d.resize(blocks * TILE, 0.0);
     let table = f16_table();
     let dst = buf.weights.as_mut_slice().as_mut_ptr();
+    let offset = _mm512_set1_epi8(1 << K::OFFSET_SHIFT);
     for r in 0..rows {
         let row = &w[(row0 + r) * row_bytes..][..row_bytes];
-        for (b, blk) in row.chunks_exact(q6_k::BYTES).enumerate() {
-            buf.d[b * TILE + r] = table[u16::from_le_bytes([blk[208], blk[209]]) as usize];
-            let sc = |i: usize| blk[192 + i] as i8 as i32;
-            for i in 0..SUBS6 {
-                buf.scales[(b * SUBS6 + i) * TILE + r] = sc(i);
+        for (b, blk) in row.chunks_exact(K::BYTES).enumerate() {
+            buf.d[b * TILE + r] = table[u16::from_le_bytes([blk[K::D_AT], blk[K::D_AT + 1]]) as usize];
+            let mut sc = [0i8; 16];
+            _mm_storeu_si128(sc.as_mut_ptr() as *mut __m128i, K::scales(blk.as_ptr()));
+            for (i, &s) in sc.iter().enumerate() {
+                buf.scales[(b * SUBS6 + i) * TILE + r] = s as i32;
             }
-            for (m, codes) in super::vnni_k::q6_k_codes(blk.as_ptr()).iter().enumerate() {
-                let codes = &_mm512_sub_epi8(*codes, _mm512_set1_epi8(32));
+            for (m, codes) in K::codes(blk.as_ptr()).iter().enumerate() {
+                let codes = &_mm512_sub_epi8(*codes, offset);
                 // register m holds sub-blocks 4m..4m+4, 16 codes each
                 let at = |q: usize| dst.add(b * PANEL_SUPER6 + (4 * m + q) * 256 + 16 * r) as *mut __m128i;
                 _mm_storeu_si128(at(0), _mm512_extracti32x4_epi32::<0>(*codes));
@@ -283,9 +293,7 @@ unsafe fn unpack_panel_q6_k(w: &[u8], row_bytes: usize, row0: usize, rows: usize
 ///
 /// # Safety
 /// As [`panel`].
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq")]
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::needless_range_loop)] // constant-bound indexing keeps the accumulators in registers
 pub unsafe fn panel_q6_k(
     w: &[u8],
     row_bytes: usize,
@@ -297,10 +305,46 @@ pub unsafe fn panel_q6_k(
     out: *mut f32,
     buf: &mut PanelBuffers,
 ) {
-    let blocks = row_bytes / q6_k::BYTES;
+    panel_sixteen::<Q6K>(w, row_bytes, row0, rows, tokens, t, n, out, buf)
+}
+
+/// [`panel`] for Q3_K weights (tokens prepared as for Q6_K).
+///
+/// # Safety
+/// As [`panel`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn panel_q3_k(
+    w: &[u8],
+    row_bytes: usize,
+    row0: usize,
+    rows: usize,
+    tokens: &[u8],
+    t: usize,
+    n: usize,
+    out: *mut f32,
+    buf: &mut PanelBuffers,
+) {
+    panel_sixteen::<Q3K>(w, row_bytes, row0, rows, tokens, t, n, out, buf)
+}
+
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq")]
+#[allow(clippy::too_many_arguments)]
+#[allow(clippy::needless_range_loop)] // constant-bound indexing keeps the accumulators in registers
+unsafe fn panel_sixteen<K: SixteenSubBlocks>(
+    w: &[u8],
+    row_bytes: usize,
+    row0: usize,
+    rows: usize,
+    tokens: &[u8],
+    t: usize,
+    n: usize,
+    out: *mut f32,
+    buf: &mut PanelBuffers,
+) {
+    let blocks = row_bytes / K::BYTES;
     assert!(rows <= TILE && w.len() >= (row0 + rows) * row_bytes, "panel rows");
     assert_eq!(tokens.len(), prepared_bytes_q6_k(t, blocks), "prepared tokens");
-    unpack_panel_q6_k(w, row_bytes, row0, rows, buf);
+    unpack_panel_sixteen::<K>(w, row_bytes, row0, rows, buf);
     configure(16);
     let mut sum_sets = [
         SubSums::<SUBS6>([[0; TILE * TILE]; SUBS6]),

@@ -213,3 +213,20 @@ pub unsafe fn block<W: FloatWeight, const R: usize, const C: usize>(
         }
     }
 }
+
+/// `dst[i] = src[i]` as f32, 16 at a time (the tiles' widening: the `half`
+/// crate's converts 8 per call).
+///
+/// # Safety
+/// AVX-512F must be present.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn widen<W: FloatWeight>(src: &[W], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len());
+    let whole = src.len() / 16 * 16;
+    for e in (0..whole).step_by(16) {
+        _mm512_storeu_ps(dst.as_mut_ptr().add(e), W::load16(src.as_ptr().add(e)));
+    }
+    for e in whole..src.len() {
+        dst[e] = src[e].widen();
+    }
+}

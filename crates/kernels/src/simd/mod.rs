@@ -2,8 +2,8 @@
 //! in `quant::dot` and a test tying the two together (`tests/simd_twins.rs`).
 
 use crate::quant::dot::{
-    dot_q4_0_q8_0_scalar, dot_q4_k_q8_k_scalar, dot_q5_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_scalar,
-    dot_q8_0_q8_0_scalar,
+    dot_q3_k_q8_k_blockwise_scalar, dot_q4_0_q8_0_scalar, dot_q4_k_q8_k_scalar, dot_q5_k_q8_k_blockwise_scalar,
+    dot_q6_k_q8_k_scalar, dot_q8_0_q8_0_scalar,
 };
 use crate::quant::QuantKind;
 
@@ -116,18 +116,29 @@ pub fn dot_q4_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
 /// Q5_K × Q8_K: the VNNI tile kernel for one pair, else the blockwise
 /// scalar twin (compiled for AVX2 where present, which vectorizes its sums).
 pub fn dot_q5_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
+    dot_via_tile(QuantKind::Q5K, w, x, dot_q5_k_q8_k_blockwise_scalar)
+}
+
+/// Q3_K × Q8_K, as [`dot_q5_k_q8_k`].
+pub fn dot_q3_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
+    dot_via_tile(QuantKind::Q3K, w, x, dot_q3_k_q8_k_blockwise_scalar)
+}
+
+/// One pair on `kind`'s VNNI tile kernel, else its blockwise scalar `twin`
+/// (compiled for AVX2 + FMA where present).
+fn dot_via_tile(kind: QuantKind, w: &[u8], x: &[u8], twin: impl Fn(&[u8], &[u8]) -> f32) -> f32 {
     match isa() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => {
             let mut out = [0f32; 16];
-            dot_tile(QuantKind::Q5K, &[w], &[x], &mut out);
+            dot_tile(kind, &[w], &[x], &mut out);
             out[0]
         }
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 and FMA were detected at run time.
-        Isa::Avx2 => unsafe { avx2::dot_q5_k_q8_k(w, x) },
+        Isa::Avx2 => unsafe { avx2::with_avx2(w, x, twin) },
         #[allow(unreachable_patterns)]
-        _ => dot_q5_k_q8_k_blockwise_scalar(w, x),
+        _ => twin(w, x),
     }
 }
 
@@ -268,6 +279,9 @@ pub fn dot_tile(kind: QuantKind, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX-512 F/BW/DQ/VL/VNNI and AVX2/FMA were detected at run time.
         QuantKind::Q4K if isa() == Isa::Avx512Vnni => return unsafe { vnni_k::dot_tile_q4_k(w_rows, x_rows, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        QuantKind::Q3K if isa() == Isa::Avx512Vnni => return unsafe { vnni_k::dot_tile_q3_k(w_rows, x_rows, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         QuantKind::Q5K if isa() == Isa::Avx512Vnni => return unsafe { vnni_k::dot_tile_q5_k(w_rows, x_rows, out) },
@@ -460,13 +474,14 @@ pub mod avx2 {
         sum
     }
 
-    /// The blockwise scalar twin of Q5_K × Q8_K, compiled for AVX2.
+    /// `twin(w, x)` in a function compiled for AVX2 + FMA (a scalar twin
+    /// inlined here vectorizes its sums).
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_q5_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
-        crate::quant::dot::dot_q5_k_q8_k_blockwise_scalar(w, x)
+    pub unsafe fn with_avx2(w: &[u8], x: &[u8], twin: impl Fn(&[u8], &[u8]) -> f32) -> f32 {
+        twin(w, x)
     }
 
     /// # Safety

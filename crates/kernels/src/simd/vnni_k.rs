@@ -23,7 +23,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::quant::{f16_table, q4_k, q5_k, q6_k, q8_k};
+use crate::quant::{f16_table, q3_k, q4_k, q5_k, q6_k, q8_k};
 
 /// i32 lanes of a 512-bit register.
 const K_LANES: usize = 16;
@@ -218,16 +218,113 @@ pub(super) unsafe fn q6_k_codes(wb: *const u8) -> [__m512i; 4] {
     codes
 }
 
-/// R Q6_K weight rows × C Q8_K activation rows, written to `out` from row
-/// `row0` on.
+/// K-quants of 16 sub-blocks of 16 weights with signed scales, whose codes
+/// are unsigned with a fixed offset (w = d · sc_i · (u − offset)): Q6_K and
+/// Q3_K. The tile kernels (VNNI here, AMX in `amx_k`) take them alike.
+pub(super) trait SixteenSubBlocks {
+    /// Superblock bytes.
+    const BYTES: usize;
+    /// log2 of the codes' offset (32 for Q6_K, 4 for Q3_K).
+    const OFFSET_SHIFT: u32;
+    /// The 256 unsigned codes, 64 per register in weight order.
+    ///
+    /// # Safety
+    /// `wb` valid for a superblock; AVX2 and AVX-512 F/BW present.
+    unsafe fn codes(wb: *const u8) -> [__m512i; 4];
+    /// The 16 scales as signed bytes.
+    ///
+    /// # Safety
+    /// As [`Self::codes`].
+    unsafe fn scales(wb: *const u8) -> __m128i;
+    /// Byte offset of the f16 scale d.
+    const D_AT: usize;
+}
+
+pub(super) struct Q6K;
+pub(super) struct Q3K;
+
+impl SixteenSubBlocks for Q6K {
+    const BYTES: usize = q6_k::BYTES;
+    const OFFSET_SHIFT: u32 = 5;
+    const D_AT: usize = 208;
+    #[inline(always)]
+    unsafe fn codes(wb: *const u8) -> [__m512i; 4] {
+        q6_k_codes(wb)
+    }
+    #[inline(always)]
+    unsafe fn scales(wb: *const u8) -> __m128i {
+        _mm_loadu_si128(wb.add(192) as *const __m128i)
+    }
+}
+
+impl SixteenSubBlocks for Q3K {
+    const BYTES: usize = q3_k::BYTES;
+    const OFFSET_SHIFT: u32 = 2;
+    const D_AT: usize = 108;
+    #[inline(always)]
+    unsafe fn codes(wb: *const u8) -> [__m512i; 4] {
+        q3_k_codes(wb)
+    }
+    #[inline(always)]
+    unsafe fn scales(wb: *const u8) -> __m128i {
+        q3_k_scales_x86(wb.add(96))
+    }
+}
+
+/// The 256 unsigned 3-bit codes (low2 | hbit << 2) of a Q3_K superblock at
+/// `wb`, 64 per register in weight order: register m holds weights
+/// 128n + 32j + l for n = m / 2 and j = 2(m % 2), 2(m % 2) + 1.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+pub(super) unsafe fn q3_k_codes(wb: *const u8) -> [__m512i; 4] {
+    let hmask = _mm512_broadcast_i64x4(_mm256_loadu_si256(wb as *const __m256i));
+    let (two, four) = (_mm512_set1_epi8(3), _mm512_set1_epi8(4));
+    std::array::from_fn(|m| {
+        let (n, j) = (m / 2, 2 * (m % 2));
+        let qs = _mm512_broadcast_i64x4(_mm256_loadu_si256(wb.add(32 + 32 * n) as *const __m256i));
+        // low half: bits 2j of qs and bit 4n + j of hmask; high half: the next field
+        let low = _mm512_srl_epi16(qs, _mm_cvtsi32_si128(2 * j as i32));
+        let low = _mm512_and_si512(_mm512_mask_srli_epi16(low, 0xFFFF_0000, low, 2), two);
+        let high = _mm512_srl_epi16(hmask, _mm_cvtsi32_si128((4 * n + j) as i32));
+        let high = _mm512_mask_srli_epi16(high, 0xFFFF_0000, high, 1);
+        _mm512_or_si512(low, _mm512_and_si512(_mm512_slli_epi16(high, 2), four))
+    })
+}
+
+/// The 16 scales of a Q3_K superblock (less 32) as signed bytes, from its
+/// 12 packed bytes at `s`: the byte-parallel form of `quant::q3_k::scales`
+/// (low nibbles from bytes 0-7, high two bits from bytes 8-11).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q3_k_scales_x86(s: *const u8) -> __m128i {
+    let word = |i: usize| (s.add(4 * i) as *const u32).read_unaligned();
+    let (a, b, c) = (word(0), word(1), word(2));
+    const LOW4: u32 = 0x0F0F_0F0F;
+    const TOP2: u32 = 0x0303_0303;
+    let sc = _mm_set_epi32(
+        (((b >> 4) & LOW4) | (((c >> 6) & TOP2) << 4)) as i32,
+        (((a >> 4) & LOW4) | (((c >> 4) & TOP2) << 4)) as i32,
+        ((b & LOW4) | (((c >> 2) & TOP2) << 4)) as i32,
+        ((a & LOW4) | ((c & TOP2) << 4)) as i32,
+    );
+    _mm_sub_epi8(sc, _mm_set1_epi8(32))
+}
+
+/// R weight rows of a [`SixteenSubBlocks`] type × C Q8_K activation rows,
+/// written to `out` from row `row0` on.
 #[inline]
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
 #[allow(clippy::needless_range_loop)] // indexing const-size arrays keeps the tile in registers
-unsafe fn tile_q6_k<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
+unsafe fn tile_sixteen<K: SixteenSubBlocks, const R: usize, const C: usize>(
+    w: &[&[u8]],
+    x: &[&[u8]],
+    out: &mut [f32; 16],
+    row0: usize,
+) {
     let row_bytes = w[0].len();
-    let blocks = row_bytes / q6_k::BYTES;
+    let blocks = row_bytes / K::BYTES;
     for r in 0..R {
-        assert_eq!(w[r].len(), blocks * q6_k::BYTES, "weight superblocks");
+        assert_eq!(w[r].len(), blocks * K::BYTES, "weight superblocks");
     }
     for c in 0..C {
         assert_eq!(x[c].len(), blocks * q8_k::BYTES, "activation superblocks");
@@ -238,27 +335,28 @@ unsafe fn tile_q6_k<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], ou
     for b in 0..blocks {
         let xb = x_blocks::<C>(x, b);
         for r in 0..R {
-            let wb = w[r].as_ptr().add(b * q6_k::BYTES);
-            for line in 0..4 {
+            let wb = w[r].as_ptr().add(b * K::BYTES);
+            for line in 0..K::BYTES.div_ceil(64) {
                 _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(R * row_bytes + 64 * line) as *const i8);
             }
-            let d = table[u16::from_le_bytes([*wb.add(208), *wb.add(209)]) as usize];
-            let sc_bytes = _mm_loadu_si128(wb.add(192) as *const __m128i);
+            let d = table[u16::from_le_bytes([*wb.add(K::D_AT), *wb.add(K::D_AT + 1)]) as usize];
+            let sc_bytes = K::scales(wb);
             let scales = pairs(_mm512_cvtepi8_epi32(sc_bytes));
             let mut dot = [_mm512_setzero_si512(); C];
-            for (m, &codes) in q6_k_codes(wb).iter().enumerate() {
+            for (m, &codes) in K::codes(wb).iter().enumerate() {
                 let s = _mm512_permutexvar_epi32(idx[m], scales);
                 for c in 0..C {
                     let xv = _mm512_loadu_si512(xb[c].add(4 + 64 * m) as *const __m512i);
                     dot[c] = _mm512_dpwssd_epi32(dot[c], _mm512_maddubs_epi16(codes, xv), s);
                 }
             }
-            // codes are offset by 32: Σ sc_i·(Σ q·x − 32·Σ x) per sub-block of 16
+            // the codes' offset: Σ sc_i·(Σ u·x − offset·Σ x) per sub-block of 16
             let sc16 = _mm256_cvtepi8_epi16(sc_bytes);
             for c in 0..C {
                 let bsums = _mm256_loadu_si256(xb[c].add(260) as *const __m256i);
                 let offset = _mm512_zextsi256_si512(_mm256_madd_epi16(sc16, bsums));
-                let (low, high) = half_sums(_mm512_sub_epi32(dot[c], _mm512_slli_epi32(offset, 5)));
+                let shifted = _mm512_sll_epi32(offset, _mm_cvtsi32_si128(K::OFFSET_SHIFT as i32));
+                let (low, high) = half_sums(_mm512_sub_epi32(dot[c], shifted));
                 acc[r][c] = ((low + high) as f32).mul_add(d * x_scale(xb[c]), acc[r][c]);
             }
         }
@@ -268,6 +366,25 @@ unsafe fn tile_q6_k<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], ou
             out[(row0 + r) * 4 + c] = acc[r][c];
         }
     }
+}
+
+#[inline(always)]
+unsafe fn tile_q6_k<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
+    tile_sixteen::<Q6K, R, C>(w, x, out, row0)
+}
+
+#[inline(always)]
+unsafe fn tile_q3_k<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
+    tile_sixteen::<Q3K, R, C>(w, x, out, row0)
+}
+
+/// Q3_K weight rows × Q8_K activation rows (up to 4 × 4).
+///
+/// # Safety
+/// As [`dot_tile_q4_k`].
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+pub unsafe fn dot_tile_q3_k(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16]) {
+    tile_shapes!(tile_q3_k, w, x, out)
 }
 
 /// Q4_K weight rows × Q8_K activation rows (up to 4 × 4).
