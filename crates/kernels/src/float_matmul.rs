@@ -96,16 +96,33 @@ impl Product<'_> {
         for i0 in (0..t).step_by(GROUP) {
             let cols = (t - i0).min(GROUP);
             totals.iter_mut().for_each(|r| *r = [0.0; GROUP]);
-            for b0 in (0..k).step_by(BLOCK) {
-                let len = (k - b0).min(BLOCK);
-                let xs: [*const f32; GROUP] = std::array::from_fn(|c| x[(i0 + c.min(cols - 1)) * k + b0..].as_ptr());
+            let one_group = cols == t;
+            let blocks = || (0..k).step_by(BLOCK).map(move |b0| (b0, (k - b0).min(BLOCK)));
+            let x_block = |b0: usize| -> [*const f32; GROUP] {
+                std::array::from_fn(|c| x[(i0 + c.min(cols - 1)) * k + b0..].as_ptr())
+            };
+            let mut pass = |r0: usize, b0: usize, len: usize, xs: [*const f32; GROUP]| {
+                let n_rows = (rows - r0).min(4);
+                let ws: [*const W; 4] = std::array::from_fn(|r| w[(r0 + r.min(n_rows - 1)) * stride + b0..].as_ptr());
+                // SAFETY: the caller checked AVX-512F (the VNNI level); every
+                // pointer starts `len` elements inside its row.
+                unsafe { block_shapes(ws, n_rows, xs, cols, len, &mut totals[r0..r0 + n_rows]) };
+            };
+            if one_group {
+                // decode: the activations stay in L1 whatever the order, so
+                // each 4-row group streams its rows from start to end
                 for r0 in (0..rows).step_by(4) {
-                    let n_rows = (rows - r0).min(4);
-                    let ws: [*const W; 4] =
-                        std::array::from_fn(|r| w[(r0 + r.min(n_rows - 1)) * stride + b0..].as_ptr());
-                    // SAFETY: the caller checked AVX-512F (the VNNI level); every
-                    // pointer starts `len` elements inside its row.
-                    unsafe { block_shapes(ws, n_rows, xs, cols, len, &mut totals[r0..r0 + n_rows]) };
+                    for (b0, len) in blocks() {
+                        pass(r0, b0, len, x_block(b0));
+                    }
+                }
+            } else {
+                // prompts: a block of the group stays in L1 while the tile passes
+                for (b0, len) in blocks() {
+                    let xs = x_block(b0);
+                    for r0 in (0..rows).step_by(4) {
+                        pass(r0, b0, len, xs);
+                    }
                 }
             }
             for (r, sums) in totals.iter().enumerate() {
