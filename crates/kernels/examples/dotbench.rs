@@ -13,25 +13,18 @@ fn main() {
         .map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5)
         .collect();
     let x32: Vec<f32> = (0..k).map(|i| (i % 7) as f32 / 7.0).collect();
-    for kind in [QuantKind::Q4_0, QuantKind::Q8_0, QuantKind::Q4K, QuantKind::Q6K] {
+    for kind in [
+        QuantKind::Q4_0,
+        QuantKind::Q8_0,
+        QuantKind::Q3K,
+        QuantKind::Q4K,
+        QuantKind::Q5K,
+        QuantKind::Q6K,
+    ] {
         let act = activations_for(kind).unwrap();
         let mut xq = vec![0u8; act.row_bytes(k)];
         act.quantize(&x32, &mut xq);
-        let mut w = vec![0u8; kind.row_bytes(k) * rows];
-        if kind.quantize(&w32, &mut w).is_none() {
-            // no quantizer for K-quants yet: random codes, finite scales
-            for (i, b) in w.iter_mut().enumerate() {
-                *b = (i.wrapping_mul(2654435761) >> 13) as u8;
-            }
-            let one = half::f16::from_f32(0.01).to_le_bytes();
-            for blk in w.chunks_exact_mut(kind.block_bytes()) {
-                let at = if kind == QuantKind::Q6K { 208 } else { 0 };
-                blk[at..at + 2].copy_from_slice(&one);
-                if kind == QuantKind::Q4K {
-                    blk[2..4].copy_from_slice(&one);
-                }
-            }
-        }
+        let w = weights(kind, &w32);
         let rb = kind.row_bytes(k);
         let mut best = f64::MAX;
         let mut sink = 0f32;
@@ -60,9 +53,18 @@ fn tiles() {
     let w32: Vec<f32> = (0..rows * k)
         .map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5)
         .collect();
-    for kind in [QuantKind::Q4_0, QuantKind::Q8_0, QuantKind::Q4K, QuantKind::Q6K] {
-        let mut w = vec![0u8; kind.row_bytes(k) * rows];
-        kind.quantize(&w32, &mut w).unwrap();
+    // Q4_1 and Q2_K have no integer kernel: dequantized tiles on the float path
+    for kind in [
+        QuantKind::Q4_0,
+        QuantKind::Q8_0,
+        QuantKind::Q3K,
+        QuantKind::Q4K,
+        QuantKind::Q5K,
+        QuantKind::Q6K,
+        QuantKind::Q4_1,
+        QuantKind::Q2K,
+    ] {
+        let w = weights(kind, &w32);
         let weights = phi3_kernels::matmul::WeightRef::Quant(kind, &w);
         let mut line = format!("{} tiles:", kind.name());
         for t in [1usize, 2, 4, 8, 16, 64, 256] {
@@ -81,4 +83,28 @@ fn tiles() {
         }
         println!("{line}");
     }
+}
+
+/// `w32` quantized to `kind`, or (Q2_K, Q3_K: no quantizer) random codes
+/// with finite scales.
+fn weights(kind: QuantKind, w32: &[f32]) -> Vec<u8> {
+    let k = kind.block_len();
+    let mut w = vec![0u8; kind.row_bytes(k) * (w32.len() / k)];
+    if kind.quantize(w32, &mut w).is_none() {
+        for (i, b) in w.iter_mut().enumerate() {
+            *b = (i.wrapping_mul(2654435761) >> 13) as u8;
+        }
+        let one = half::f16::from_f32(0.01).to_le_bytes();
+        let scales: &[usize] = match kind {
+            QuantKind::Q3K => &[108],
+            QuantKind::Q2K => &[80, 82],
+            _ => &[0, 2],
+        };
+        for blk in w.chunks_exact_mut(kind.block_bytes()) {
+            for &at in scales {
+                blk[at..at + 2].copy_from_slice(&one);
+            }
+        }
+    }
+    w
 }

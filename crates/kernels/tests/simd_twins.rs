@@ -130,6 +130,7 @@ fn random_k_blocks(kind: QuantKind, blocks: usize, rng: &mut Lcg) -> Vec<u8> {
         let fields: &[usize] = match kind {
             QuantKind::Q6K => &[208],
             QuantKind::Q3K => &[108],
+            QuantKind::Q2K => &[80, 82],
             _ => &[0, 2],
         };
         for &f in fields {
@@ -143,8 +144,9 @@ fn random_k_blocks(kind: QuantKind, blocks: usize, rng: &mut Lcg) -> Vec<u8> {
 #[test]
 fn k_quant_dot_products_simd_equal_scalar_and_f64() {
     use phi3_kernels::quant::dot::{
-        activations_for, dot_q3_k_q8_k_blockwise_scalar, dot_q4_k_q8_k_blockwise_scalar, dot_q4_k_q8_k_scalar,
-        dot_q5_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_scalar,
+        activations_for, dot_q2_k_q8_k_blockwise_scalar, dot_q3_k_q8_k_blockwise_scalar,
+        dot_q4_k_q8_k_blockwise_scalar, dot_q4_k_q8_k_scalar, dot_q5_k_q8_k_blockwise_scalar,
+        dot_q6_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_scalar,
     };
     use phi3_kernels::quant::q8_k;
     let mut rng = Lcg(11);
@@ -155,7 +157,13 @@ fn k_quant_dot_products_simd_equal_scalar_and_f64() {
         )
         .unwrap()
     };
-    for kind in [QuantKind::Q3K, QuantKind::Q4K, QuantKind::Q5K, QuantKind::Q6K] {
+    for kind in [
+        QuantKind::Q2K,
+        QuantKind::Q3K,
+        QuantKind::Q4K,
+        QuantKind::Q5K,
+        QuantKind::Q6K,
+    ] {
         let act = activations_for(kind).unwrap();
         for (case, w) in [
             fixture(kind),
@@ -180,6 +188,11 @@ fn k_quant_dot_products_simd_equal_scalar_and_f64() {
                         dot_q4_k_q8_k_scalar(&w, &x),
                         simd::dot_q4_k_q8_k(&w, &x),
                         dot_q4_k_q8_k_blockwise_scalar(&w, &x),
+                    ),
+                    QuantKind::Q2K => (
+                        dot_q2_k_q8_k_blockwise_scalar(&w, &x),
+                        simd::dot_q2_k_q8_k(&w, &x),
+                        dot_q2_k_q8_k_blockwise_scalar(&w, &x),
                     ),
                     QuantKind::Q3K => (
                         dot_q3_k_q8_k_blockwise_scalar(&w, &x),
@@ -350,12 +363,19 @@ fn block_products_equal_the_grouped_twin_for_every_batch_size() {
 #[test]
 fn k_quant_products_equal_the_blockwise_twin_for_every_batch_size() {
     use phi3_kernels::quant::dot::{
-        dot_q3_k_q8_k_blockwise_scalar, dot_q4_k_q8_k_blockwise_scalar, dot_q5_k_q8_k_blockwise_scalar,
-        dot_q6_k_q8_k_blockwise_scalar,
+        dot_q2_k_q8_k_blockwise_scalar, dot_q3_k_q8_k_blockwise_scalar, dot_q4_k_q8_k_blockwise_scalar,
+        dot_q5_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_blockwise_scalar,
     };
     let mut rng = Lcg(29);
-    for kind in [QuantKind::Q3K, QuantKind::Q4K, QuantKind::Q5K, QuantKind::Q6K] {
+    for kind in [
+        QuantKind::Q2K,
+        QuantKind::Q3K,
+        QuantKind::Q4K,
+        QuantKind::Q5K,
+        QuantKind::Q6K,
+    ] {
         let twin = match kind {
+            QuantKind::Q2K => dot_q2_k_q8_k_blockwise_scalar,
             QuantKind::Q3K => dot_q3_k_q8_k_blockwise_scalar,
             QuantKind::Q4K => dot_q4_k_q8_k_blockwise_scalar,
             QuantKind::Q5K => dot_q5_k_q8_k_blockwise_scalar,

@@ -5,7 +5,7 @@
 
 use crate::dot::sum_in_halves;
 
-use super::{f16_table, q3_k, q4_0, q4_k, q5_k, q6_k, q8_0, q8_k, scale_min_k4, QuantKind};
+use super::{f16_table, q2_k, q3_k, q4_0, q4_k, q5_k, q6_k, q8_0, q8_k, scale_min_k4, QuantKind};
 
 /// The f16 scale at the start of a block (table fetched once per row).
 #[inline]
@@ -49,7 +49,7 @@ impl Activations {
 pub fn activations_for(kind: QuantKind) -> Option<Activations> {
     match kind {
         QuantKind::Q4_0 | QuantKind::Q8_0 => Some(Activations::Q8_0),
-        QuantKind::Q3K | QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K => Some(Activations::Q8K),
+        QuantKind::Q2K | QuantKind::Q3K | QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K => Some(Activations::Q8K),
         _ => None,
     }
 }
@@ -61,6 +61,7 @@ pub fn dot_quantized(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
         QuantKind::Q4_0 => crate::simd::dot_q4_0_q8_0(w, x),
         QuantKind::Q8_0 => crate::simd::dot_q8_0_q8_0(w, x),
         QuantKind::Q4K => crate::simd::dot_q4_k_q8_k(w, x),
+        QuantKind::Q2K => crate::simd::dot_q2_k_q8_k(w, x),
         QuantKind::Q3K => crate::simd::dot_q3_k_q8_k(w, x),
         QuantKind::Q5K => crate::simd::dot_q5_k_q8_k(w, x),
         QuantKind::Q6K => crate::simd::dot_q6_k_q8_k(w, x),
@@ -181,6 +182,34 @@ pub fn dot_q6_k_q8_k_blockwise_scalar(w: &[u8], x: &[u8]) -> f32 {
             total += (wb[192 + i] as i8) as i32 * (sub - 32 * q8_k::bsum(xb, i));
         }
         acc = (total as f32).mul_add(d * q8_k::d(xb), acc);
+    }
+    acc
+}
+
+/// Scalar twin of the Q2_K tile kernels, bit for bit: per superblock the
+/// exact integers dot = Σ_i sc_i · Σ q·x and mins = Σ_i m_i · bsum_i over the
+/// 16 sub-blocks of 16, then `acc = fma(dot, d·dx, acc)` and
+/// `acc = fma(mins, (−dmin)·dx, acc)` (Q4_K's float steps).
+#[inline]
+pub fn dot_q2_k_q8_k_blockwise_scalar(w: &[u8], x: &[u8]) -> f32 {
+    let table = f16_table();
+    let mut acc = 0f32;
+    for (wb, xb) in w.chunks_exact(q2_k::BYTES).zip(x.chunks_exact(q8_k::BYTES)) {
+        let (d, dmin) = (scale(table, &wb[80..]), scale(table, &wb[82..]));
+        let code = |e: usize| {
+            // weight 128n + 32j + l: bits 2j of qs[32n + l] (GGUF_PHI3.md, Q2_K)
+            let (n, j, l) = (e / 128, e % 128 / 32, e % 32);
+            ((wb[16 + 32 * n + l] >> (2 * j)) & 3) as i32
+        };
+        let (mut dot, mut mins) = (0i32, 0i32);
+        for (i, &sm) in wb[..16].iter().enumerate() {
+            let sub: i32 = (16 * i..16 * i + 16).map(|e| code(e) * q8_k::q(xb, e)).sum();
+            dot += (sm & 0xF) as i32 * sub;
+            mins += (sm >> 4) as i32 * q8_k::bsum(xb, i);
+        }
+        let dx = q8_k::d(xb);
+        acc = (dot as f32).mul_add(d * dx, acc);
+        acc = (mins as f32).mul_add(-dmin * dx, acc);
     }
     acc
 }

@@ -257,6 +257,7 @@ unsafe fn unpack_panel_sixteen<K: SixteenSubBlocks>(
     rows: usize,
     buf: &mut PanelBuffers,
 ) {
+    assert!(!K::MINS, "the AMX panel has no minimum term");
     let blocks = row_bytes / K::BYTES;
     buf.weights.resize(blocks * PANEL_SUPER6);
     buf.weights.as_mut_slice().fill(0);

@@ -2,8 +2,8 @@
 //! in `quant::dot` and a test tying the two together (`tests/simd_twins.rs`).
 
 use crate::quant::dot::{
-    dot_q3_k_q8_k_blockwise_scalar, dot_q4_0_q8_0_scalar, dot_q4_k_q8_k_scalar, dot_q5_k_q8_k_blockwise_scalar,
-    dot_q6_k_q8_k_scalar, dot_q8_0_q8_0_scalar,
+    dot_q2_k_q8_k_blockwise_scalar, dot_q3_k_q8_k_blockwise_scalar, dot_q4_0_q8_0_scalar, dot_q4_k_q8_k_scalar,
+    dot_q5_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_scalar, dot_q8_0_q8_0_scalar,
 };
 use crate::quant::QuantKind;
 
@@ -117,6 +117,11 @@ pub fn dot_q4_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
 /// scalar twin (compiled for AVX2 where present, which vectorizes its sums).
 pub fn dot_q5_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
     dot_via_tile(QuantKind::Q5K, w, x, dot_q5_k_q8_k_blockwise_scalar)
+}
+
+/// Q2_K × Q8_K, as [`dot_q5_k_q8_k`].
+pub fn dot_q2_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
+    dot_via_tile(QuantKind::Q2K, w, x, dot_q2_k_q8_k_blockwise_scalar)
 }
 
 /// Q3_K × Q8_K, as [`dot_q5_k_q8_k`].
@@ -279,6 +284,9 @@ pub fn dot_tile(kind: QuantKind, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX-512 F/BW/DQ/VL/VNNI and AVX2/FMA were detected at run time.
         QuantKind::Q4K if isa() == Isa::Avx512Vnni => return unsafe { vnni_k::dot_tile_q4_k(w_rows, x_rows, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        QuantKind::Q2K if isa() == Isa::Avx512Vnni => return unsafe { vnni_k::dot_tile_q2_k(w_rows, x_rows, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         QuantKind::Q3K if isa() == Isa::Avx512Vnni => return unsafe { vnni_k::dot_tile_q3_k(w_rows, x_rows, out) },

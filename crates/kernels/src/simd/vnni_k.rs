@@ -23,7 +23,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::quant::{f16_table, q3_k, q4_k, q5_k, q6_k, q8_k};
+use crate::quant::{f16_table, q2_k, q3_k, q4_k, q5_k, q6_k, q8_k};
 
 /// i32 lanes of a 512-bit register.
 const K_LANES: usize = 16;
@@ -238,10 +238,46 @@ pub(super) trait SixteenSubBlocks {
     unsafe fn scales(wb: *const u8) -> __m128i;
     /// Byte offset of the f16 scale d.
     const D_AT: usize;
+    /// Whether the type has sub-block minimums (Q2_K: w = d·sc_i·q −
+    /// dmin·m_i) instead of an offset.
+    const MINS: bool = false;
+    /// Byte offset of the f16 dmin (with `MINS`).
+    const DMIN_AT: usize = 0;
+    /// The 16 minimums as bytes (with `MINS`).
+    ///
+    /// # Safety
+    /// As [`Self::codes`].
+    unsafe fn mins(_wb: *const u8) -> __m128i {
+        _mm_setzero_si128()
+    }
 }
 
 pub(super) struct Q6K;
 pub(super) struct Q3K;
+pub(super) struct Q2K;
+
+impl SixteenSubBlocks for Q2K {
+    const BYTES: usize = q2_k::BYTES;
+    const OFFSET_SHIFT: u32 = 0; // unused: minimums instead
+    const D_AT: usize = 80;
+    const MINS: bool = true;
+    const DMIN_AT: usize = 82;
+    #[inline(always)]
+    unsafe fn codes(wb: *const u8) -> [__m512i; 4] {
+        std::array::from_fn(|m| two_bit_codes(wb.add(16), m))
+    }
+    #[inline(always)]
+    unsafe fn scales(wb: *const u8) -> __m128i {
+        _mm_and_si128(_mm_loadu_si128(wb as *const __m128i), _mm_set1_epi8(0x0F))
+    }
+    #[inline(always)]
+    unsafe fn mins(wb: *const u8) -> __m128i {
+        _mm_and_si128(
+            _mm_srli_epi16(_mm_loadu_si128(wb as *const __m128i), 4),
+            _mm_set1_epi8(0x0F),
+        )
+    }
+}
 
 impl SixteenSubBlocks for Q6K {
     const BYTES: usize = q6_k::BYTES;
@@ -271,23 +307,35 @@ impl SixteenSubBlocks for Q3K {
     }
 }
 
+/// Register m (weights 64m..64m + 64) of the 2-bit fields laid out as in
+/// Q2_K and Q3_K at `qs` (64 bytes): weight 128n + 32j + l is bits 2j of
+/// byte 32n + l, so register m takes n = m / 2 and j = 2(m % 2), 2(m % 2) + 1.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+unsafe fn two_bit_codes(qs: *const u8, m: usize) -> __m512i {
+    let (n, j) = (m / 2, 2 * (m % 2));
+    let bytes = _mm512_broadcast_i64x4(_mm256_loadu_si256(qs.add(32 * n) as *const __m256i));
+    // low half: bits 2j; high half: the next field
+    let low = _mm512_srl_epi16(bytes, _mm_cvtsi32_si128(2 * j as i32));
+    _mm512_and_si512(_mm512_mask_srli_epi16(low, 0xFFFF_0000, low, 2), _mm512_set1_epi8(3))
+}
+
 /// The 256 unsigned 3-bit codes (low2 | hbit << 2) of a Q3_K superblock at
-/// `wb`, 64 per register in weight order: register m holds weights
-/// 128n + 32j + l for n = m / 2 and j = 2(m % 2), 2(m % 2) + 1.
+/// `wb`, 64 per register in weight order (hmask bit 4n + j for the weights
+/// of [`two_bit_codes`]' field j of half n).
 #[inline]
 #[target_feature(enable = "avx2,avx512f,avx512bw")]
 pub(super) unsafe fn q3_k_codes(wb: *const u8) -> [__m512i; 4] {
     let hmask = _mm512_broadcast_i64x4(_mm256_loadu_si256(wb as *const __m256i));
-    let (two, four) = (_mm512_set1_epi8(3), _mm512_set1_epi8(4));
+    let four = _mm512_set1_epi8(4);
     std::array::from_fn(|m| {
         let (n, j) = (m / 2, 2 * (m % 2));
-        let qs = _mm512_broadcast_i64x4(_mm256_loadu_si256(wb.add(32 + 32 * n) as *const __m256i));
-        // low half: bits 2j of qs and bit 4n + j of hmask; high half: the next field
-        let low = _mm512_srl_epi16(qs, _mm_cvtsi32_si128(2 * j as i32));
-        let low = _mm512_and_si512(_mm512_mask_srli_epi16(low, 0xFFFF_0000, low, 2), two);
         let high = _mm512_srl_epi16(hmask, _mm_cvtsi32_si128((4 * n + j) as i32));
         let high = _mm512_mask_srli_epi16(high, 0xFFFF_0000, high, 1);
-        _mm512_or_si512(low, _mm512_and_si512(_mm512_slli_epi16(high, 2), four))
+        _mm512_or_si512(
+            two_bit_codes(wb.add(32), m),
+            _mm512_and_si512(_mm512_slli_epi16(high, 2), four),
+        )
     })
 }
 
@@ -350,6 +398,22 @@ unsafe fn tile_sixteen<K: SixteenSubBlocks, const R: usize, const C: usize>(
                     dot[c] = _mm512_dpwssd_epi32(dot[c], _mm512_maddubs_epi16(codes, xv), s);
                 }
             }
+            if K::MINS {
+                // Σ sc_i·Σ q·x and the minimum term Σ m_i·Σ x, side by side
+                let dmin = table[u16::from_le_bytes([*wb.add(K::DMIN_AT), *wb.add(K::DMIN_AT + 1)]) as usize];
+                let m16 = _mm256_cvtepu8_epi16(K::mins(wb));
+                for c in 0..C {
+                    let bsums = _mm256_loadu_si256(xb[c].add(260) as *const __m256i);
+                    let mins = _mm256_madd_epi16(m16, bsums);
+                    let folded =
+                        _mm256_add_epi32(_mm512_castsi512_si256(dot[c]), _mm512_extracti64x4_epi64::<1>(dot[c]));
+                    let (dot, mins) = half_sums(_mm512_inserti64x4::<1>(_mm512_castsi256_si512(folded), mins));
+                    let dx = x_scale(xb[c]);
+                    acc[r][c] = (dot as f32).mul_add(d * dx, acc[r][c]);
+                    acc[r][c] = (mins as f32).mul_add(-dmin * dx, acc[r][c]);
+                }
+                continue;
+            }
             // the codes' offset: Σ sc_i·(Σ u·x − offset·Σ x) per sub-block of 16
             let sc16 = _mm256_cvtepi8_epi16(sc_bytes);
             for c in 0..C {
@@ -371,6 +435,20 @@ unsafe fn tile_sixteen<K: SixteenSubBlocks, const R: usize, const C: usize>(
 #[inline(always)]
 unsafe fn tile_q6_k<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
     tile_sixteen::<Q6K, R, C>(w, x, out, row0)
+}
+
+#[inline(always)]
+unsafe fn tile_q2_k<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
+    tile_sixteen::<Q2K, R, C>(w, x, out, row0)
+}
+
+/// Q2_K weight rows × Q8_K activation rows (up to 4 × 4).
+///
+/// # Safety
+/// As [`dot_tile_q4_k`].
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+pub unsafe fn dot_tile_q2_k(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16]) {
+    tile_shapes!(tile_q2_k, w, x, out)
 }
 
 #[inline(always)]
