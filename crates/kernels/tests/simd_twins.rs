@@ -537,3 +537,34 @@ fn float_products_equal_the_scalar_twin_for_every_batch_size() {
         }
     }
 }
+
+/// The dequantizers the float path widens with (AVX-512 for Q4_1, Q5_0 and
+/// Q5_1 where present) give the scalar reference's bits: random codes and
+/// fifth bits, random finite scales and minimums, every type.
+#[test]
+fn dequantizers_equal_the_scalar_ones_bit_for_bit() {
+    let mut rng = Lcg(53);
+    for kind in QuantKind::ALL {
+        let blocks = 9;
+        let mut w: Vec<u8> = (0..blocks * kind.block_bytes()).map(|_| rng.next() as u8).collect();
+        let scales: &[usize] = match kind {
+            QuantKind::Q6K => &[208],
+            QuantKind::Q3K => &[108],
+            QuantKind::Q2K => &[80, 82],
+            QuantKind::Q4_0 | QuantKind::Q5_0 | QuantKind::Q8_0 => &[0],
+            _ => &[0, 2],
+        };
+        for b in w.chunks_exact_mut(kind.block_bytes()) {
+            for &at in scales {
+                b[at..at + 2].copy_from_slice(&half::f16::from_f32(rng.f32() * 3.0).to_le_bytes());
+            }
+        }
+        let n = blocks * kind.block_len();
+        let (mut fast, mut scalar) = (vec![0f32; n], vec![0f32; n]);
+        kind.dequantize(&w, &mut fast);
+        kind.dequantize_scalar(&w, &mut scalar);
+        for (i, (a, b)) in fast.iter().zip(&scalar).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "{kind:?} weight {i}: {a} vs {b}");
+        }
+    }
+}

@@ -92,8 +92,21 @@ impl QuantKind {
         n / self.block_len() * self.block_bytes()
     }
 
-    /// Dequantizes whole blocks: `out.len()` weights from `blocks`.
+    /// Dequantizes whole blocks: `out.len()` weights from `blocks` (with
+    /// AVX-512 for Q4_1, Q5_0 and Q5_1 where present: the same bits as
+    /// [`Self::dequantize_scalar`]).
     pub fn dequantize(self, blocks: &[u8], out: &mut [f32]) {
+        let (bl, bb) = (self.block_len(), self.block_bytes());
+        assert_eq!(out.len() % bl, 0, "whole blocks only");
+        assert_eq!(blocks.len(), out.len() / bl * bb, "byte count");
+        if crate::simd::dequantize(self, blocks, out) {
+            return;
+        }
+        self.dequantize_scalar(blocks, out)
+    }
+
+    /// Dequantizes whole blocks with the scalar reference code.
+    pub fn dequantize_scalar(self, blocks: &[u8], out: &mut [f32]) {
         let (bl, bb) = (self.block_len(), self.block_bytes());
         assert_eq!(out.len() % bl, 0, "whole blocks only");
         assert_eq!(blocks.len(), out.len() / bl * bb, "byte count");

@@ -182,6 +182,19 @@ pub fn quantize_block_q8_k(x: &[f32], out: &mut [u8]) {
     crate::quant::q8_k::quantize(x, out)
 }
 
+/// Dequantizes whole blocks of `kind` with AVX-512 where this CPU has it and
+/// `kind` has such a kernel (Q4_1, Q5_0, Q5_1; the scalar dequantizer's bits);
+/// false otherwise.
+pub fn dequantize(kind: QuantKind, blocks: &[u8], out: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512Vnni {
+        // SAFETY: the VNNI level includes AVX-512F (detected at run time).
+        return unsafe { dequant::dequantize(kind, blocks, out) };
+    }
+    let _ = (kind, blocks, out);
+    false
+}
+
 /// Whether Q4_0 products with many tokens run on AMX tiles (`simd::amx`;
 /// Sapphire Rapids and later, with the VNNI kernels' arithmetic bit for bit).
 /// `PHI3_ISA=vnni` leaves AMX out, as the lesser levels do.
@@ -335,6 +348,8 @@ mod act_quant;
 pub mod amx;
 #[cfg(target_arch = "x86_64")]
 pub mod amx_k;
+#[cfg(target_arch = "x86_64")]
+mod dequant;
 #[cfg(target_arch = "x86_64")]
 pub mod float_tile;
 #[cfg(target_arch = "x86_64")]
