@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use phi3_kernels::quant::dot::{
-    activations_for, dot_q4_0_q8_0_scalar, dot_q4_k_q8_k_scalar, dot_q6_k_q8_k_scalar, dot_q8_0_q8_0_scalar,
-    dot_quantized,
+    activations_for, dot_q2_k_q8_k_blockwise_scalar, dot_q3_k_q8_k_blockwise_scalar, dot_q4_0_q8_0_scalar,
+    dot_q4_k_q8_k_blockwise_scalar, dot_q4_k_q8_k_scalar, dot_q5_k_q8_k_blockwise_scalar,
+    dot_q6_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_scalar, dot_q8_0_q8_0_scalar, dot_quantized,
 };
 use phi3_kernels::quant::QuantKind;
 
@@ -87,6 +88,35 @@ fn main() -> ExitCode {
         check(
             (fast - scalar).abs() as f64 <= 1e-5 * mag.max(1e-3),
             format!("{} kernel {fast} vs scalar {scalar}", kind.name()),
+            &mut failures,
+        );
+    }
+
+    // the K-quant kernels against their blockwise twins, bit for bit (ggml's
+    // fixture blocks, activations in ggml's synthetic pattern); x86-64's AVX2
+    // level alone has its own Q4_K and Q6_K arithmetic, within rounding
+    let own_arithmetic = format!("{:?}", phi3_kernels::simd::isa()) == "Avx2";
+    for (kind, twin) in [
+        (
+            QuantKind::Q2K,
+            dot_q2_k_q8_k_blockwise_scalar as fn(&[u8], &[u8]) -> f32,
+        ),
+        (QuantKind::Q3K, dot_q3_k_q8_k_blockwise_scalar),
+        (QuantKind::Q4K, dot_q4_k_q8_k_blockwise_scalar),
+        (QuantKind::Q5K, dot_q5_k_q8_k_blockwise_scalar),
+        (QuantKind::Q6K, dot_q6_k_q8_k_blockwise_scalar),
+    ] {
+        let w = fixture(&format!("{}.blocks", kind.name()));
+        let n = w.len() / kind.block_bytes() * kind.block_len();
+        let act = activations_for(kind).unwrap();
+        let xv: Vec<f32> = (0..n).map(|i| 0.1 + 2.0 * (i as f32 + 1.5).cos()).collect();
+        let mut x = vec![0u8; act.row_bytes(n)];
+        act.quantize(&xv, &mut x);
+        let (fast, want) = (dot_quantized(kind, &w, &x), twin(&w, &x));
+        let close = own_arithmetic && (fast - want).abs() <= 1e-5 * want.abs().max(1.0);
+        check(
+            fast.to_bits() == want.to_bits() || close,
+            format!("{} kernel {fast} vs blockwise twin {want}", kind.name()),
             &mut failures,
         );
     }

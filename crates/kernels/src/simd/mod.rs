@@ -2,8 +2,9 @@
 //! in `quant::dot` and a test tying the two together (`tests/simd_twins.rs`).
 
 use crate::quant::dot::{
-    dot_q2_k_q8_k_blockwise_scalar, dot_q3_k_q8_k_blockwise_scalar, dot_q4_0_q8_0_scalar, dot_q4_k_q8_k_scalar,
-    dot_q5_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_scalar, dot_q8_0_q8_0_scalar,
+    dot_q2_k_q8_k_blockwise_scalar, dot_q3_k_q8_k_blockwise_scalar, dot_q4_0_q8_0_scalar,
+    dot_q4_k_q8_k_blockwise_scalar, dot_q5_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_blockwise_scalar,
+    dot_q8_0_q8_0_scalar,
 };
 use crate::quant::QuantKind;
 
@@ -102,19 +103,34 @@ pub fn dot_q8_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
     }
 }
 
+/// Q4_K × Q8_K: with AVX2 alone its own kernel (twin
+/// `quant::dot::dot_q4_k_q8_k_scalar`); on every other level the blockwise
+/// arithmetic of the tile kernels ([`dot_q5_k_q8_k`]).
 pub fn dot_q4_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
-    match isa() {
-        #[cfg(target_arch = "x86_64")]
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx2 {
         // SAFETY: AVX2 and FMA were detected at run time.
-        Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::dot_q4_k_q8_k(w, x) },
-        // no NEON K-quant kernels yet: the scalar twin
-        #[allow(unreachable_patterns)]
-        _ => dot_q4_k_q8_k_scalar(w, x),
+        return unsafe { avx2::dot_q4_k_q8_k(w, x) };
+    }
+    dot_via_tile(QuantKind::Q4K, w, x, dot_q4_k_q8_k_blockwise_scalar)
+}
+
+/// A K-quant row on the NEON kernel (`neon_k`), with SDOT where present.
+#[cfg(target_arch = "aarch64")]
+fn neon_dot_k(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
+    // SAFETY: NEON is part of aarch64; SDOT only on the dotprod level,
+    // detected at run time.
+    unsafe {
+        if isa() == Isa::NeonDotprod {
+            neon_k::dot_k::<true>(kind, w, x)
+        } else {
+            neon_k::dot_k::<false>(kind, w, x)
+        }
     }
 }
 
-/// Q5_K × Q8_K: the VNNI tile kernel for one pair, else the blockwise
-/// scalar twin (compiled for AVX2 where present, which vectorizes its sums).
+/// Q5_K × Q8_K: the VNNI tile kernel for one pair, the NEON kernel, or the
+/// blockwise scalar twin (compiled for AVX2 where present), all the same bits.
 pub fn dot_q5_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
     dot_via_tile(QuantKind::Q5K, w, x, dot_q5_k_q8_k_blockwise_scalar)
 }
@@ -129,8 +145,9 @@ pub fn dot_q3_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
     dot_via_tile(QuantKind::Q3K, w, x, dot_q3_k_q8_k_blockwise_scalar)
 }
 
-/// One pair on `kind`'s VNNI tile kernel, else its blockwise scalar `twin`
-/// (compiled for AVX2 + FMA where present).
+/// One pair on `kind`'s VNNI tile kernel, else the NEON K-quant kernel,
+/// else its blockwise scalar `twin` (compiled for AVX2 + FMA where present):
+/// the same bits on every level.
 fn dot_via_tile(kind: QuantKind, w: &[u8], x: &[u8], twin: impl Fn(&[u8], &[u8]) -> f32) -> f32 {
     match isa() {
         #[cfg(target_arch = "x86_64")]
@@ -142,20 +159,21 @@ fn dot_via_tile(kind: QuantKind, w: &[u8], x: &[u8], twin: impl Fn(&[u8], &[u8])
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 and FMA were detected at run time.
         Isa::Avx2 => unsafe { avx2::with_avx2(w, x, twin) },
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon | Isa::NeonDotprod => neon_dot_k(kind, w, x),
         #[allow(unreachable_patterns)]
         _ => twin(w, x),
     }
 }
 
+/// Q6_K × Q8_K, as [`dot_q4_k_q8_k`] (AVX2 alone: twin `dot_q6_k_q8_k_scalar`).
 pub fn dot_q6_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
-    match isa() {
-        #[cfg(target_arch = "x86_64")]
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx2 {
         // SAFETY: AVX2 and FMA were detected at run time.
-        Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::dot_q6_k_q8_k(w, x) },
-        // no NEON K-quant kernels yet: the scalar twin
-        #[allow(unreachable_patterns)]
-        _ => dot_q6_k_q8_k_scalar(w, x),
+        return unsafe { avx2::dot_q6_k_q8_k(w, x) };
     }
+    dot_via_tile(QuantKind::Q6K, w, x, dot_q6_k_q8_k_blockwise_scalar)
 }
 
 /// Quantizes a row of activations to Q8_0 blocks (`quant::q8_0::quantize`
@@ -352,6 +370,8 @@ pub mod amx_k;
 mod dequant;
 #[cfg(target_arch = "x86_64")]
 pub mod float_tile;
+#[cfg(target_arch = "aarch64")]
+mod neon_k;
 #[cfg(target_arch = "x86_64")]
 mod vnni_k;
 #[cfg(target_arch = "x86_64")]
@@ -588,7 +608,7 @@ pub mod neon {
     }
 
     #[inline]
-    unsafe fn dot16<const DOT: bool>(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    pub(super) unsafe fn dot16<const DOT: bool>(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
         if DOT {
             dot16_sdot(acc, a, b)
         } else {

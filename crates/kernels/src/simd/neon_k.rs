@@ -1,0 +1,139 @@
+//! aarch64 NEON kernels for the K-quants (Q2_K..Q6_K) × Q8_K activations,
+//! equal bit for bit to the blockwise scalar twins (`quant::dot::dot_q*_k_q8_k_blockwise_scalar`).
+//!
+//! Per superblock the weights' unsigned codes are unpacked in weight order
+//! (plain loops over the bytes, which the compiler turns into NEON), the 16
+//! sums Σ code·x over sub-blocks of 16 are taken with SDOT (or widening
+//! multiplies without dotprod), and the type's exact integer combination
+//! (scales, minimums or offset) is formed. The float steps are the twins':
+//! one or two fused multiply-adds per superblock, so the result is the same
+//! bits as the twin's and as the x86 tile kernels'.
+
+use std::arch::aarch64::*;
+
+use super::neon::dot16;
+use crate::quant::dot::q4_k_scales_mins;
+use crate::quant::{f16_table, q3_k, q8_k, QuantKind};
+
+/// The 16 sums Σ code·x over sub-blocks of 16 of one superblock.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn sub_sums<const DOT: bool>(codes: &[u8; 256], xb: &[u8]) -> [i32; 16] {
+    let x = xb[4..260].as_ptr() as *const i8;
+    std::array::from_fn(|i| {
+        let c = vreinterpretq_s8_u8(vld1q_u8(codes.as_ptr().add(16 * i)));
+        vaddvq_s32(dot16::<DOT>(vdupq_n_s32(0), c, vld1q_s8(x.add(16 * i))))
+    })
+}
+
+/// Codes of a Q4_K (`Q5` false) or Q5_K superblock in weight order.
+#[inline(always)]
+fn codes_q45(wb: &[u8], q5: bool) -> [u8; 256] {
+    let mut codes = [0u8; 256];
+    let qs = if q5 { &wb[48..176] } else { &wb[16..144] };
+    for c in 0..4 {
+        for l in 0..32 {
+            codes[64 * c + l] = qs[32 * c + l] & 0xF;
+            codes[64 * c + 32 + l] = qs[32 * c + l] >> 4;
+        }
+    }
+    if q5 {
+        for j in 0..8 {
+            for l in 0..32 {
+                codes[32 * j + l] |= ((wb[16 + l] >> j) & 1) << 4;
+            }
+        }
+    }
+    codes
+}
+
+/// The 2-bit fields laid out as in Q2_K and Q3_K (64 bytes at `qs`): weight
+/// 128n + 32j + l is bits 2j of byte 32n + l.
+#[inline(always)]
+fn codes_two_bit(qs: &[u8]) -> [u8; 256] {
+    let mut codes = [0u8; 256];
+    for n in 0..2 {
+        for j in 0..4 {
+            for l in 0..32 {
+                codes[128 * n + 32 * j + l] = (qs[32 * n + l] >> (2 * j)) & 3;
+            }
+        }
+    }
+    codes
+}
+
+/// Codes of a Q6_K superblock (6-bit, unsigned) in weight order.
+#[inline(always)]
+fn codes_q6(wb: &[u8]) -> [u8; 256] {
+    let mut codes = [0u8; 256];
+    for n in 0..2 {
+        let (ql, qh) = (&wb[64 * n..64 * n + 64], &wb[128 + 32 * n..128 + 32 * n + 32]);
+        for l in 0..32 {
+            codes[128 * n + l] = (ql[l] & 0xF) | ((qh[l] & 3) << 4);
+            codes[128 * n + 32 + l] = (ql[32 + l] & 0xF) | (((qh[l] >> 2) & 3) << 4);
+            codes[128 * n + 64 + l] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+            codes[128 * n + 96 + l] = (ql[32 + l] >> 4) | (((qh[l] >> 6) & 3) << 4);
+        }
+    }
+    codes
+}
+
+/// Σ w·x over a row of `kind` (Q2_K..Q6_K) superblocks and Q8_K blocks.
+///
+/// # Safety
+/// With `DOT`, the CPU must support dotprod.
+#[target_feature(enable = "neon")]
+pub unsafe fn dot_k<const DOT: bool>(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
+    let table = f16_table();
+    let half = |b: &[u8], at: usize| table[u16::from_le_bytes([b[at], b[at + 1]]) as usize];
+    let bytes = kind.block_bytes();
+    assert_eq!(w.len() / bytes, x.len() / q8_k::BYTES, "superblocks");
+    let mut acc = 0f32;
+    for (wb, xb) in w.chunks_exact(bytes).zip(x.chunks_exact(q8_k::BYTES)) {
+        let dx = q8_k::d(xb);
+        let bsum = |i: usize| q8_k::bsum(xb, i);
+        match kind {
+            QuantKind::Q4K | QuantKind::Q5K => {
+                let s = sub_sums::<DOT>(&codes_q45(wb, kind == QuantKind::Q5K), xb);
+                let (sc, m) = q4_k_scales_mins(&wb[4..16]);
+                let (mut dot, mut mins) = (0i32, 0i32);
+                for j in 0..8 {
+                    dot += sc[j] as i32 * (s[2 * j] + s[2 * j + 1]);
+                    mins += m[j] as i32 * (bsum(2 * j) + bsum(2 * j + 1));
+                }
+                acc = (dot as f32).mul_add(half(wb, 0) * dx, acc);
+                acc = (mins as f32).mul_add(-half(wb, 2) * dx, acc);
+            }
+            QuantKind::Q2K => {
+                let s = sub_sums::<DOT>(&codes_two_bit(&wb[16..80]), xb);
+                let (mut dot, mut mins) = (0i32, 0i32);
+                for (i, &sm) in wb[..16].iter().enumerate() {
+                    dot += (sm & 0xF) as i32 * s[i];
+                    mins += (sm >> 4) as i32 * bsum(i);
+                }
+                acc = (dot as f32).mul_add(half(wb, 80) * dx, acc);
+                acc = (mins as f32).mul_add(-half(wb, 82) * dx, acc);
+            }
+            QuantKind::Q3K => {
+                let mut codes = codes_two_bit(&wb[32..96]);
+                for (e, c) in codes.iter_mut().enumerate() {
+                    let (n, j, l) = (e / 128, e % 128 / 32, e % 32);
+                    *c |= ((wb[l] >> (4 * n + j)) & 1) << 2;
+                }
+                let s = sub_sums::<DOT>(&codes, xb);
+                let sc = q3_k::scales(&wb[96..108]);
+                let total: i32 = (0..16).map(|i| sc[i] * (s[i] - 4 * bsum(i))).sum();
+                acc = (total as f32).mul_add(half(wb, 108) * dx, acc);
+            }
+            QuantKind::Q6K => {
+                let s = sub_sums::<DOT>(&codes_q6(wb), xb);
+                let total: i32 = (0..16)
+                    .map(|i| (wb[192 + i] as i8) as i32 * (s[i] - 32 * bsum(i)))
+                    .sum();
+                acc = (total as f32).mul_add(half(wb, 208) * dx, acc);
+            }
+            _ => panic!("{} is not a K-quant with a NEON kernel", kind.name()),
+        }
+    }
+    acc
+}
