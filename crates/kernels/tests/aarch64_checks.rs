@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use phi3_kernels::quant::dot::{
-    activations_for, dot_q2_k_q8_k_blockwise_scalar, dot_q3_k_q8_k_blockwise_scalar, dot_q4_0_q8_0_scalar,
-    dot_q4_k_q8_k_blockwise_scalar, dot_q4_k_q8_k_scalar, dot_q5_k_q8_k_blockwise_scalar,
-    dot_q6_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_scalar, dot_q8_0_q8_0_scalar, dot_quantized,
+    activations_for, dot_q2_k_q8_k_blockwise_scalar, dot_q3_k_q8_k_blockwise_scalar, dot_q4_0_q8_0_grouped_scalar,
+    dot_q4_0_q8_0_scalar, dot_q4_k_q8_k_blockwise_scalar, dot_q4_k_q8_k_scalar, dot_q5_k_q8_k_blockwise_scalar,
+    dot_q6_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_scalar, dot_q8_0_q8_0_grouped_scalar, dot_q8_0_q8_0_scalar,
+    dot_quantized,
 };
 use phi3_kernels::quant::QuantKind;
 
@@ -119,6 +120,43 @@ fn main() -> ExitCode {
             format!("{} kernel {fast} vs blockwise twin {want}", kind.name()),
             &mut failures,
         );
+    }
+
+    // Q4_0 and Q8_0 whole products (tiles: 2 x 2 pairs per SMMLA with i8mm)
+    // against the grouped twins, bit for bit on the NEON levels
+    let neon = format!("{:?}", phi3_kernels::simd::isa()).starts_with("Neon");
+    for (kind, twin) in [
+        (QuantKind::Q4_0, dot_q4_0_q8_0_grouped_scalar as fn(&[u8], &[u8]) -> f32),
+        (QuantKind::Q8_0, dot_q8_0_q8_0_grouped_scalar),
+    ] {
+        let (n, k) = (5, 32 * 21);
+        let wv: Vec<f32> = (0..n * k).map(|_| rnd() * 2.0).collect();
+        let mut w = vec![0u8; kind.row_bytes(k) * n];
+        kind.quantize(&wv, &mut w).unwrap();
+        for t in [1usize, 2, 3, 4, 5] {
+            let xv: Vec<f32> = (0..t * k).map(|_| rnd() * 3.0).collect();
+            let mut out = vec![0f32; t * n];
+            phi3_kernels::matmul(phi3_kernels::WeightRef::Quant(kind, &w), n, k, &xv, t, &mut out);
+            let act = activations_for(kind).unwrap();
+            for i in 0..t {
+                let mut x = vec![0u8; act.row_bytes(k)];
+                act.quantize(&xv[i * k..(i + 1) * k], &mut x);
+                for j in 0..n {
+                    let rb = kind.row_bytes(k);
+                    let (got, want) = (out[i * n + j], twin(&w[j * rb..(j + 1) * rb], &x));
+                    let ok = if neon {
+                        got.to_bits() == want.to_bits()
+                    } else {
+                        (got - want).abs() <= 1e-4 * want.abs().max(1.0)
+                    };
+                    check(
+                        ok,
+                        format!("{} product t={t} ({i},{j}): {got} vs {want}", kind.name()),
+                        &mut failures,
+                    );
+                }
+            }
+        }
     }
 
     // the thread pool with one thread and a whole matrix product

@@ -25,11 +25,15 @@ pub enum Isa {
     /// NEON with the dot-product instructions (SDOT), ARMv8.2 and later.
     #[cfg(target_arch = "aarch64")]
     NeonDotprod,
+    /// SDOT plus the int8 matrix multiply (i8mm: SMMLA), ARMv8.6 and later
+    /// (and many ARMv8.2 phone cores): 2 × 2 tiles of Q4_0 / Q8_0 products.
+    #[cfg(target_arch = "aarch64")]
+    NeonI8mm,
 }
 
 /// The best instruction set available, or `PHI3_ISA=scalar` (`avx2` on
-/// x86-64 to leave out VNNI, `neon` on aarch64 to leave out SDOT) to force
-/// a lesser one for comparisons.
+/// x86-64 to leave out VNNI, `neon` on aarch64 to leave out SDOT, `dotprod`
+/// to leave out i8mm) to force a lesser one for comparisons.
 pub fn isa() -> Isa {
     static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
     *ISA.get_or_init(|| {
@@ -43,7 +47,10 @@ pub fn isa() -> Isa {
 
 #[cfg(target_arch = "aarch64")]
 fn best_isa(forced: &str) -> Isa {
-    if forced != "neon" && std::arch::is_aarch64_feature_detected!("dotprod") {
+    let dotprod = forced != "neon" && std::arch::is_aarch64_feature_detected!("dotprod");
+    if dotprod && forced != "dotprod" && std::arch::is_aarch64_feature_detected!("i8mm") {
+        Isa::NeonI8mm
+    } else if dotprod {
         Isa::NeonDotprod
     } else {
         Isa::Neon
@@ -80,10 +87,10 @@ pub fn dot_q4_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
         Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::dot_q4_0_q8_0(w, x) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: NEON is part of aarch64.
-        Isa::Neon => unsafe { neon::dot_q4_0_q8_0::<false>(w, x) },
+        Isa::Neon => unsafe { neon_tiles::dot::<neon_tiles::Q4_0, false>(w, x) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: dotprod was detected at run time.
-        Isa::NeonDotprod => unsafe { neon::dot_q4_0_q8_0::<true>(w, x) },
+        Isa::NeonDotprod | Isa::NeonI8mm => unsafe { neon_tiles::dot::<neon_tiles::Q4_0, true>(w, x) },
         Isa::Scalar => dot_q4_0_q8_0_scalar(w, x),
     }
 }
@@ -95,10 +102,10 @@ pub fn dot_q8_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
         Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::dot_q8_0_q8_0(w, x) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: NEON is part of aarch64.
-        Isa::Neon => unsafe { neon::dot_q8_0_q8_0::<false>(w, x) },
+        Isa::Neon => unsafe { neon_tiles::dot::<neon_tiles::Q8_0, false>(w, x) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: dotprod was detected at run time.
-        Isa::NeonDotprod => unsafe { neon::dot_q8_0_q8_0::<true>(w, x) },
+        Isa::NeonDotprod | Isa::NeonI8mm => unsafe { neon_tiles::dot::<neon_tiles::Q8_0, true>(w, x) },
         Isa::Scalar => dot_q8_0_q8_0_scalar(w, x),
     }
 }
@@ -121,7 +128,7 @@ fn neon_dot_k(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
     // SAFETY: NEON is part of aarch64; SDOT only on the dotprod level,
     // detected at run time.
     unsafe {
-        if isa() == Isa::NeonDotprod {
+        if isa() != Isa::Neon {
             neon_k::dot_k::<true>(kind, w, x)
         } else {
             neon_k::dot_k::<false>(kind, w, x)
@@ -160,7 +167,7 @@ fn dot_via_tile(kind: QuantKind, w: &[u8], x: &[u8], twin: impl Fn(&[u8], &[u8])
         // SAFETY: AVX2 and FMA were detected at run time.
         Isa::Avx2 => unsafe { avx2::with_avx2(w, x, twin) },
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon | Isa::NeonDotprod => neon_dot_k(kind, w, x),
+        Isa::Neon | Isa::NeonDotprod | Isa::NeonI8mm => neon_dot_k(kind, w, x),
         #[allow(unreachable_patterns)]
         _ => twin(w, x),
     }
@@ -295,6 +302,18 @@ pub fn dot_tile_q8_0(q4: bool, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [f3
         };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if isa() == Isa::NeonI8mm {
+        // SAFETY: dotprod and i8mm were detected at run time.
+        unsafe {
+            if q4 {
+                neon_tiles::tile_i8mm::<neon_tiles::Q4_0>(w_rows, x_rows, out)
+            } else {
+                neon_tiles::tile_i8mm::<neon_tiles::Q8_0>(w_rows, x_rows, out)
+            }
+        };
+        return;
+    }
     let dot = if q4 { dot_q4_0_q8_0 } else { dot_q8_0_q8_0 };
     for (r, w) in w_rows.iter().enumerate() {
         for (c, x) in x_rows.iter().enumerate() {
@@ -372,6 +391,8 @@ mod dequant;
 pub mod float_tile;
 #[cfg(target_arch = "aarch64")]
 mod neon_k;
+#[cfg(target_arch = "aarch64")]
+mod neon_tiles;
 #[cfg(target_arch = "x86_64")]
 mod vnni_k;
 #[cfg(target_arch = "x86_64")]
@@ -582,12 +603,11 @@ pub mod avx2 {
 
 #[cfg(target_arch = "aarch64")]
 pub mod neon {
-    //! aarch64 NEON kernels; with `DOT`, the SDOT instruction (dotprod).
+    //! aarch64 NEON building blocks; with `DOT`, the SDOT instruction
+    //! (dotprod). The kernels: `neon_tiles` (Q4_0, Q8_0), `neon_k` (K-quants).
 
     use std::arch::aarch64::*;
     use std::arch::asm;
-
-    use crate::quant::{f16_table, q4_0, q8_0};
 
     /// Σ a·b over 16 signed bytes, added to the four i32 lanes of `acc`.
     #[inline]
@@ -614,45 +634,5 @@ pub mod neon {
         } else {
             dot16_plain(acc, a, b)
         }
-    }
-
-    /// # Safety
-    /// With `DOT`, the CPU must support dotprod.
-    #[target_feature(enable = "neon")]
-    pub unsafe fn dot_q4_0_q8_0<const DOT: bool>(w: &[u8], x: &[u8]) -> f32 {
-        let table = f16_table();
-        let scale = |b: &[u8]| table[u16::from_le_bytes([b[0], b[1]]) as usize];
-        assert_eq!(x.len() / q8_0::BYTES, w.len() / q4_0::BYTES, "activation blocks");
-        let mut acc = vdupq_n_f32(0.0);
-        for (wb, xb) in w.chunks_exact(q4_0::BYTES).zip(x.chunks_exact(q8_0::BYTES)) {
-            let raw = vld1q_u8(wb.as_ptr().add(2));
-            let eight = vdupq_n_s8(8);
-            let lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(0x0F))), eight);
-            let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(raw, 4)), eight);
-            let x0 = vld1q_s8(xb.as_ptr().add(2) as *const i8);
-            let x1 = vld1q_s8(xb.as_ptr().add(18) as *const i8);
-            let sums = dot16::<DOT>(dot16::<DOT>(vdupq_n_s32(0), lo, x0), hi, x1);
-            acc = vfmaq_n_f32(acc, vcvtq_f32_s32(sums), scale(wb) * scale(xb));
-        }
-        vaddvq_f32(acc)
-    }
-
-    /// # Safety
-    /// With `DOT`, the CPU must support dotprod.
-    #[target_feature(enable = "neon")]
-    pub unsafe fn dot_q8_0_q8_0<const DOT: bool>(w: &[u8], x: &[u8]) -> f32 {
-        let table = f16_table();
-        let scale = |b: &[u8]| table[u16::from_le_bytes([b[0], b[1]]) as usize];
-        assert_eq!(x.len(), w.len(), "activation blocks");
-        let mut acc = vdupq_n_f32(0.0);
-        for (wb, xb) in w.chunks_exact(q8_0::BYTES).zip(x.chunks_exact(q8_0::BYTES)) {
-            let w0 = vld1q_s8(wb.as_ptr().add(2) as *const i8);
-            let w1 = vld1q_s8(wb.as_ptr().add(18) as *const i8);
-            let x0 = vld1q_s8(xb.as_ptr().add(2) as *const i8);
-            let x1 = vld1q_s8(xb.as_ptr().add(18) as *const i8);
-            let sums = dot16::<DOT>(dot16::<DOT>(vdupq_n_s32(0), w0, x0), w1, x1);
-            acc = vfmaq_n_f32(acc, vcvtq_f32_s32(sums), scale(wb) * scale(xb));
-        }
-        vaddvq_f32(acc)
     }
 }
