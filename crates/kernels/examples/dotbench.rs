@@ -6,6 +6,17 @@ use std::time::Instant;
 use phi3_kernels::quant::dot::{activations_for, dot_quantized};
 use phi3_kernels::quant::QuantKind;
 
+/// The types with an integer dot product.
+const INTEGER_KINDS: [QuantKind; 7] = [
+    QuantKind::Q4_0,
+    QuantKind::Q8_0,
+    QuantKind::Q2K,
+    QuantKind::Q3K,
+    QuantKind::Q4K,
+    QuantKind::Q5K,
+    QuantKind::Q6K,
+];
+
 fn main() {
     tiles();
     let (rows, k) = (4096, 3072);
@@ -13,14 +24,7 @@ fn main() {
         .map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5)
         .collect();
     let x32: Vec<f32> = (0..k).map(|i| (i % 7) as f32 / 7.0).collect();
-    for kind in [
-        QuantKind::Q4_0,
-        QuantKind::Q8_0,
-        QuantKind::Q3K,
-        QuantKind::Q4K,
-        QuantKind::Q5K,
-        QuantKind::Q6K,
-    ] {
+    for kind in INTEGER_KINDS {
         let act = activations_for(kind).unwrap();
         let mut xq = vec![0u8; act.row_bytes(k)];
         act.quantize(&x32, &mut xq);
@@ -53,17 +57,8 @@ fn tiles() {
     let w32: Vec<f32> = (0..rows * k)
         .map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5)
         .collect();
-    // Q4_1 and Q2_K have no integer kernel: dequantized tiles on the float path
-    for kind in [
-        QuantKind::Q4_0,
-        QuantKind::Q8_0,
-        QuantKind::Q3K,
-        QuantKind::Q4K,
-        QuantKind::Q5K,
-        QuantKind::Q6K,
-        QuantKind::Q4_1,
-        QuantKind::Q2K,
-    ] {
+    // Q4_1 has no integer kernel: dequantized tiles on the float path
+    for kind in INTEGER_KINDS.into_iter().chain([QuantKind::Q4_1]) {
         let w = weights(kind, &w32);
         let weights = phi3_kernels::matmul::WeightRef::Quant(kind, &w);
         let mut line = format!("{} tiles:", kind.name());

@@ -224,12 +224,18 @@ fn matmul_amx(kind: QuantKind, w: &[u8], n: usize, k: usize, xq: &[u8], t: usize
                         QuantKind::Q5K => {
                             amx_k::panel::<true>(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), k_buf)
                         }
-                        QuantKind::Q3K => {
-                            amx_k::panel_q3_k(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), k_buf)
-                        }
-                        QuantKind::Q6K => {
-                            amx_k::panel_q6_k(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), k_buf)
-                        }
+                        QuantKind::Q3K | QuantKind::Q6K => amx_k::panel_sixteen_kind(
+                            kind,
+                            w,
+                            row_bytes,
+                            row0,
+                            rows,
+                            tokens,
+                            t,
+                            n,
+                            out_ptr.get(),
+                            k_buf,
+                        ),
                         QuantKind::Q8_0 => {
                             amx::panel::<true>(w, row_bytes, row0, rows, tokens, t, n, out_ptr.get(), q4_0_buf)
                         }

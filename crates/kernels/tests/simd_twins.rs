@@ -183,33 +183,36 @@ fn k_quant_dot_products_simd_equal_scalar_and_f64() {
                 };
                 let mut x = vec![0u8; act.row_bytes(n)];
                 act.quantize(&xv, &mut x);
-                let (scalar, fast, lanes) = match kind {
-                    QuantKind::Q4K => (
-                        dot_q4_k_q8_k_scalar(&w, &x),
-                        simd::dot_q4_k_q8_k(&w, &x),
-                        dot_q4_k_q8_k_blockwise_scalar(&w, &x),
-                    ),
+                // (the level's own scalar twin, the kernel, the blockwise twin)
+                type Dot = fn(&[u8], &[u8]) -> f32;
+                let (scalar, fast, lanes): (Dot, Dot, Dot) = match kind {
                     QuantKind::Q2K => (
-                        dot_q2_k_q8_k_blockwise_scalar(&w, &x),
-                        simd::dot_q2_k_q8_k(&w, &x),
-                        dot_q2_k_q8_k_blockwise_scalar(&w, &x),
+                        dot_q2_k_q8_k_blockwise_scalar,
+                        simd::dot_q2_k_q8_k,
+                        dot_q2_k_q8_k_blockwise_scalar,
                     ),
                     QuantKind::Q3K => (
-                        dot_q3_k_q8_k_blockwise_scalar(&w, &x),
-                        simd::dot_q3_k_q8_k(&w, &x),
-                        dot_q3_k_q8_k_blockwise_scalar(&w, &x),
+                        dot_q3_k_q8_k_blockwise_scalar,
+                        simd::dot_q3_k_q8_k,
+                        dot_q3_k_q8_k_blockwise_scalar,
+                    ),
+                    QuantKind::Q4K => (
+                        dot_q4_k_q8_k_scalar,
+                        simd::dot_q4_k_q8_k,
+                        dot_q4_k_q8_k_blockwise_scalar,
                     ),
                     QuantKind::Q5K => (
-                        dot_q5_k_q8_k_blockwise_scalar(&w, &x),
-                        simd::dot_q5_k_q8_k(&w, &x),
-                        dot_q5_k_q8_k_blockwise_scalar(&w, &x),
+                        dot_q5_k_q8_k_blockwise_scalar,
+                        simd::dot_q5_k_q8_k,
+                        dot_q5_k_q8_k_blockwise_scalar,
                     ),
                     _ => (
-                        dot_q6_k_q8_k_scalar(&w, &x),
-                        simd::dot_q6_k_q8_k(&w, &x),
-                        dot_q6_k_q8_k_blockwise_scalar(&w, &x),
+                        dot_q6_k_q8_k_scalar,
+                        simd::dot_q6_k_q8_k,
+                        dot_q6_k_q8_k_blockwise_scalar,
                     ),
                 };
+                let (scalar, fast, lanes) = (scalar(&w, &x), fast(&w, &x), lanes(&w, &x));
                 let mut wf = vec![0f32; n];
                 let mut xf = vec![0f32; n];
                 kind.dequantize(&w, &mut wf);

@@ -20,7 +20,7 @@ use std::arch::x86_64::*;
 use super::amx::{configure, store_transposed, two_products, AlignedBytes, TILE};
 use super::vnni_k::{SixteenSubBlocks, Q3K, Q6K};
 use crate::quant::dot::q4_k_scales_mins;
-use crate::quant::{f16_table, q4_k, q5_k, q8_k};
+use crate::quant::{f16_table, q4_k, q5_k, q8_k, QuantKind};
 
 /// Sub-blocks of 32 weights per superblock.
 const SUBS: usize = 8;
@@ -290,12 +290,14 @@ unsafe fn unpack_panel_sixteen<K: SixteenSubBlocks>(
     }
 }
 
-/// [`panel`] for Q6_K weights.
+/// [`panel`] for Q6_K or Q3_K weights (`kind`; tokens prepared by
+/// [`prepare_tile_q6_k`] for both).
 ///
 /// # Safety
 /// As [`panel`].
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn panel_q6_k(
+pub unsafe fn panel_sixteen_kind(
+    kind: QuantKind,
     w: &[u8],
     row_bytes: usize,
     row0: usize,
@@ -306,26 +308,11 @@ pub unsafe fn panel_q6_k(
     out: *mut f32,
     buf: &mut PanelBuffers,
 ) {
-    panel_sixteen::<Q6K>(w, row_bytes, row0, rows, tokens, t, n, out, buf)
-}
-
-/// [`panel`] for Q3_K weights (tokens prepared as for Q6_K).
-///
-/// # Safety
-/// As [`panel`].
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn panel_q3_k(
-    w: &[u8],
-    row_bytes: usize,
-    row0: usize,
-    rows: usize,
-    tokens: &[u8],
-    t: usize,
-    n: usize,
-    out: *mut f32,
-    buf: &mut PanelBuffers,
-) {
-    panel_sixteen::<Q3K>(w, row_bytes, row0, rows, tokens, t, n, out, buf)
+    match kind {
+        QuantKind::Q6K => panel_sixteen::<Q6K>(w, row_bytes, row0, rows, tokens, t, n, out, buf),
+        QuantKind::Q3K => panel_sixteen::<Q3K>(w, row_bytes, row0, rows, tokens, t, n, out, buf),
+        _ => panic!("{} has no 16-weight sub-block AMX panel", kind.name()),
+    }
 }
 
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq")]
