@@ -123,8 +123,8 @@ fn matmul_quantized(
         return;
     }
     let wrow = kind.row_bytes(k);
-    // the Q4_0 and Q8_0 tile kernels take their activations prepared once per product
-    let prepared = matches!(kind, QuantKind::Q4_0 | QuantKind::Q8_0).then(|| {
+    // the tile kernels of the 32-weight types take their activations prepared once per product
+    let prepared = (act == crate::quant::dot::Activations::Q8_0).then(|| {
         let mut p = PREPARED.with(|p| std::mem::take(&mut *p.borrow_mut()));
         p.prepare(&xq, t);
         p

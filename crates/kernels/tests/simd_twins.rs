@@ -328,7 +328,8 @@ fn tile_kernels_equal_scalar_whatever_the_tile_shape() {
 }
 
 /// Whole products through `matmul`: with many tokens Q4_0 and Q8_0 run on
-/// AMX tiles where the CPU has them, with few on the VNNI tiles; either way
+/// AMX tiles where the CPU has them, with few on the VNNI tiles (Q4_1, Q5_0
+/// and Q5_1 on the VNNI tiles whatever the batch); either way
 /// every element is its pair's grouped twin bit for bit (on CPUs with the
 /// VNNI level), so a token's result never depends on how many share its batch.
 #[test]
@@ -341,11 +342,25 @@ fn block_products_equal_the_grouped_twin_for_every_batch_size() {
         (QuantKind::Q8_0, 35, 96),
         (QuantKind::Q8_0, 19, 544),
         (QuantKind::Q8_0, 16, 32),
+        (QuantKind::Q4_1, 35, 96),
+        (QuantKind::Q4_1, 19, 544),
+        (QuantKind::Q5_0, 35, 96),
+        (QuantKind::Q5_0, 19, 544),
+        (QuantKind::Q5_1, 35, 96),
+        (QuantKind::Q5_1, 19, 544),
     ] {
-        let grouped_twin = if kind == QuantKind::Q4_0 {
-            dot_q4_0_q8_0_grouped_scalar
-        } else {
-            dot_q8_0_q8_0_grouped_scalar
+        use phi3_kernels::quant::dot::{
+            activations_for, dot_q4_1_q8_0_grouped_scalar, dot_q5_0_q8_0_grouped_scalar, dot_q5_1_q8_0_grouped_scalar,
+        };
+        if activations_for(kind).is_none() {
+            continue; // Q4_1, Q5_0 and Q5_1 without VNNI: the float path (tested below)
+        }
+        let grouped_twin = match kind {
+            QuantKind::Q4_0 => dot_q4_0_q8_0_grouped_scalar,
+            QuantKind::Q8_0 => dot_q8_0_q8_0_grouped_scalar,
+            QuantKind::Q4_1 => dot_q4_1_q8_0_grouped_scalar,
+            QuantKind::Q5_0 => dot_q5_0_q8_0_grouped_scalar,
+            _ => dot_q5_1_q8_0_grouped_scalar,
         };
         let w32: Vec<f32> = (0..n * k).map(|_| rng.f32() * 2.0).collect();
         let w = quantize(kind, &w32);
@@ -492,8 +507,8 @@ fn product_equals_twin(
     }
 }
 
-/// The float path (f32, f16 and bf16 weights, and the block types without
-/// an integer kernel, dequantized) against `dot_f32_scalar` of the widened
+/// The float path (f32, f16 and bf16 weights, and, on CPUs where it has no
+/// integer kernel, Q4_1 dequantized) against `dot_f32_scalar` of the widened
 /// rows, bit for bit, for 1 to 14 tokens and 20 (partial 6-token groups),
 /// partial 4-row groups, and inner sizes with a tail, one block, a partial
 /// second block and several blocks.
@@ -508,7 +523,9 @@ fn float_products_equal_the_scalar_twin_for_every_batch_size() {
         let w32: Vec<f32> = (0..n * k).map(|_| rng.f32()).collect();
         let w16: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
         let wb16: Vec<bf16> = w32.iter().map(|&v| bf16::from_f32(v)).collect();
-        let q4_1 = (k % 32 == 0).then(|| quantize(QuantKind::Q4_1, &w32));
+        // Q4_1 takes the float path where it has no integer kernel (no VNNI)
+        let float_q4_1 = phi3_kernels::quant::dot::activations_for(QuantKind::Q4_1).is_none();
+        let q4_1 = (k % 32 == 0 && float_q4_1).then(|| quantize(QuantKind::Q4_1, &w32));
         let mut weights = vec![
             ("f32", WeightRef::F32(&w32)),
             ("f16", WeightRef::F16(&w16)),

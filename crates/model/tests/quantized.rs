@@ -4,7 +4,7 @@
 //!
 //! Bounds: the quantized model and its dequantized-f32 copy compute the same
 //! numbers (max abs error ≤ 1e-4·(1 + max|logit|)), except for the types on
-//! the integer path (Q8_0, Q4_0), whose activations are quantized to Q8_0 as
+//! the integer path (Q8_0, Q4_0; Q4_1, Q5_0, Q5_1 with VNNI), whose activations are quantized to Q8_0 as
 //! in ggml: NMSE ≤ 4e-3 there (largest seen 1.6e-3). Against the f32
 //! reference, NMSE stays under the per-type bounds below (about twice the
 //! largest seen: Q8_0 4.0e-3, Q5_1 7.4e-2, Q5_0 1.3e-1, Q4_1 2.8e-1, Q4_0
@@ -21,7 +21,17 @@ use phi3_model::Model;
 
 /// Types whose matrix products run on integers with Q8_0 activations.
 fn integer_path(dtype: DType) -> bool {
-    matches!(dtype, DType::Q8_0 | DType::Q4_0)
+    use phi3_kernels::quant::{dot::activations_for, QuantKind};
+    let kind = match dtype {
+        DType::Q8_0 => QuantKind::Q8_0,
+        DType::Q4_0 => QuantKind::Q4_0,
+        DType::Q4_1 => QuantKind::Q4_1,
+        DType::Q5_0 => QuantKind::Q5_0,
+        DType::Q5_1 => QuantKind::Q5_1,
+        _ => return false,
+    };
+    // Q4_1, Q5_0 and Q5_1 have integer kernels only with AVX-512 VNNI
+    activations_for(kind).is_some()
 }
 
 /// Bound on the effect of quantizing activations to Q8_0.

@@ -5,7 +5,7 @@
 
 use crate::dot::sum_in_halves;
 
-use super::{f16_table, q2_k, q3_k, q4_0, q4_k, q5_k, q6_k, q8_0, q8_k, scale_min_k4, QuantKind};
+use super::{f16_table, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_k, scale_min_k4, QuantKind};
 
 /// The f16 scale at the start of a block (table fetched once per row).
 #[inline]
@@ -45,12 +45,14 @@ impl Activations {
     }
 }
 
-/// The activation format of `kind`'s integer dot product, if it has one.
+/// The activation format of `kind`'s integer dot product, if it has one
+/// on this CPU (Q4_1, Q5_0 and Q5_1 have one with AVX-512 VNNI only; on
+/// the other levels they take the float path).
 pub fn activations_for(kind: QuantKind) -> Option<Activations> {
     match kind {
         QuantKind::Q4_0 | QuantKind::Q8_0 => Some(Activations::Q8_0),
+        QuantKind::Q4_1 | QuantKind::Q5_0 | QuantKind::Q5_1 => crate::simd::nibble_tiles().then_some(Activations::Q8_0),
         QuantKind::Q2K | QuantKind::Q3K | QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K => Some(Activations::Q8K),
-        _ => None,
     }
 }
 
@@ -61,11 +63,14 @@ pub fn dot_quantized(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
         QuantKind::Q4_0 => crate::simd::dot_q4_0_q8_0(w, x),
         QuantKind::Q8_0 => crate::simd::dot_q8_0_q8_0(w, x),
         QuantKind::Q4K => crate::simd::dot_q4_k_q8_k(w, x),
+        // the tile kernels' arithmetic, in scalar steps (one pair is rare on this path)
+        QuantKind::Q4_1 => dot_q4_1_q8_0_grouped_scalar(w, x),
+        QuantKind::Q5_0 => dot_q5_0_q8_0_grouped_scalar(w, x),
+        QuantKind::Q5_1 => dot_q5_1_q8_0_grouped_scalar(w, x),
         QuantKind::Q2K => crate::simd::dot_q2_k_q8_k(w, x),
         QuantKind::Q3K => crate::simd::dot_q3_k_q8_k(w, x),
         QuantKind::Q5K => crate::simd::dot_q5_k_q8_k(w, x),
         QuantKind::Q6K => crate::simd::dot_q6_k_q8_k(w, x),
-        _ => panic!("{} has no integer dot product", kind.name()),
     }
 }
 
@@ -329,26 +334,89 @@ pub fn dot_q8_0_q8_0_grouped_scalar(w: &[u8], x: &[u8]) -> f32 {
     })
 }
 
+/// Scalar twin of the VNNI Q5_0 tile kernel: Q4_0's steps with the 5-bit
+/// codes u (nibble, and bit j of `qh` for weight j) and offset 16.
+pub fn dot_q5_0_q8_0_grouped_scalar(w: &[u8], x: &[u8]) -> f32 {
+    grouped_scalar(w, x, q5_0::BYTES, |wb, xb| {
+        let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
+        five_bit_sum(&wb[6..22], qh, xb) - 16 * activation_sum(xb)
+    })
+}
+
+/// Scalar twin of the VNNI Q4_1 tile kernel: per block the exact Σ u·x (u
+/// the nibbles 0..15) and Σ x; `acc = fma(Σ u·x, d·dx, acc)` then
+/// `acc = fma(Σ x, m·dx, acc)` into the block's group lane; lanes added in
+/// halves.
+pub fn dot_q4_1_q8_0_grouped_scalar(w: &[u8], x: &[u8]) -> f32 {
+    grouped_with_minimums(w, x, q4_1::BYTES, |wb, xb| five_bit_sum(&wb[4..20], 0, xb))
+}
+
+/// Scalar twin of the VNNI Q5_1 tile kernel: Q4_1's steps with 5-bit codes.
+pub fn dot_q5_1_q8_0_grouped_scalar(w: &[u8], x: &[u8]) -> f32 {
+    grouped_with_minimums(w, x, q5_1::BYTES, |wb, xb| {
+        five_bit_sum(&wb[8..24], u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]), xb)
+    })
+}
+
+/// Σ u·x over a block whose 16 nibble bytes are `qs` (weights 0-15 low,
+/// 16-31 high) with fifth bits `qh` (bit j for weight j; 0 for 4 bits).
+fn five_bit_sum(qs: &[u8], qh: u32, xb: &[u8]) -> i32 {
+    (0..16)
+        .map(|j| {
+            let lo = (qs[j] & 0xF) as i32 | (((qh >> j) & 1) << 4) as i32;
+            let hi = (qs[j] >> 4) as i32 | (((qh >> (j + 16)) & 1) << 4) as i32;
+            lo * (xb[2 + j] as i8) as i32 + hi * (xb[18 + j] as i8) as i32
+        })
+        .sum()
+}
+
+/// Σ x over a Q8_0 block's values.
+fn activation_sum(xb: &[u8]) -> i32 {
+    xb[2..34].iter().map(|&v| v as i8 as i32).sum()
+}
+
 /// The grouped arithmetic of the 32-weight block kernels: exact block sums
 /// (`block_sum`), one fused multiply-add per block into its group lane,
 /// lanes added in halves.
 fn grouped_scalar(w: &[u8], x: &[u8], block_bytes: usize, block_sum: impl Fn(&[u8], &[u8]) -> i32) -> f32 {
+    grouped_lanes(w, x, block_bytes, |wb, xb, d, lane| {
+        (block_sum(wb, xb) as f32).mul_add(d, lane)
+    })
+}
+
+/// The grouped arithmetic with minimums (Q4_1, Q5_1: w = d·u + m): a second
+/// fused multiply-add per block, Σ x times m·dx, into the same lane.
+fn grouped_with_minimums(w: &[u8], x: &[u8], block_bytes: usize, block_sum: impl Fn(&[u8], &[u8]) -> i32) -> f32 {
+    let table = f16_table();
+    grouped_lanes(w, x, block_bytes, |wb, xb, d, lane| {
+        let lane = (block_sum(wb, xb) as f32).mul_add(d, lane);
+        (activation_sum(xb) as f32).mul_add(scale(table, &wb[2..]) * scale(table, xb), lane)
+    })
+}
+
+/// The 16 group lanes over a row: `step(wb, xb, d_w·d_x, lane)` for each
+/// block; a row's last group is padded with blocks whose every step
+/// multiplies zero by zero.
+fn grouped_lanes(w: &[u8], x: &[u8], block_bytes: usize, step: impl Fn(&[u8], &[u8], f32, f32) -> f32) -> f32 {
     let table = f16_table();
     let blocks = w.len() / block_bytes;
     assert_eq!(x.len(), blocks * q8_0::BYTES, "activation blocks");
+    let zero_w = vec![0u8; block_bytes];
+    let zero_x = [0u8; q8_0::BYTES];
     let mut acc = [0f32; Q4_0_GROUP];
     for g in 0..blocks.div_ceil(Q4_0_GROUP) {
         for b in 0..Q4_0_GROUP {
             let block = g * Q4_0_GROUP + b;
-            let (sum, d) = if block < blocks {
-                let wb = &w[block * block_bytes..(block + 1) * block_bytes];
-                let xb = &x[block * q8_0::BYTES..(block + 1) * q8_0::BYTES];
-                (block_sum(wb, xb), scale(table, wb) * scale(table, xb))
+            let (wb, xb) = if block < blocks {
+                (
+                    &w[block * block_bytes..(block + 1) * block_bytes],
+                    &x[block * q8_0::BYTES..(block + 1) * q8_0::BYTES],
+                )
             } else {
-                (0, 0.0)
+                (&zero_w[..], &zero_x[..])
             };
             let lane = q4_0_group_lane(b);
-            acc[lane] = (sum as f32).mul_add(d, acc[lane]);
+            acc[lane] = step(wb, xb, scale(table, wb) * scale(table, xb), acc[lane]);
         }
     }
     sum_in_halves(acc)

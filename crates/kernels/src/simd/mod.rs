@@ -220,6 +220,15 @@ pub fn dequantize(kind: QuantKind, blocks: &[u8], out: &mut [f32]) -> bool {
     false
 }
 
+/// Whether Q4_1, Q5_0 and Q5_1 products run on integer tile kernels (AVX-512
+/// VNNI + VBMI); elsewhere they dequantize to the float path.
+pub fn nibble_tiles() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return isa() == Isa::Avx512Vnni;
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Whether Q4_0 products with many tokens run on AMX tiles (`simd::amx`;
 /// Sapphire Rapids and later, with the VNNI kernels' arithmetic bit for bit).
 /// `PHI3_ISA=vnni` leaves AMX out, as the lesser levels do.
@@ -331,6 +340,11 @@ pub fn dot_tile(kind: QuantKind, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [
     assert!(w_rows.len() <= 4 && x_rows.len() <= 4, "tiles are at most 4 × 4");
     match kind {
         QuantKind::Q4_0 | QuantKind::Q8_0 => return dot_tile_q8_0(kind == QuantKind::Q4_0, w_rows, x_rows, out),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512 F/BW/DQ/VL/VNNI/VBMI and AVX2/FMA were detected at run time.
+        QuantKind::Q4_1 | QuantKind::Q5_0 | QuantKind::Q5_1 if isa() == Isa::Avx512Vnni => {
+            return unsafe { vnni_q4_0::dot_tile_nibbles(kind, w_rows, x_rows, out) }
+        }
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX-512 F/BW/DQ/VL/VNNI and AVX2/FMA were detected at run time.
         QuantKind::Q4K if isa() == Isa::Avx512Vnni => return unsafe { vnni_k::dot_tile_q4_k(w_rows, x_rows, out) },

@@ -28,7 +28,7 @@
 use std::arch::x86_64::*;
 
 use crate::quant::dot::{q4_0_group_lane, Q4_0_GROUP};
-use crate::quant::{f16_table, q4_0, q8_0};
+use crate::quant::{f16_table, q4_0, q4_1, q5_0, q5_1, q8_0, QuantKind};
 
 /// Weight bytes of one group of 16 blocks, and of each half of it.
 const GROUP_BYTES: usize = Q4_0_GROUP * q4_0::BYTES;
@@ -145,8 +145,7 @@ unsafe fn unpack_group(p: *const u8, avail: usize) -> ([__m512i; 8], __m512) {
     (q, _mm512_cvtph_ps(_mm512_castsi512_si256(scales)))
 }
 
-/// Q8_0: bytes of one group of 16 blocks and of each quarter (4 blocks).
-const GROUP_BYTES_Q8: usize = Q4_0_GROUP * q8_0::BYTES;
+/// Q8_0: bytes of each quarter of a group (4 blocks).
 const QUARTER_BYTES_Q8: usize = 4 * q8_0::BYTES;
 
 /// Byte indices that gather the 16-byte halves of four consecutive Q8_0
@@ -227,11 +226,12 @@ unsafe fn unpack_group_q8(p: *const u8, avail: usize) -> ([__m512i; 8], __m512) 
 }
 
 /// `acc` plus one group of one (weight row, activation row) pair. The
-/// prepared correction is 8·Σx per block: Q4_0's offset; Q8_0 (`Q8`) takes
-/// it 16 times (128·Σx).
+/// prepared correction is 8·Σx per block: the offset of `B`'s codes is that
+/// times 2^`CORR_SHIFT` (Q4_0: 8, Q5_0: 16, Q8_0: 128); types with
+/// minimums (`B::MINS`) take Σx = correction / 8 times m·dx instead.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn group_dot<const Q8: bool>(q: &[__m512i; 8], dw: __m512, xg: *const u8, acc: __m512) -> __m512 {
+unsafe fn group_dot<B: GroupedBlock>(q: &[__m512i; 8], dw: __m512, mw: __m512, xg: *const u8, acc: __m512) -> __m512 {
     let zero = _mm512_setzero_si512();
     let load = |at: usize| _mm512_loadu_si512(xg.add(at) as *const __m512i);
     let s: [__m512i; 4] = std::array::from_fn(|i| {
@@ -242,14 +242,187 @@ unsafe fn group_dot<const Q8: bool>(q: &[__m512i; 8], dw: __m512, xg: *const u8,
     let t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(s[0], s[1]), _mm512_unpackhi_epi32(s[0], s[1]));
     let t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(s[2], s[3]), _mm512_unpackhi_epi32(s[2], s[3]));
     let sums = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
-    let corr = if Q8 {
-        _mm512_slli_epi32::<4>(load(CORR_AT))
-    } else {
-        load(CORR_AT)
-    };
+    let dx = _mm512_loadu_ps(xg.add(SCALES_AT) as *const f32);
+    if B::MINS {
+        let acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_mul_ps(dw, dx), acc);
+        let x_sums = _mm512_srai_epi32::<3>(load(CORR_AT));
+        return _mm512_fmadd_ps(_mm512_cvtepi32_ps(x_sums), _mm512_mul_ps(mw, dx), acc);
+    }
+    let corr = _mm512_sll_epi32(load(CORR_AT), _mm_cvtsi32_si128(B::CORR_SHIFT as i32));
     let sums = _mm512_sub_epi32(sums, corr);
-    let d = _mm512_mul_ps(dw, _mm512_loadu_ps(xg.add(SCALES_AT) as *const f32));
-    _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), d, acc)
+    _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_mul_ps(dw, dx), acc)
+}
+
+/// A 32-weight block type for the grouped tile kernel.
+pub(super) trait GroupedBlock {
+    const BYTES: usize;
+    /// log2 of the codes' offset over 8 (without `MINS`).
+    const CORR_SHIFT: u32 = 0;
+    /// Whether the blocks have a minimum m (w = d·u + m).
+    const MINS: bool = false;
+    /// One row's group of 16 blocks at `p` (`avail` bytes left in the row):
+    /// the unsigned codes by quarter (as [`unpack_group`]), the 16 scales d
+    /// and the 16 minimums (zero without `MINS`) in lane order.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VBMI present; `p` valid for `avail` bytes.
+    unsafe fn unpack(p: *const u8, avail: usize) -> ([__m512i; 8], __m512, __m512);
+}
+
+pub(super) struct Q4_0;
+pub(super) struct Q8_0;
+pub(super) struct Q4_1;
+pub(super) struct Q5_0;
+pub(super) struct Q5_1;
+
+impl GroupedBlock for Q4_0 {
+    const BYTES: usize = q4_0::BYTES;
+    #[inline(always)]
+    unsafe fn unpack(p: *const u8, avail: usize) -> ([__m512i; 8], __m512, __m512) {
+        let (q, d) = unpack_group(p, avail);
+        (q, d, _mm512_setzero_ps())
+    }
+}
+
+impl GroupedBlock for Q8_0 {
+    const BYTES: usize = q8_0::BYTES;
+    const CORR_SHIFT: u32 = 4;
+    #[inline(always)]
+    unsafe fn unpack(p: *const u8, avail: usize) -> ([__m512i; 8], __m512, __m512) {
+        let (q, d) = unpack_group_q8(p, avail);
+        (q, d, _mm512_setzero_ps())
+    }
+}
+
+impl GroupedBlock for Q4_1 {
+    const BYTES: usize = q4_1::BYTES;
+    const MINS: bool = true;
+    #[inline(always)]
+    unsafe fn unpack(p: *const u8, avail: usize) -> ([__m512i; 8], __m512, __m512) {
+        unpack_nibbles::<{ q4_1::BYTES }, 4, 0, 2>(p, avail)
+    }
+}
+
+impl GroupedBlock for Q5_0 {
+    const BYTES: usize = q5_0::BYTES;
+    const CORR_SHIFT: u32 = 1;
+    #[inline(always)]
+    unsafe fn unpack(p: *const u8, avail: usize) -> ([__m512i; 8], __m512, __m512) {
+        unpack_nibbles::<{ q5_0::BYTES }, 6, 2, 0>(p, avail)
+    }
+}
+
+impl GroupedBlock for Q5_1 {
+    const BYTES: usize = q5_1::BYTES;
+    const MINS: bool = true;
+    #[inline(always)]
+    unsafe fn unpack(p: *const u8, avail: usize) -> ([__m512i; 8], __m512, __m512) {
+        unpack_nibbles::<{ q5_1::BYTES }, 8, 4, 2>(p, avail)
+    }
+}
+
+/// Byte indices that gather the 16 nibble bytes (at `qs_at` in each block)
+/// of four consecutive `bytes`-byte blocks from a 128-byte window.
+const fn nibble_index(bytes: usize, qs_at: usize) -> [u8; 64] {
+    let mut idx = [0u8; 64];
+    let mut j = 0;
+    while j < 4 {
+        let mut m = 0;
+        while m < 16 {
+            idx[16 * j + m] = (bytes * j + qs_at + m) as u8;
+            m += 1;
+        }
+        j += 1;
+    }
+    idx
+}
+
+/// Byte indices (and byte mask) that put the f16 at byte `off` of quarter
+/// `i`'s four `bytes`-byte blocks into their lanes of a group's vector.
+const fn half_lanes(bytes: usize, off: usize, i: usize) -> ([u8; 64], u64) {
+    let mut idx = [0u8; 64];
+    let mut mask = 0u64;
+    let mut j = 0;
+    while j < 4 {
+        let lane = q4_0_group_lane(4 * i + j);
+        idx[2 * lane] = (bytes * j + off) as u8;
+        idx[2 * lane + 1] = (bytes * j + off + 1) as u8;
+        mask |= 3u64 << (2 * lane);
+        j += 1;
+    }
+    (idx, mask)
+}
+
+/// [`half_lanes`] for the four quarters.
+const fn half_lanes_all(bytes: usize, off: usize) -> [([u8; 64], u64); 4] {
+    [
+        half_lanes(bytes, off, 0),
+        half_lanes(bytes, off, 1),
+        half_lanes(bytes, off, 2),
+        half_lanes(bytes, off, 3),
+    ]
+}
+
+/// Byte indices that gather the fifth bits (the u32 at `qh` of four
+/// `bytes`-byte blocks): bytes 0-7 the low halves (weights 0-15 of each
+/// block), bytes 8-15 the high halves, so each is a 64-bit byte mask in
+/// the quarter's code order.
+const fn fifth_bit_index(bytes: usize, qh: usize) -> [u8; 64] {
+    let mut idx = [0u8; 64];
+    let mut j = 0;
+    while j < 4 {
+        idx[2 * j] = (bytes * j + qh) as u8;
+        idx[2 * j + 1] = (bytes * j + qh + 1) as u8;
+        idx[8 + 2 * j] = (bytes * j + qh + 2) as u8;
+        idx[9 + 2 * j] = (bytes * j + qh + 3) as u8;
+        j += 1;
+    }
+    idx
+}
+
+/// A group of Q4_1 / Q5_0 / Q5_1 blocks (`BYTES` each, nibbles at `QS`,
+/// fifth bits at `QH` (0: none), minimum at `M` (0: none)), as
+/// [`GroupedBlock::unpack`] gives it: codes u = nibble + 16·fifth bit.
+/// Blocks past `avail` are zero.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+unsafe fn unpack_nibbles<const BYTES: usize, const QS: usize, const QH: usize, const M: usize>(
+    p: *const u8,
+    avail: usize,
+) -> ([__m512i; 8], __m512, __m512) {
+    let qs_idx = index(const { &nibble_index(BYTES, QS) });
+    let qh_idx = index(const { &fifth_bit_index(BYTES, QH) });
+    let d_lanes = const { &half_lanes_all(BYTES, 0) };
+    let m_lanes = const { &half_lanes_all(BYTES, M) };
+    let (nibble, fifth) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x10));
+    let mut q = [_mm512_setzero_si512(); 8];
+    let (mut d, mut m) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+    for i in 0..4 {
+        let at = 4 * BYTES * i;
+        let (a0, a1) = (load_upto(p, at, avail), load_upto(p, at + 64, avail));
+        let bytes = _mm512_permutex2var_epi8(a0, qs_idx, a1);
+        let mut lo = _mm512_and_si512(bytes, nibble);
+        let mut hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), nibble);
+        if QH != 0 {
+            let bits = _mm512_castsi512_si128(_mm512_permutex2var_epi8(a0, qh_idx, a1));
+            let (lo_bits, hi_bits) = (_mm_cvtsi128_si64(bits) as u64, _mm_extract_epi64::<1>(bits) as u64);
+            lo = _mm512_mask_add_epi8(lo, lo_bits, lo, fifth);
+            hi = _mm512_mask_add_epi8(hi, hi_bits, hi, fifth);
+        }
+        q[2 * i] = lo;
+        q[2 * i + 1] = hi;
+        let (idx, mask) = &d_lanes[i];
+        d = _mm512_or_si512(d, _mm512_maskz_permutex2var_epi8(*mask, a0, index(idx), a1));
+        if M != 0 {
+            let (idx, mask) = &m_lanes[i];
+            m = _mm512_or_si512(m, _mm512_maskz_permutex2var_epi8(*mask, a0, index(idx), a1));
+        }
+    }
+    (
+        q,
+        _mm512_cvtph_ps(_mm512_castsi512_si256(d)),
+        _mm512_cvtph_ps(_mm512_castsi512_si256(m)),
+    )
 }
 
 /// The lanes added in halves (8, 4, 2, 1), as the scalar twin adds them.
@@ -297,17 +470,13 @@ pub fn prepared_bytes(blocks: usize) -> usize {
 #[inline]
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
 #[allow(clippy::needless_range_loop)] // indexing const-size arrays keeps the tile in registers
-unsafe fn tile<const R: usize, const C: usize, const Q8: bool>(
+unsafe fn tile<B: GroupedBlock, const R: usize, const C: usize>(
     w: &[&[u8]],
     x: &[&[u8]],
     out: &mut [f32; 16],
     row0: usize,
 ) {
-    let (block_bytes, group_bytes) = if Q8 {
-        (q8_0::BYTES, GROUP_BYTES_Q8)
-    } else {
-        (q4_0::BYTES, GROUP_BYTES)
-    };
+    let (block_bytes, group_bytes) = (B::BYTES, B::BYTES * Q4_0_GROUP);
     let row_bytes = w[0].len();
     let blocks = row_bytes / block_bytes;
     let groups = blocks.div_ceil(Q4_0_GROUP);
@@ -335,13 +504,9 @@ unsafe fn tile<const R: usize, const C: usize, const Q8: bool>(
             for line in (0..group_bytes).step_by(64) {
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8);
             }
-            let (q, dw) = if Q8 {
-                unpack_group_q8(p, row_bytes - at)
-            } else {
-                unpack_group(p, row_bytes - at)
-            };
+            let (q, dw, mw) = B::unpack(p, row_bytes - at);
             for c in 0..C {
-                acc[c] = group_dot::<Q8>(&q, dw, xp[c].add(g * GROUP_PREPARED), acc[c]);
+                acc[c] = group_dot::<B>(&q, dw, mw, xp[c].add(g * GROUP_PREPARED), acc[c]);
             }
         }
         for c in 0..C {
@@ -369,11 +534,40 @@ pub unsafe fn dot_tile_q8_0(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16]) {
 #[inline]
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
 unsafe fn tile_q4_0<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
-    tile::<R, C, false>(w, x, out, row0)
+    tile::<Q4_0, R, C>(w, x, out, row0)
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
 unsafe fn tile_q8_0<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
-    tile::<R, C, true>(w, x, out, row0)
+    tile::<Q8_0, R, C>(w, x, out, row0)
+}
+
+/// The Q4_1, Q5_0 and Q5_1 weight rows' kernels (the same activations).
+///
+/// # Safety
+/// As [`dot_tile`].
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")]
+pub unsafe fn dot_tile_nibbles(kind: QuantKind, w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16]) {
+    match kind {
+        QuantKind::Q4_1 => tile_shapes!(tile_q4_1, w, x, out),
+        QuantKind::Q5_0 => tile_shapes!(tile_q5_0, w, x, out),
+        QuantKind::Q5_1 => tile_shapes!(tile_q5_1, w, x, out),
+        _ => panic!("{} is not a Q4_1 / Q5_0 / Q5_1 type", kind.name()),
+    }
+}
+
+#[inline(always)]
+unsafe fn tile_q4_1<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
+    tile::<Q4_1, R, C>(w, x, out, row0)
+}
+
+#[inline(always)]
+unsafe fn tile_q5_0<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
+    tile::<Q5_0, R, C>(w, x, out, row0)
+}
+
+#[inline(always)]
+unsafe fn tile_q5_1<const R: usize, const C: usize>(w: &[&[u8]], x: &[&[u8]], out: &mut [f32; 16], row0: usize) {
+    tile::<Q5_1, R, C>(w, x, out, row0)
 }
