@@ -1,0 +1,51 @@
+//! Decode-shaped products with 1 to 4 activation rows on the pool (all
+//! threads), the weights streaming from memory: what a decode step of 1-4
+//! sequences costs per layer matrix, against the bytes read.
+//!
+//! `cargo run --release -p phi3-kernels --example batchbench [q4_0|q8_0|q4_k]`
+
+use std::time::Instant;
+
+use phi3_kernels::quant::QuantKind;
+use phi3_kernels::{matmul, WeightRef};
+
+fn main() {
+    let kind = match std::env::args().nth(1).as_deref() {
+        Some("q8_0") => QuantKind::Q8_0,
+        Some("q4_k") => QuantKind::Q4K,
+        _ => QuantKind::Q4_0,
+    };
+    // a layer's four matrices, repeated so the set (~0.4 GB for Q4_0) is far larger than the caches
+    let shapes = [(9216usize, 3072usize), (3072, 3072), (16384, 3072), (3072, 8192)];
+    let layers = 6;
+    let mats: Vec<(usize, usize, Vec<u8>)> = (0..layers)
+        .flat_map(|l| shapes.iter().map(move |&(n, k)| (l, n, k)))
+        .map(|(l, n, k)| {
+            let w32: Vec<f32> = (0..n * k).map(|i| (((i + l) * 2654435761) % 1000) as f32 / 1000.0 - 0.5).collect();
+            let mut w = vec![0u8; kind.row_bytes(k) * n];
+            kind.quantize(&w32, &mut w).unwrap();
+            (n, k, w)
+        })
+        .collect();
+    let bytes: usize = mats.iter().map(|m| m.2.len()).sum();
+    for t in 1..=4 {
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let start = Instant::now();
+            for (n, k, w) in &mats {
+                let x: Vec<f32> = (0..t * k).map(|i| (i % 7) as f32 / 7.0).collect();
+                let mut out = vec![0f32; t * n];
+                matmul(WeightRef::Quant(kind, w), *n, *k, &x, t, &mut out);
+            }
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        println!(
+            "{} t={t}: {:.1} ms for {:.2} GB ({:.1} GB/s, {:.1} G pair·weights/s)",
+            kind.name(),
+            best * 1e3,
+            bytes as f64 / 1e9,
+            bytes as f64 / best / 1e9,
+            (mats.iter().map(|m| m.0 * m.1).sum::<usize>() * t) as f64 / best / 1e9
+        );
+    }
+}
