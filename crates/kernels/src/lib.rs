@@ -1,9 +1,10 @@
 //! Numeric kernels: slices in, slices out.
 //!
-//! This first set is plain portable Rust over f32 activations with f32, f16 or
-//! bf16 weights, written so the compiler vectorizes the inner loops. The
-//! quantized types, the hand-written SIMD paths (each with this scalar code as
-//! its twin) and the thread pool come with the kernels issue.
+//! `matmul` is the one entry point for weights of every type (`WeightRef`);
+//! `quant` holds the ggml block formats and the scalar twins, `simd` the
+//! kernels picked at run time (x86-64 AVX2 / AVX-512 VNNI / AMX, aarch64
+//! NEON / SDOT / i8mm), each tested against its twin; `pool` is the one
+//! thread pool. See docs/kernels.md.
 
 pub mod activation;
 pub mod attention;
