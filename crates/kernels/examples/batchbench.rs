@@ -21,7 +21,9 @@ fn main() {
     let mats: Vec<(usize, usize, Vec<u8>)> = (0..layers)
         .flat_map(|l| shapes.iter().map(move |&(n, k)| (l, n, k)))
         .map(|(l, n, k)| {
-            let w32: Vec<f32> = (0..n * k).map(|i| (((i + l) * 2654435761) % 1000) as f32 / 1000.0 - 0.5).collect();
+            let w32: Vec<f32> = (0..n * k)
+                .map(|i| (((i + l) * 2654435761) % 1000) as f32 / 1000.0 - 0.5)
+                .collect();
             let mut w = vec![0u8; kind.row_bytes(k) * n];
             kind.quantize(&w32, &mut w).unwrap();
             (n, k, w)

@@ -159,6 +159,46 @@ fn main() -> ExitCode {
         }
     }
 
+    // K-quant whole products (tiles of up to 4 x 4 pairs) against the
+    // blockwise twins, bit for bit but on x86-64's AVX2 level
+    for (kind, twin) in [
+        (
+            QuantKind::Q2K,
+            dot_q2_k_q8_k_blockwise_scalar as fn(&[u8], &[u8]) -> f32,
+        ),
+        (QuantKind::Q3K, dot_q3_k_q8_k_blockwise_scalar),
+        (QuantKind::Q4K, dot_q4_k_q8_k_blockwise_scalar),
+        (QuantKind::Q5K, dot_q5_k_q8_k_blockwise_scalar),
+        (QuantKind::Q6K, dot_q6_k_q8_k_blockwise_scalar),
+    ] {
+        let blocks = fixture(&format!("{}.blocks", kind.name()));
+        let (n, k) = (5, 256);
+        let rb = kind.row_bytes(k);
+        // five rows out of the fixture's superblocks (repeated as needed)
+        let w: Vec<u8> = (0..n)
+            .flat_map(|j| blocks.chunks_exact(rb).cycle().nth(j).unwrap().to_vec())
+            .collect();
+        let act = activations_for(kind).unwrap();
+        for t in [1usize, 3, 4, 6] {
+            let xv: Vec<f32> = (0..t * k).map(|_| rnd() * 3.0).collect();
+            let mut out = vec![0f32; t * n];
+            phi3_kernels::matmul(phi3_kernels::WeightRef::Quant(kind, &w), n, k, &xv, t, &mut out);
+            for i in 0..t {
+                let mut x = vec![0u8; act.row_bytes(k)];
+                act.quantize(&xv[i * k..(i + 1) * k], &mut x);
+                for j in 0..n {
+                    let (got, want) = (out[i * n + j], twin(&w[j * rb..(j + 1) * rb], &x));
+                    let close = own_arithmetic && (got - want).abs() <= 1e-4 * want.abs().max(1.0);
+                    check(
+                        got.to_bits() == want.to_bits() || close,
+                        format!("{} product t={t} ({i},{j}): {got} vs {want}", kind.name()),
+                        &mut failures,
+                    );
+                }
+            }
+        }
+    }
+
     // the thread pool with one thread and a whole matrix product
     let (n, k) = (7, 64);
     let w: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32 - 2.0).collect();

@@ -362,6 +362,24 @@ pub fn dot_tile(kind: QuantKind, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [
         QuantKind::Q6K if isa() == Isa::Avx512Vnni => return unsafe { vnni_k::dot_tile_q6_k(w_rows, x_rows, out) },
         _ => {}
     }
+    #[cfg(target_arch = "aarch64")]
+    if isa() != Isa::Scalar
+        && matches!(
+            kind,
+            QuantKind::Q2K | QuantKind::Q3K | QuantKind::Q4K | QuantKind::Q5K | QuantKind::Q6K
+        )
+    {
+        // SAFETY: NEON is part of aarch64; SDOT only above plain NEON
+        // (detected at run time).
+        unsafe {
+            if isa() == Isa::Neon {
+                neon_k::tile_k::<false>(kind, w_rows, x_rows, out)
+            } else {
+                neon_k::tile_k::<true>(kind, w_rows, x_rows, out)
+            }
+        };
+        return;
+    }
     for (r, w) in w_rows.iter().enumerate() {
         for (c, x) in x_rows.iter().enumerate() {
             out[r * 4 + c] = crate::quant::dot::dot_quantized(kind, w, x);

@@ -78,62 +78,102 @@ fn codes_q6(wb: &[u8]) -> [u8; 256] {
     codes
 }
 
+/// The unsigned codes of one `kind` superblock in weight order.
+#[inline(always)]
+fn codes(kind: QuantKind, wb: &[u8]) -> [u8; 256] {
+    match kind {
+        QuantKind::Q4K | QuantKind::Q5K => codes_q45(wb, kind == QuantKind::Q5K),
+        QuantKind::Q2K => codes_two_bit(&wb[16..80]),
+        QuantKind::Q3K => {
+            let mut codes = codes_two_bit(&wb[32..96]);
+            for (e, c) in codes.iter_mut().enumerate() {
+                let (n, j, l) = (e / 128, e % 128 / 32, e % 32);
+                *c |= ((wb[l] >> (4 * n + j)) & 1) << 2;
+            }
+            codes
+        }
+        QuantKind::Q6K => codes_q6(wb),
+        _ => panic!("{} is not a K-quant with a NEON kernel", kind.name()),
+    }
+}
+
+/// `acc` plus one superblock of one pair, from its sub-block sums `s`:
+/// the blockwise twin's integer combination and fused multiply-adds.
+#[inline(always)]
+fn step(kind: QuantKind, table: &[f32; 65536], wb: &[u8], s: &[i32; 16], xb: &[u8], acc: f32) -> f32 {
+    let half = |at: usize| table[u16::from_le_bytes([wb[at], wb[at + 1]]) as usize];
+    let dx = q8_k::d(xb);
+    let bsum = |i: usize| q8_k::bsum(xb, i);
+    match kind {
+        QuantKind::Q4K | QuantKind::Q5K => {
+            let (sc, m) = q4_k_scales_mins(&wb[4..16]);
+            let (mut dot, mut mins) = (0i32, 0i32);
+            for j in 0..8 {
+                dot += sc[j] as i32 * (s[2 * j] + s[2 * j + 1]);
+                mins += m[j] as i32 * (bsum(2 * j) + bsum(2 * j + 1));
+            }
+            let acc = (dot as f32).mul_add(half(0) * dx, acc);
+            (mins as f32).mul_add(-half(2) * dx, acc)
+        }
+        QuantKind::Q2K => {
+            let (mut dot, mut mins) = (0i32, 0i32);
+            for (i, &sm) in wb[..16].iter().enumerate() {
+                dot += (sm & 0xF) as i32 * s[i];
+                mins += (sm >> 4) as i32 * bsum(i);
+            }
+            let acc = (dot as f32).mul_add(half(80) * dx, acc);
+            (mins as f32).mul_add(-half(82) * dx, acc)
+        }
+        QuantKind::Q3K => {
+            let sc = q3_k::scales(&wb[96..108]);
+            let total: i32 = (0..16).map(|i| sc[i] * (s[i] - 4 * bsum(i))).sum();
+            (total as f32).mul_add(half(108) * dx, acc)
+        }
+        _ => {
+            let total: i32 = (0..16)
+                .map(|i| (wb[192 + i] as i8) as i32 * (s[i] - 32 * bsum(i)))
+                .sum();
+            (total as f32).mul_add(half(208) * dx, acc)
+        }
+    }
+}
+
 /// Σ w·x over a row of `kind` (Q2_K..Q6_K) superblocks and Q8_K blocks.
 ///
 /// # Safety
 /// With `DOT`, the CPU must support dotprod.
 #[target_feature(enable = "neon")]
 pub unsafe fn dot_k<const DOT: bool>(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
+    let mut out = [0f32; 16];
+    tile_k::<DOT>(kind, &[w], &[x], &mut out);
+    out[0]
+}
+
+/// Up to 4 × 4 (weight row, activation row) pairs, `out[r * 4 + c]`: each
+/// weight superblock is unpacked once for all activation rows; every pair's
+/// steps are [`dot_k`]'s.
+///
+/// # Safety
+/// With `DOT`, the CPU must support dotprod.
+#[target_feature(enable = "neon")]
+pub unsafe fn tile_k<const DOT: bool>(kind: QuantKind, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [f32; 16]) {
     let table = f16_table();
-    let half = |b: &[u8], at: usize| table[u16::from_le_bytes([b[at], b[at + 1]]) as usize];
     let bytes = kind.block_bytes();
-    assert_eq!(w.len() / bytes, x.len() / q8_k::BYTES, "superblocks");
-    let mut acc = 0f32;
-    for (wb, xb) in w.chunks_exact(bytes).zip(x.chunks_exact(q8_k::BYTES)) {
-        let dx = q8_k::d(xb);
-        let bsum = |i: usize| q8_k::bsum(xb, i);
-        match kind {
-            QuantKind::Q4K | QuantKind::Q5K => {
-                let s = sub_sums::<DOT>(&codes_q45(wb, kind == QuantKind::Q5K), xb);
-                let (sc, m) = q4_k_scales_mins(&wb[4..16]);
-                let (mut dot, mut mins) = (0i32, 0i32);
-                for j in 0..8 {
-                    dot += sc[j] as i32 * (s[2 * j] + s[2 * j + 1]);
-                    mins += m[j] as i32 * (bsum(2 * j) + bsum(2 * j + 1));
-                }
-                acc = (dot as f32).mul_add(half(wb, 0) * dx, acc);
-                acc = (mins as f32).mul_add(-half(wb, 2) * dx, acc);
+    for x in x_rows {
+        assert_eq!(w_rows[0].len() / bytes, x.len() / q8_k::BYTES, "superblocks");
+    }
+    for (r, w) in w_rows.iter().enumerate() {
+        assert_eq!(w.len(), w_rows[0].len(), "weight rows");
+        let mut acc = [0f32; 4];
+        for (b, wb) in w.chunks_exact(bytes).enumerate() {
+            let codes = codes(kind, wb);
+            for (c, x) in x_rows.iter().enumerate() {
+                let xb = &x[b * q8_k::BYTES..(b + 1) * q8_k::BYTES];
+                acc[c] = step(kind, table, wb, &sub_sums::<DOT>(&codes, xb), xb, acc[c]);
             }
-            QuantKind::Q2K => {
-                let s = sub_sums::<DOT>(&codes_two_bit(&wb[16..80]), xb);
-                let (mut dot, mut mins) = (0i32, 0i32);
-                for (i, &sm) in wb[..16].iter().enumerate() {
-                    dot += (sm & 0xF) as i32 * s[i];
-                    mins += (sm >> 4) as i32 * bsum(i);
-                }
-                acc = (dot as f32).mul_add(half(wb, 80) * dx, acc);
-                acc = (mins as f32).mul_add(-half(wb, 82) * dx, acc);
-            }
-            QuantKind::Q3K => {
-                let mut codes = codes_two_bit(&wb[32..96]);
-                for (e, c) in codes.iter_mut().enumerate() {
-                    let (n, j, l) = (e / 128, e % 128 / 32, e % 32);
-                    *c |= ((wb[l] >> (4 * n + j)) & 1) << 2;
-                }
-                let s = sub_sums::<DOT>(&codes, xb);
-                let sc = q3_k::scales(&wb[96..108]);
-                let total: i32 = (0..16).map(|i| sc[i] * (s[i] - 4 * bsum(i))).sum();
-                acc = (total as f32).mul_add(half(wb, 108) * dx, acc);
-            }
-            QuantKind::Q6K => {
-                let s = sub_sums::<DOT>(&codes_q6(wb), xb);
-                let total: i32 = (0..16)
-                    .map(|i| (wb[192 + i] as i8) as i32 * (s[i] - 32 * bsum(i)))
-                    .sum();
-                acc = (total as f32).mul_add(half(wb, 208) * dx, acc);
-            }
-            _ => panic!("{} is not a K-quant with a NEON kernel", kind.name()),
+        }
+        for (c, a) in acc.iter().enumerate().take(x_rows.len()) {
+            out[r * 4 + c] = *a;
         }
     }
-    acc
 }
