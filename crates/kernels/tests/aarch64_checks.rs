@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use phi3_kernels::quant::dot::{
     activations_for, dot_q2_k_q8_k_blockwise_scalar, dot_q3_k_q8_k_blockwise_scalar, dot_q4_0_q8_0_grouped_scalar,
-    dot_q4_0_q8_0_scalar, dot_q4_k_q8_k_blockwise_scalar, dot_q4_k_q8_k_scalar, dot_q5_k_q8_k_blockwise_scalar,
+    dot_q4_0_q8_0_scalar, dot_q4_1_q8_0_grouped_scalar, dot_q4_k_q8_k_blockwise_scalar, dot_q4_k_q8_k_scalar,
+    dot_q5_0_q8_0_grouped_scalar, dot_q5_1_q8_0_grouped_scalar, dot_q5_k_q8_k_blockwise_scalar,
     dot_q6_k_q8_k_blockwise_scalar, dot_q6_k_q8_k_scalar, dot_q8_0_q8_0_grouped_scalar, dot_q8_0_q8_0_scalar,
     dot_quantized,
 };
@@ -128,7 +129,13 @@ fn main() -> ExitCode {
     for (kind, twin) in [
         (QuantKind::Q4_0, dot_q4_0_q8_0_grouped_scalar as fn(&[u8], &[u8]) -> f32),
         (QuantKind::Q8_0, dot_q8_0_q8_0_grouped_scalar),
+        (QuantKind::Q4_1, dot_q4_1_q8_0_grouped_scalar),
+        (QuantKind::Q5_0, dot_q5_0_q8_0_grouped_scalar),
+        (QuantKind::Q5_1, dot_q5_1_q8_0_grouped_scalar),
     ] {
+        let Some(act) = activations_for(kind) else {
+            continue; // Q4_1, Q5_0, Q5_1 without an integer kernel: the float path
+        };
         let (n, k) = (5, 32 * 21);
         let wv: Vec<f32> = (0..n * k).map(|_| rnd() * 2.0).collect();
         let mut w = vec![0u8; kind.row_bytes(k) * n];
@@ -137,7 +144,6 @@ fn main() -> ExitCode {
             let xv: Vec<f32> = (0..t * k).map(|_| rnd() * 3.0).collect();
             let mut out = vec![0f32; t * n];
             phi3_kernels::matmul(phi3_kernels::WeightRef::Quant(kind, &w), n, k, &xv, t, &mut out);
-            let act = activations_for(kind).unwrap();
             for i in 0..t {
                 let mut x = vec![0u8; act.row_bytes(k)];
                 act.quantize(&xv[i * k..(i + 1) * k], &mut x);

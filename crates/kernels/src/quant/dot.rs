@@ -46,7 +46,7 @@ impl Activations {
 }
 
 /// The activation format of `kind`'s integer dot product, if it has one
-/// on this CPU (Q4_1, Q5_0 and Q5_1 have one with AVX-512 VNNI only; on
+/// on this CPU (Q4_1, Q5_0 and Q5_1 have one with AVX-512 VNNI or NEON; on
 /// the other levels they take the float path).
 pub fn activations_for(kind: QuantKind) -> Option<Activations> {
     match kind {
@@ -63,10 +63,7 @@ pub fn dot_quantized(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
         QuantKind::Q4_0 => crate::simd::dot_q4_0_q8_0(w, x),
         QuantKind::Q8_0 => crate::simd::dot_q8_0_q8_0(w, x),
         QuantKind::Q4K => crate::simd::dot_q4_k_q8_k(w, x),
-        // the tile kernels' arithmetic, in scalar steps (one pair is rare on this path)
-        QuantKind::Q4_1 => dot_q4_1_q8_0_grouped_scalar(w, x),
-        QuantKind::Q5_0 => dot_q5_0_q8_0_grouped_scalar(w, x),
-        QuantKind::Q5_1 => dot_q5_1_q8_0_grouped_scalar(w, x),
+        QuantKind::Q4_1 | QuantKind::Q5_0 | QuantKind::Q5_1 => crate::simd::dot_nibbles(kind, w, x),
         QuantKind::Q2K => crate::simd::dot_q2_k_q8_k(w, x),
         QuantKind::Q3K => crate::simd::dot_q3_k_q8_k(w, x),
         QuantKind::Q5K => crate::simd::dot_q5_k_q8_k(w, x),

@@ -225,8 +225,37 @@ pub fn dequantize(kind: QuantKind, blocks: &[u8], out: &mut [f32]) -> bool {
 pub fn nibble_tiles() -> bool {
     #[cfg(target_arch = "x86_64")]
     return isa() == Isa::Avx512Vnni;
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    return isa() != Isa::Scalar;
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     false
+}
+
+/// One pair of Q4_1, Q5_0 or Q5_1 weights × Q8_0 activations on the tile
+/// kernels' grouped arithmetic: NEON where present, else the scalar twins
+/// (which the VNNI tiles equal bit for bit).
+pub fn dot_nibbles(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
+    #[cfg(target_arch = "aarch64")]
+    if isa() != Isa::Scalar {
+        use neon_tiles::{dot, Q4_1, Q5_0, Q5_1};
+        let sdot = isa() != Isa::Neon;
+        // SAFETY: NEON is part of aarch64; SDOT only where detected.
+        return unsafe {
+            match (kind, sdot) {
+                (QuantKind::Q4_1, true) => dot::<Q4_1, true>(w, x),
+                (QuantKind::Q4_1, false) => dot::<Q4_1, false>(w, x),
+                (QuantKind::Q5_0, true) => dot::<Q5_0, true>(w, x),
+                (QuantKind::Q5_0, false) => dot::<Q5_0, false>(w, x),
+                (QuantKind::Q5_1, true) => dot::<Q5_1, true>(w, x),
+                _ => dot::<Q5_1, false>(w, x),
+            }
+        };
+    }
+    match kind {
+        QuantKind::Q4_1 => crate::quant::dot::dot_q4_1_q8_0_grouped_scalar(w, x),
+        QuantKind::Q5_0 => crate::quant::dot::dot_q5_0_q8_0_grouped_scalar(w, x),
+        _ => crate::quant::dot::dot_q5_1_q8_0_grouped_scalar(w, x),
+    }
 }
 
 /// Whether Q4_0 products with many tokens run on AMX tiles (`simd::amx`;
@@ -344,6 +373,21 @@ pub fn dot_tile(kind: QuantKind, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [
         // SAFETY: AVX-512 F/BW/DQ/VL/VNNI/VBMI and AVX2/FMA were detected at run time.
         QuantKind::Q4_1 | QuantKind::Q5_0 | QuantKind::Q5_1 if isa() == Isa::Avx512Vnni => {
             return unsafe { vnni_q4_0::dot_tile_nibbles(kind, w_rows, x_rows, out) }
+        }
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: dotprod and i8mm were detected at run time.
+        QuantKind::Q4_1 if isa() == Isa::NeonI8mm => {
+            return unsafe { neon_tiles::tile_i8mm::<neon_tiles::Q4_1>(w_rows, x_rows, out) }
+        }
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above.
+        QuantKind::Q5_0 if isa() == Isa::NeonI8mm => {
+            return unsafe { neon_tiles::tile_i8mm::<neon_tiles::Q5_0>(w_rows, x_rows, out) }
+        }
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above.
+        QuantKind::Q5_1 if isa() == Isa::NeonI8mm => {
+            return unsafe { neon_tiles::tile_i8mm::<neon_tiles::Q5_1>(w_rows, x_rows, out) }
         }
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX-512 F/BW/DQ/VL/VNNI and AVX2/FMA were detected at run time.

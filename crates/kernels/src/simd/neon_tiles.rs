@@ -21,6 +21,8 @@ use crate::quant::{f16_table, q4_0, q8_0};
 /// 0-15 and 16-31, against the Q8_0 activation halves).
 pub trait SignedBlock {
     const BYTES: usize;
+    /// Byte offset of the f16 minimum m (w = d·u + m), or none.
+    const M_AT: Option<usize> = None;
     /// # Safety
     /// `wb` valid for a block.
     unsafe fn values(wb: *const u8) -> [int8x16_t; 2];
@@ -28,6 +30,81 @@ pub trait SignedBlock {
 
 pub struct Q4_0;
 pub struct Q8_0;
+pub struct Q4_1;
+pub struct Q5_0;
+pub struct Q5_1;
+
+/// The low nibbles (weights 0-15) and high nibbles (16-31) of 16 bytes.
+#[inline(always)]
+unsafe fn nibbles(p: *const u8) -> [uint8x16_t; 2] {
+    let raw = vld1q_u8(p);
+    [vandq_u8(raw, vdupq_n_u8(0x0F)), vshrq_n_u8(raw, 4)]
+}
+
+/// 16 added to the codes whose fifth bit is set in `qh` (bit j for weight j).
+#[inline(always)]
+unsafe fn with_fifth_bits(codes: [uint8x16_t; 2], qh: u32) -> [uint8x16_t; 2] {
+    const BITS: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
+    let bits = vld1q_u8(BITS.as_ptr());
+    let fifth = |shift: u32| {
+        let bytes = vcombine_u8(vdup_n_u8((qh >> shift) as u8), vdup_n_u8((qh >> (shift + 8)) as u8));
+        vandq_u8(vtstq_u8(bytes, bits), vdupq_n_u8(0x10))
+    };
+    [vorrq_u8(codes[0], fifth(0)), vorrq_u8(codes[1], fifth(16))]
+}
+
+#[inline(always)]
+unsafe fn qh_at(wb: *const u8, at: usize) -> u32 {
+    (wb.add(at) as *const u32).read_unaligned()
+}
+
+impl SignedBlock for Q4_1 {
+    const BYTES: usize = crate::quant::q4_1::BYTES;
+    const M_AT: Option<usize> = Some(2);
+    #[inline(always)]
+    unsafe fn values(wb: *const u8) -> [int8x16_t; 2] {
+        nibbles(wb.add(4)).map(|v| vreinterpretq_s8_u8(v))
+    }
+}
+
+impl SignedBlock for Q5_0 {
+    const BYTES: usize = crate::quant::q5_0::BYTES;
+    #[inline(always)]
+    unsafe fn values(wb: *const u8) -> [int8x16_t; 2] {
+        with_fifth_bits(nibbles(wb.add(6)), qh_at(wb, 2)).map(|v| vsubq_s8(vreinterpretq_s8_u8(v), vdupq_n_s8(16)))
+    }
+}
+
+impl SignedBlock for Q5_1 {
+    const BYTES: usize = crate::quant::q5_1::BYTES;
+    const M_AT: Option<usize> = Some(2);
+    #[inline(always)]
+    unsafe fn values(wb: *const u8) -> [int8x16_t; 2] {
+        with_fifth_bits(nibbles(wb.add(8)), qh_at(wb, 4)).map(|v| vreinterpretq_s8_u8(v))
+    }
+}
+
+/// Σ x over a Q8_0 block's values.
+#[inline(always)]
+unsafe fn activation_sum(xb: *const u8) -> i32 {
+    let [x0, x1] = activation_halves(xb);
+    vaddlvq_s8(x0) as i32 + vaddlvq_s8(x1) as i32
+}
+
+/// One block of one pair as [`grouped`] takes it: the exact sum, d_w·d_x,
+/// and for types with minimums Σx and m·d_x.
+#[inline(always)]
+unsafe fn block_terms<B: SignedBlock>(table: &[f32; 65536], wb: &[u8], xb: &[u8], sum: i32) -> Terms {
+    let dx = half(table, xb);
+    let (x_sum, m) = match B::M_AT {
+        Some(at) => (activation_sum(xb.as_ptr()), half(table, &wb[at..]) * dx),
+        None => (0, 0.0),
+    };
+    (sum, half(table, wb) * dx, x_sum, m)
+}
+
+/// (Σ u·x, d_w·d_x, Σx, m·d_x) of one block of one pair.
+type Terms = (i32, f32, i32, f32);
 
 impl SignedBlock for Q4_0 {
     const BYTES: usize = q4_0::BYTES;
@@ -61,19 +138,27 @@ fn half(table: &[f32; 65536], p: &[u8]) -> f32 {
 }
 
 /// The 16-lane group accumulators of `pairs` (weight row, activation row)
-/// pairs over a row of `blocks` blocks: `sums(b)` gives block b's exact
-/// sums and scale products for every pair. Blocks past the row's end add
-/// zero times zero, as the twin's padding does.
+/// pairs over a row of `blocks` blocks: `terms(b)` gives block b's exact
+/// sums and scale products for every pair (and with `MINS` the minimum
+/// term, a second fused multiply-add). Blocks past the row's end add zero
+/// times zero, as the twins' padding does.
 #[inline(always)]
-fn grouped<const P: usize>(blocks: usize, mut sums: impl FnMut(usize) -> [(i32, f32); P]) -> [f32; P] {
+fn grouped<const P: usize, const MINS: bool>(blocks: usize, mut terms: impl FnMut(usize) -> [Terms; P]) -> [f32; P] {
     let mut acc = [[0f32; Q4_0_GROUP]; P];
     for g in 0..blocks.div_ceil(Q4_0_GROUP) {
         for b in 0..Q4_0_GROUP {
             let block = g * Q4_0_GROUP + b;
-            let s = if block < blocks { sums(block) } else { [(0, 0.0); P] };
+            let s = if block < blocks {
+                terms(block)
+            } else {
+                [(0, 0.0, 0, 0.0); P]
+            };
             let lane = q4_0_group_lane(b);
-            for (a, (sum, d)) in acc.iter_mut().zip(s) {
+            for (a, (sum, d, x_sum, m)) in acc.iter_mut().zip(s) {
                 a[lane] = (sum as f32).mul_add(d, a[lane]);
+                if MINS {
+                    a[lane] = (x_sum as f32).mul_add(m, a[lane]);
+                }
             }
         }
     }
@@ -89,13 +174,18 @@ pub unsafe fn dot<B: SignedBlock, const DOT: bool>(w: &[u8], x: &[u8]) -> f32 {
     let table = f16_table();
     let blocks = w.len() / B::BYTES;
     assert_eq!(x.len(), blocks * q8_0::BYTES, "activation blocks");
-    let [r] = grouped::<1>(blocks, |b| {
+    let terms = |b: usize| {
         let (wb, xb) = (&w[b * B::BYTES..], &x[b * q8_0::BYTES..]);
         let [w0, w1] = B::values(wb.as_ptr());
         let [x0, x1] = activation_halves(xb.as_ptr());
         let sum = vaddvq_s32(dot16::<DOT>(dot16::<DOT>(vdupq_n_s32(0), w0, x0), w1, x1));
-        [(sum, half(table, wb) * half(table, xb))]
-    });
+        [block_terms::<B>(table, wb, xb, sum)]
+    };
+    let [r] = if B::M_AT.is_some() {
+        grouped::<1, true>(blocks, terms)
+    } else {
+        grouped::<1, false>(blocks, terms)
+    };
     r
 }
 
@@ -148,7 +238,7 @@ pub unsafe fn tile_i8mm<B: SignedBlock>(w_rows: &[&[u8]], x_rows: &[&[u8]], out:
             let (w0, w1) = (w_rows[r0], w_rows[r0 + 1]);
             let (x0, x1) = (x_rows[c0], x_rows[c0 + 1]);
             assert!(w0.len() == w1.len() && x0.len() == blocks * q8_0::BYTES && x1.len() == x0.len());
-            let sums = grouped::<4>(blocks, |b| {
+            let terms = |b: usize| {
                 let (wb0, wb1) = (&w0[b * B::BYTES..], &w1[b * B::BYTES..]);
                 let (xb0, xb1) = (&x0[b * q8_0::BYTES..], &x1[b * q8_0::BYTES..]);
                 let a = paired(B::values(wb0.as_ptr()), B::values(wb1.as_ptr()));
@@ -157,14 +247,18 @@ pub unsafe fn tile_i8mm<B: SignedBlock>(w_rows: &[&[u8]], x_rows: &[&[u8]], out:
                 for k in 0..4 {
                     s = smmla(s, a[k], t[k]);
                 }
-                let (dw0, dw1, dx0, dx1) = (half(table, wb0), half(table, wb1), half(table, xb0), half(table, xb1));
                 [
-                    (vgetq_lane_s32::<0>(s), dw0 * dx0),
-                    (vgetq_lane_s32::<1>(s), dw0 * dx1),
-                    (vgetq_lane_s32::<2>(s), dw1 * dx0),
-                    (vgetq_lane_s32::<3>(s), dw1 * dx1),
+                    block_terms::<B>(table, wb0, xb0, vgetq_lane_s32::<0>(s)),
+                    block_terms::<B>(table, wb0, xb1, vgetq_lane_s32::<1>(s)),
+                    block_terms::<B>(table, wb1, xb0, vgetq_lane_s32::<2>(s)),
+                    block_terms::<B>(table, wb1, xb1, vgetq_lane_s32::<3>(s)),
                 ]
-            });
+            };
+            let sums = if B::M_AT.is_some() {
+                grouped::<4, true>(blocks, terms)
+            } else {
+                grouped::<4, false>(blocks, terms)
+            };
             out[r0 * 4 + c0] = sums[0];
             out[r0 * 4 + c0 + 1] = sums[1];
             out[(r0 + 1) * 4 + c0] = sums[2];
