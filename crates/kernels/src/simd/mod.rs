@@ -136,8 +136,8 @@ fn neon_dot_k(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
     }
 }
 
-/// Q5_K × Q8_K: the VNNI tile kernel for one pair, the NEON kernel, or the
-/// blockwise scalar twin (compiled for AVX2 where present), all the same bits.
+/// Q5_K × Q8_K: the VNNI tile kernel for one pair, the AVX2 or NEON kernel,
+/// or the blockwise scalar twin, all the same bits.
 pub fn dot_q5_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
     dot_via_tile(QuantKind::Q5K, w, x, dot_q5_k_q8_k_blockwise_scalar)
 }
@@ -152,9 +152,8 @@ pub fn dot_q3_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
     dot_via_tile(QuantKind::Q3K, w, x, dot_q3_k_q8_k_blockwise_scalar)
 }
 
-/// One pair on `kind`'s VNNI tile kernel, else the NEON K-quant kernel,
-/// else its blockwise scalar `twin` (compiled for AVX2 + FMA where present):
-/// the same bits on every level.
+/// One pair on `kind`'s VNNI tile kernel, else the AVX2 or NEON K-quant
+/// kernel, else its blockwise scalar `twin`: the same bits on every level.
 fn dot_via_tile(kind: QuantKind, w: &[u8], x: &[u8], twin: impl Fn(&[u8], &[u8]) -> f32) -> f32 {
     match isa() {
         #[cfg(target_arch = "x86_64")]
@@ -165,7 +164,7 @@ fn dot_via_tile(kind: QuantKind, w: &[u8], x: &[u8], twin: impl Fn(&[u8], &[u8])
         }
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 and FMA were detected at run time.
-        Isa::Avx2 => unsafe { avx2::with_avx2(w, x, twin) },
+        Isa::Avx2 => unsafe { avx2_k::dot_k(kind, w, x) },
         #[cfg(target_arch = "aarch64")]
         Isa::Neon | Isa::NeonDotprod | Isa::NeonI8mm => neon_dot_k(kind, w, x),
         #[allow(unreachable_patterns)]
@@ -406,6 +405,12 @@ pub fn dot_tile(kind: QuantKind, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [
         QuantKind::Q6K if isa() == Isa::Avx512Vnni => return unsafe { vnni_k::dot_tile_q6_k(w_rows, x_rows, out) },
         _ => {}
     }
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx2 && matches!(kind, QuantKind::Q2K | QuantKind::Q3K | QuantKind::Q5K) {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        unsafe { avx2_k::tile_k(kind, w_rows, x_rows, out) };
+        return;
+    }
     #[cfg(target_arch = "aarch64")]
     if isa() != Isa::Scalar
         && matches!(
@@ -462,9 +467,13 @@ pub mod amx;
 #[cfg(target_arch = "x86_64")]
 pub mod amx_k;
 #[cfg(target_arch = "x86_64")]
+mod avx2_k;
+#[cfg(target_arch = "x86_64")]
 mod dequant;
 #[cfg(target_arch = "x86_64")]
 pub mod float_tile;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod k_tile;
 #[cfg(target_arch = "aarch64")]
 mod neon_k;
 #[cfg(target_arch = "aarch64")]
@@ -612,16 +621,6 @@ pub mod avx2 {
             sum += dx * (d * hsum_i32(acc) as f32 - dmin * mins as f32);
         }
         sum
-    }
-
-    /// `twin(w, x)` in a function compiled for AVX2 + FMA (a scalar twin
-    /// inlined here vectorizes its sums).
-    ///
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn with_avx2(w: &[u8], x: &[u8], twin: impl Fn(&[u8], &[u8]) -> f32) -> f32 {
-        twin(w, x)
     }
 
     /// # Safety

@@ -1,19 +1,12 @@
-//! aarch64 NEON kernels for the K-quants (Q2_K..Q6_K) × Q8_K activations,
-//! equal bit for bit to the blockwise scalar twins (`quant::dot::dot_q*_k_q8_k_blockwise_scalar`).
-//!
-//! Per superblock the weights' unsigned codes are unpacked in weight order
-//! (plain loops over the bytes, which the compiler turns into NEON), the 16
-//! sums Σ code·x over sub-blocks of 16 are taken with SDOT (or widening
-//! multiplies without dotprod), and the type's exact integer combination
-//! (scales, minimums or offset) is formed. The float steps are the twins':
-//! one or two fused multiply-adds per superblock, so the result is the same
-//! bits as the twin's and as the x86 tile kernels'.
+//! aarch64 NEON kernels for the K-quants (Q2_K..Q6_K) × Q8_K activations
+//! (`k_tile`): the sub-block sums Σ code·x with SDOT, or widening multiplies
+//! without dotprod. The same bits as the blockwise scalar twins.
 
 use std::arch::aarch64::*;
 
+use super::k_tile;
 use super::neon::dot16;
-use crate::quant::dot::q4_k_scales_mins;
-use crate::quant::{f16_table, q3_k, q8_k, QuantKind};
+use crate::quant::QuantKind;
 
 /// The 16 sums Σ code·x over sub-blocks of 16 of one superblock.
 #[inline]
@@ -24,118 +17,6 @@ unsafe fn sub_sums<const DOT: bool>(codes: &[u8; 256], xb: &[u8]) -> [i32; 16] {
         let c = vreinterpretq_s8_u8(vld1q_u8(codes.as_ptr().add(16 * i)));
         vaddvq_s32(dot16::<DOT>(vdupq_n_s32(0), c, vld1q_s8(x.add(16 * i))))
     })
-}
-
-/// Codes of a Q4_K (`Q5` false) or Q5_K superblock in weight order.
-#[inline(always)]
-fn codes_q45(wb: &[u8], q5: bool) -> [u8; 256] {
-    let mut codes = [0u8; 256];
-    let qs = if q5 { &wb[48..176] } else { &wb[16..144] };
-    for c in 0..4 {
-        for l in 0..32 {
-            codes[64 * c + l] = qs[32 * c + l] & 0xF;
-            codes[64 * c + 32 + l] = qs[32 * c + l] >> 4;
-        }
-    }
-    if q5 {
-        for j in 0..8 {
-            for l in 0..32 {
-                codes[32 * j + l] |= ((wb[16 + l] >> j) & 1) << 4;
-            }
-        }
-    }
-    codes
-}
-
-/// The 2-bit fields laid out as in Q2_K and Q3_K (64 bytes at `qs`): weight
-/// 128n + 32j + l is bits 2j of byte 32n + l.
-#[inline(always)]
-fn codes_two_bit(qs: &[u8]) -> [u8; 256] {
-    let mut codes = [0u8; 256];
-    for n in 0..2 {
-        for j in 0..4 {
-            for l in 0..32 {
-                codes[128 * n + 32 * j + l] = (qs[32 * n + l] >> (2 * j)) & 3;
-            }
-        }
-    }
-    codes
-}
-
-/// Codes of a Q6_K superblock (6-bit, unsigned) in weight order.
-#[inline(always)]
-fn codes_q6(wb: &[u8]) -> [u8; 256] {
-    let mut codes = [0u8; 256];
-    for n in 0..2 {
-        let (ql, qh) = (&wb[64 * n..64 * n + 64], &wb[128 + 32 * n..128 + 32 * n + 32]);
-        for l in 0..32 {
-            codes[128 * n + l] = (ql[l] & 0xF) | ((qh[l] & 3) << 4);
-            codes[128 * n + 32 + l] = (ql[32 + l] & 0xF) | (((qh[l] >> 2) & 3) << 4);
-            codes[128 * n + 64 + l] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
-            codes[128 * n + 96 + l] = (ql[32 + l] >> 4) | (((qh[l] >> 6) & 3) << 4);
-        }
-    }
-    codes
-}
-
-/// The unsigned codes of one `kind` superblock in weight order.
-#[inline(always)]
-fn codes(kind: QuantKind, wb: &[u8]) -> [u8; 256] {
-    match kind {
-        QuantKind::Q4K | QuantKind::Q5K => codes_q45(wb, kind == QuantKind::Q5K),
-        QuantKind::Q2K => codes_two_bit(&wb[16..80]),
-        QuantKind::Q3K => {
-            let mut codes = codes_two_bit(&wb[32..96]);
-            for (e, c) in codes.iter_mut().enumerate() {
-                let (n, j, l) = (e / 128, e % 128 / 32, e % 32);
-                *c |= ((wb[l] >> (4 * n + j)) & 1) << 2;
-            }
-            codes
-        }
-        QuantKind::Q6K => codes_q6(wb),
-        _ => panic!("{} is not a K-quant with a NEON kernel", kind.name()),
-    }
-}
-
-/// `acc` plus one superblock of one pair, from its sub-block sums `s`:
-/// the blockwise twin's integer combination and fused multiply-adds.
-#[inline(always)]
-fn step(kind: QuantKind, table: &[f32; 65536], wb: &[u8], s: &[i32; 16], xb: &[u8], acc: f32) -> f32 {
-    let half = |at: usize| table[u16::from_le_bytes([wb[at], wb[at + 1]]) as usize];
-    let dx = q8_k::d(xb);
-    let bsum = |i: usize| q8_k::bsum(xb, i);
-    match kind {
-        QuantKind::Q4K | QuantKind::Q5K => {
-            let (sc, m) = q4_k_scales_mins(&wb[4..16]);
-            let (mut dot, mut mins) = (0i32, 0i32);
-            for j in 0..8 {
-                dot += sc[j] as i32 * (s[2 * j] + s[2 * j + 1]);
-                mins += m[j] as i32 * (bsum(2 * j) + bsum(2 * j + 1));
-            }
-            let acc = (dot as f32).mul_add(half(0) * dx, acc);
-            (mins as f32).mul_add(-half(2) * dx, acc)
-        }
-        QuantKind::Q2K => {
-            let (mut dot, mut mins) = (0i32, 0i32);
-            for (i, &sm) in wb[..16].iter().enumerate() {
-                dot += (sm & 0xF) as i32 * s[i];
-                mins += (sm >> 4) as i32 * bsum(i);
-            }
-            let acc = (dot as f32).mul_add(half(80) * dx, acc);
-            (mins as f32).mul_add(-half(82) * dx, acc)
-        }
-        QuantKind::Q3K => {
-            let sc = q3_k::scales(&wb[96..108]);
-            let total: i32 = (0..16).map(|i| sc[i] * (s[i] - 4 * bsum(i))).sum();
-            (total as f32).mul_add(half(108) * dx, acc)
-        }
-        _ => {
-            let total: i32 = (0..16)
-                .map(|i| (wb[192 + i] as i8) as i32 * (s[i] - 32 * bsum(i)))
-                .sum();
-            (total as f32).mul_add(half(208) * dx, acc)
-        }
-    }
 }
 
 /// Σ w·x over a row of `kind` (Q2_K..Q6_K) superblocks and Q8_K blocks.
@@ -149,31 +30,12 @@ pub unsafe fn dot_k<const DOT: bool>(kind: QuantKind, w: &[u8], x: &[u8]) -> f32
     out[0]
 }
 
-/// Up to 4 × 4 (weight row, activation row) pairs, `out[r * 4 + c]`: each
-/// weight superblock is unpacked once for all activation rows; every pair's
-/// steps are [`dot_k`]'s.
+/// Up to 4 × 4 (weight row, activation row) pairs, `out[r * 4 + c]`
+/// (`k_tile::tile_k`).
 ///
 /// # Safety
 /// With `DOT`, the CPU must support dotprod.
 #[target_feature(enable = "neon")]
 pub unsafe fn tile_k<const DOT: bool>(kind: QuantKind, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [f32; 16]) {
-    let table = f16_table();
-    let bytes = kind.block_bytes();
-    for x in x_rows {
-        assert_eq!(w_rows[0].len() / bytes, x.len() / q8_k::BYTES, "superblocks");
-    }
-    for (r, w) in w_rows.iter().enumerate() {
-        assert_eq!(w.len(), w_rows[0].len(), "weight rows");
-        let mut acc = [0f32; 4];
-        for (b, wb) in w.chunks_exact(bytes).enumerate() {
-            let codes = codes(kind, wb);
-            for (c, x) in x_rows.iter().enumerate() {
-                let xb = &x[b * q8_k::BYTES..(b + 1) * q8_k::BYTES];
-                acc[c] = step(kind, table, wb, &sub_sums::<DOT>(&codes, xb), xb, acc[c]);
-            }
-        }
-        for (c, a) in acc.iter().enumerate().take(x_rows.len()) {
-            out[r * 4 + c] = *a;
-        }
-    }
+    k_tile::tile_k(kind, w_rows, x_rows, out, |codes, xb| sub_sums::<DOT>(codes, xb))
 }
