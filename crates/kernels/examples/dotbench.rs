@@ -6,20 +6,6 @@ use std::time::Instant;
 use phi3_kernels::quant::dot::{activations_for, dot_quantized};
 use phi3_kernels::quant::QuantKind;
 
-/// The types with an integer dot product (Q4_1, Q5_0 and Q5_1 with VNNI only).
-const INTEGER_KINDS: [QuantKind; 10] = [
-    QuantKind::Q4_0,
-    QuantKind::Q4_1,
-    QuantKind::Q5_0,
-    QuantKind::Q5_1,
-    QuantKind::Q8_0,
-    QuantKind::Q2K,
-    QuantKind::Q3K,
-    QuantKind::Q4K,
-    QuantKind::Q5K,
-    QuantKind::Q6K,
-];
-
 fn main() {
     tiles();
     let (rows, k) = (4096, 3072);
@@ -27,7 +13,7 @@ fn main() {
         .map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5)
         .collect();
     let x32: Vec<f32> = (0..k).map(|i| (i % 7) as f32 / 7.0).collect();
-    for kind in INTEGER_KINDS {
+    for kind in QuantKind::ALL {
         let Some(act) = activations_for(kind) else { continue };
         let mut xq = vec![0u8; act.row_bytes(k)];
         act.quantize(&x32, &mut xq);
@@ -60,7 +46,7 @@ fn tiles() {
     let w32: Vec<f32> = (0..rows * k)
         .map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5)
         .collect();
-    for kind in INTEGER_KINDS {
+    for kind in QuantKind::ALL {
         let w = weights(kind, &w32);
         let weights = phi3_kernels::matmul::WeightRef::Quant(kind, &w);
         let mut line = format!("{} tiles:", kind.name());

@@ -37,6 +37,18 @@ fn check(ok: bool, what: String, failures: &mut Vec<String>) {
     }
 }
 
+/// A dot product of a weight row and an activation row.
+type Dot = fn(&[u8], &[u8]) -> f32;
+
+/// The K-quants and their blockwise scalar twins.
+const K_TWINS: [(QuantKind, Dot); 5] = [
+    (QuantKind::Q2K, dot_q2_k_q8_k_blockwise_scalar),
+    (QuantKind::Q3K, dot_q3_k_q8_k_blockwise_scalar),
+    (QuantKind::Q4K, dot_q4_k_q8_k_blockwise_scalar),
+    (QuantKind::Q5K, dot_q5_k_q8_k_blockwise_scalar),
+    (QuantKind::Q6K, dot_q6_k_q8_k_blockwise_scalar),
+];
+
 fn main() -> ExitCode {
     phi3_kernels::pool::set_global_threads(1);
     let mut failures = Vec::new();
@@ -98,16 +110,7 @@ fn main() -> ExitCode {
     // fixture blocks, activations in ggml's synthetic pattern); x86-64's AVX2
     // level alone has its own Q4_K and Q6_K arithmetic, within rounding
     let own_arithmetic = format!("{:?}", phi3_kernels::simd::isa()) == "Avx2";
-    for (kind, twin) in [
-        (
-            QuantKind::Q2K,
-            dot_q2_k_q8_k_blockwise_scalar as fn(&[u8], &[u8]) -> f32,
-        ),
-        (QuantKind::Q3K, dot_q3_k_q8_k_blockwise_scalar),
-        (QuantKind::Q4K, dot_q4_k_q8_k_blockwise_scalar),
-        (QuantKind::Q5K, dot_q5_k_q8_k_blockwise_scalar),
-        (QuantKind::Q6K, dot_q6_k_q8_k_blockwise_scalar),
-    ] {
+    for (kind, twin) in K_TWINS {
         let w = fixture(&format!("{}.blocks", kind.name()));
         let n = w.len() / kind.block_bytes() * kind.block_len();
         let act = activations_for(kind).unwrap();
@@ -169,16 +172,7 @@ fn main() -> ExitCode {
 
     // K-quant whole products (tiles of up to 4 x 4 pairs) against the
     // blockwise twins, bit for bit but on x86-64's AVX2 level
-    for (kind, twin) in [
-        (
-            QuantKind::Q2K,
-            dot_q2_k_q8_k_blockwise_scalar as fn(&[u8], &[u8]) -> f32,
-        ),
-        (QuantKind::Q3K, dot_q3_k_q8_k_blockwise_scalar),
-        (QuantKind::Q4K, dot_q4_k_q8_k_blockwise_scalar),
-        (QuantKind::Q5K, dot_q5_k_q8_k_blockwise_scalar),
-        (QuantKind::Q6K, dot_q6_k_q8_k_blockwise_scalar),
-    ] {
+    for (kind, twin) in K_TWINS {
         let blocks = fixture(&format!("{}.blocks", kind.name()));
         let (n, k) = (5, 256);
         let rb = kind.row_bytes(k);
