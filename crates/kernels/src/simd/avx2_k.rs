@@ -49,3 +49,49 @@ pub unsafe fn dot_k(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
 pub unsafe fn tile_k(kind: QuantKind, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [f32; 16]) {
     k_tile::tile_k(kind, w_rows, x_rows, out, |codes, xb| sub_sums(codes, xb))
 }
+
+/// (Σ u·x, Σ x) of one Q4_1 / Q5_0 / Q5_1 block (`kind`) against a Q8_0
+/// block: the codes u (nibble + 16 · fifth bit) in weight order in one
+/// register, `vpmaddubsw` against the activations and against ones.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn nibble_sums(kind: QuantKind, wb: &[u8], xb: &[u8]) -> (i32, i32) {
+    let (qs_at, qh_at) = match kind {
+        QuantKind::Q4_1 => (4, None),
+        QuantKind::Q5_0 => (6, Some(2)),
+        _ => (8, Some(4)),
+    };
+    let raw = _mm_loadu_si128(wb.as_ptr().add(qs_at) as *const __m128i);
+    let low4 = _mm_set1_epi8(0x0F);
+    let mut codes = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), low4), _mm_and_si128(raw, low4));
+    if let Some(at) = qh_at {
+        // byte i of the broadcast bits is qh's byte i / 8; its bit i % 8 marks weight i
+        let qh = (wb.as_ptr().add(at) as *const i32).read_unaligned();
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(qh),
+            _mm256_setr_epi64x(0, 0x0101_0101_0101_0101, 0x0202_0202_0202_0202, 0x0303_0303_0303_0303),
+        );
+        let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+        codes = _mm256_or_si256(codes, _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
+    }
+    let x = _mm256_loadu_si256(xb.as_ptr().add(2) as *const __m256i);
+    let ones16 = _mm256_set1_epi16(1);
+    let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(codes, x), ones16);
+    let x_sum = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), x), ones16);
+    // lanes 0-3 the dot product's partial sums, 4-7 the activation sum's
+    let both = _mm256_hadd_epi32(dot, x_sum);
+    let both = _mm_add_epi32(_mm256_castsi256_si128(both), _mm256_extracti128_si256::<1>(both));
+    let both = _mm_hadd_epi32(both, both);
+    (_mm_cvtsi128_si32(both), _mm_extract_epi32::<1>(both))
+}
+
+/// One Q4_1 / Q5_0 / Q5_1 row × one Q8_0 row on the grouped arithmetic
+/// (`quant::dot::dot_nibbles_grouped`), the block sums taken here.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot_nibbles(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
+    crate::quant::dot::dot_nibbles_grouped(kind, w, x, |wb, xb| nibble_sums(kind, wb, xb))
+}

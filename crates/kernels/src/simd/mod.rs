@@ -219,11 +219,11 @@ pub fn dequantize(kind: QuantKind, blocks: &[u8], out: &mut [f32]) -> bool {
     false
 }
 
-/// Whether Q4_1, Q5_0 and Q5_1 products run on integer tile kernels (AVX-512
-/// VNNI + VBMI); elsewhere they dequantize to the float path.
+/// Whether Q4_1, Q5_0 and Q5_1 products run on integer kernels (AVX-512
+/// VNNI tiles, AVX2, NEON); the scalar level dequantizes to the float path.
 pub fn nibble_tiles() -> bool {
     #[cfg(target_arch = "x86_64")]
-    return isa() == Isa::Avx512Vnni;
+    return isa() != Isa::Scalar;
     #[cfg(target_arch = "aarch64")]
     return isa() != Isa::Scalar;
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -231,8 +231,8 @@ pub fn nibble_tiles() -> bool {
 }
 
 /// One pair of Q4_1, Q5_0 or Q5_1 weights × Q8_0 activations on the tile
-/// kernels' grouped arithmetic: NEON where present, else the scalar twins
-/// (which the VNNI tiles equal bit for bit).
+/// kernels' grouped arithmetic: NEON or AVX2 where present, else the scalar
+/// twins; all give the VNNI tiles' bits.
 pub fn dot_nibbles(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
     #[cfg(target_arch = "aarch64")]
     if isa() != Isa::Scalar {
@@ -249,6 +249,11 @@ pub fn dot_nibbles(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
                 _ => dot::<Q5_1, false>(w, x),
             }
         };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa() != Isa::Scalar {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { avx2_k::dot_nibbles(kind, w, x) };
     }
     match kind {
         QuantKind::Q4_1 => crate::quant::dot::dot_q4_1_q8_0_grouped_scalar(w, x),
