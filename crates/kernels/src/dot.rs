@@ -83,6 +83,7 @@ fn block_dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// A 16-lane accumulator's lanes added in halves (8, 4, 2, 1): the order of
 /// every tile kernel's reduction.
+#[inline]
 pub fn sum_in_halves(mut acc: [f32; LANES]) -> f32 {
     let mut half = LANES / 2;
     while half > 0 {

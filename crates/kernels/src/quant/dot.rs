@@ -421,7 +421,8 @@ fn grouped_lanes(w: &[u8], x: &[u8], block_bytes: usize, step: impl Fn(&[u8], &[
     let table = f16_table();
     let blocks = w.len() / block_bytes;
     assert_eq!(x.len(), blocks * q8_0::BYTES, "activation blocks");
-    let zero_w = vec![0u8; block_bytes];
+    // the padding blocks (no block is longer than Q8_0's)
+    let zero_w = [0u8; q8_0::BYTES];
     let zero_x = [0u8; q8_0::BYTES];
     let mut acc = [0f32; Q4_0_GROUP];
     for g in 0..blocks.div_ceil(Q4_0_GROUP) {
@@ -433,7 +434,7 @@ fn grouped_lanes(w: &[u8], x: &[u8], block_bytes: usize, step: impl Fn(&[u8], &[
                     &x[block * q8_0::BYTES..(block + 1) * q8_0::BYTES],
                 )
             } else {
-                (&zero_w[..], &zero_x[..])
+                (&zero_w[..block_bytes], &zero_x[..])
             };
             let lane = q4_0_group_lane(b);
             acc[lane] = step(wb, xb, scale(table, wb) * scale(table, xb), acc[lane]);

@@ -7,7 +7,9 @@
 use std::arch::x86_64::*;
 
 use super::k_tile;
-use crate::quant::QuantKind;
+use crate::dot::sum_in_halves;
+use crate::quant::dot::{q4_0_group_lane, Q4_0_GROUP};
+use crate::quant::{f16_table, q8_0, QuantKind};
 
 /// The 16 sums Σ code·x over sub-blocks of 16 of one superblock.
 #[inline]
@@ -86,12 +88,40 @@ unsafe fn nibble_sums(kind: QuantKind, wb: &[u8], xb: &[u8]) -> (i32, i32) {
     (_mm_cvtsi128_si32(both), _mm_extract_epi32::<1>(both))
 }
 
-/// One Q4_1 / Q5_0 / Q5_1 row × one Q8_0 row on the grouped arithmetic
-/// (`quant::dot::dot_nibbles_grouped`), the block sums taken here.
+/// One Q4_1 / Q5_0 / Q5_1 row × one Q8_0 row on the grouped arithmetic of
+/// the twins (`quant::dot::dot_nibbles_grouped`), written out here so that
+/// every step compiles for this level (fused multiply-adds inline).
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn dot_nibbles(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
-    crate::quant::dot::dot_nibbles_grouped(kind, w, x, |wb, xb| nibble_sums(kind, wb, xb))
+    let table = f16_table();
+    let half = |p: &[u8]| table[u16::from_le_bytes([p[0], p[1]]) as usize];
+    let bytes = kind.block_bytes();
+    let blocks = w.len() / bytes;
+    assert_eq!(x.len(), blocks * q8_0::BYTES, "activation blocks");
+    let mut acc = [0f32; Q4_0_GROUP];
+    for g in 0..blocks.div_ceil(Q4_0_GROUP) {
+        for b in 0..Q4_0_GROUP {
+            let block = g * Q4_0_GROUP + b;
+            // blocks past the row's end: zero sums times zero scales, as the twin's padding
+            let (dot, x_sum, d, m) = if block < blocks {
+                let (wb, xb) = (&w[block * bytes..][..bytes], &x[block * q8_0::BYTES..][..q8_0::BYTES]);
+                let (dot, x_sum) = nibble_sums(kind, wb, xb);
+                let dx = half(xb);
+                (dot, x_sum, half(wb) * dx, half(&wb[2..]) * dx)
+            } else {
+                (0, 0, 0.0, 0.0)
+            };
+            let lane = &mut acc[q4_0_group_lane(b)];
+            if kind == QuantKind::Q5_0 {
+                *lane = ((dot - 16 * x_sum) as f32).mul_add(d, *lane);
+            } else {
+                *lane = (dot as f32).mul_add(d, *lane);
+                *lane = (x_sum as f32).mul_add(m, *lane);
+            }
+        }
+    }
+    sum_in_halves(acc)
 }

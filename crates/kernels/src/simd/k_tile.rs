@@ -12,19 +12,21 @@ use crate::quant::{f16_table, q3_k, q8_k, QuantKind};
 
 /// Codes of a Q4_K (`Q5` false) or Q5_K superblock in weight order.
 #[inline(always)]
-fn codes_q45(wb: &[u8], q5: bool) -> [u8; 256] {
+fn codes_q45<const Q5: bool>(wb: &[u8]) -> [u8; 256] {
     let mut codes = [0u8; 256];
-    let qs = if q5 { &wb[48..176] } else { &wb[16..144] };
+    let qs = if Q5 { &wb[48..176] } else { &wb[16..144] };
     for c in 0..4 {
         for l in 0..32 {
             codes[64 * c + l] = qs[32 * c + l] & 0xF;
             codes[64 * c + 32 + l] = qs[32 * c + l] >> 4;
         }
     }
-    if q5 {
+    if Q5 {
         for j in 0..8 {
-            for l in 0..32 {
-                codes[32 * j + l] |= ((wb[16 + l] >> j) & 1) << 4;
+            let run = &mut codes[32 * j..][..32];
+            let bit = 1u8 << j;
+            for (c, &h) in run.iter_mut().zip(&wb[16..48]) {
+                *c |= if h & bit != 0 { 16 } else { 0 };
             }
         }
     }
@@ -66,13 +68,21 @@ fn codes_q6(wb: &[u8]) -> [u8; 256] {
 #[inline(always)]
 fn codes(kind: QuantKind, wb: &[u8]) -> [u8; 256] {
     match kind {
-        QuantKind::Q4K | QuantKind::Q5K => codes_q45(wb, kind == QuantKind::Q5K),
+        QuantKind::Q4K => codes_q45::<false>(wb),
+        QuantKind::Q5K => codes_q45::<true>(wb),
         QuantKind::Q2K => codes_two_bit(&wb[16..80]),
         QuantKind::Q3K => {
+            // the third bits: bit 4n + j of hmask[l] for weight 128n + 32j + l
             let mut codes = codes_two_bit(&wb[32..96]);
-            for (e, c) in codes.iter_mut().enumerate() {
-                let (n, j, l) = (e / 128, e % 128 / 32, e % 32);
-                *c |= ((wb[l] >> (4 * n + j)) & 1) << 2;
+            for n in 0..2 {
+                for j in 0..4 {
+                    let run = &mut codes[128 * n + 32 * j..][..32];
+                    let bit = 1u8 << (4 * n + j);
+                    for (c, &h) in run.iter_mut().zip(&wb[..32]) {
+                        // a compare, not a shift by a variable: it vectorizes
+                        *c |= if h & bit != 0 { 4 } else { 0 };
+                    }
+                }
             }
             codes
         }
