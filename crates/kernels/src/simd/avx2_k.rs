@@ -31,6 +31,57 @@ unsafe fn sub_sums(codes: &[u8; 256], xb: &[u8]) -> [i32; 16] {
     out
 }
 
+/// The codes of a Q3_K or Q5_K superblock in weight order, 32 at a time
+/// (`k_tile::codes` for Q2_K).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn unpack(kind: QuantKind, wb: &[u8]) -> [u8; 256] {
+    let mut codes = [0u8; 256];
+    let base = codes.as_mut_ptr();
+    let out = |i: usize| base.add(32 * i) as *mut __m256i;
+    let load = |at: usize| _mm256_loadu_si256(wb.as_ptr().add(at) as *const __m256i);
+    // bytes of `v` whose bit `bit` is set, as `value`, else 0
+    let flag = |v: __m256i, bit: i8, value: i8| {
+        let b = _mm256_set1_epi8(bit);
+        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, b), b), _mm256_set1_epi8(value))
+    };
+    match kind {
+        QuantKind::Q5K => {
+            let (low4, qh) = (_mm256_set1_epi8(0x0F), load(16));
+            for c in 0..4 {
+                let q = load(48 + 32 * c);
+                let lo = _mm256_and_si256(q, low4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low4);
+                // sub-blocks 2c and 2c + 1: fifth bits 2c and 2c + 1 of qh
+                _mm256_storeu_si256(out(2 * c), _mm256_or_si256(lo, flag(qh, (1u8 << (2 * c)) as i8, 16)));
+                _mm256_storeu_si256(
+                    out(2 * c + 1),
+                    _mm256_or_si256(hi, flag(qh, (1u8 << (2 * c + 1)) as i8, 16)),
+                );
+            }
+        }
+        QuantKind::Q3K => {
+            let (three, hmask) = (_mm256_set1_epi8(3), load(0));
+            for n in 0..2 {
+                let q = load(32 + 32 * n);
+                let fields = [
+                    q,
+                    _mm256_srli_epi16::<2>(q),
+                    _mm256_srli_epi16::<4>(q),
+                    _mm256_srli_epi16::<6>(q),
+                ];
+                for (j, f) in fields.into_iter().enumerate() {
+                    let low = _mm256_and_si256(f, three);
+                    let high = flag(hmask, (1u8 << (4 * n + j)) as i8, 4);
+                    _mm256_storeu_si256(out(4 * n + j), _mm256_or_si256(low, high));
+                }
+            }
+        }
+        _ => return k_tile::codes(kind, wb),
+    }
+    codes
+}
+
 /// Σ w·x over a row of `kind` superblocks and Q8_K blocks.
 ///
 /// # Safety
@@ -49,7 +100,14 @@ pub unsafe fn dot_k(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
 /// The CPU must support AVX2.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn tile_k(kind: QuantKind, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [f32; 16]) {
-    k_tile::tile_k(kind, w_rows, x_rows, out, |codes, xb| sub_sums(codes, xb))
+    k_tile::tile_k(
+        kind,
+        w_rows,
+        x_rows,
+        out,
+        |kind, wb| unpack(kind, wb),
+        |codes, xb| sub_sums(codes, xb),
+    )
 }
 
 /// (Σ u·x, Σ x) of one Q4_1 / Q5_0 / Q5_1 block (`kind`) against a Q8_0

@@ -66,7 +66,7 @@ fn codes_q6(wb: &[u8]) -> [u8; 256] {
 
 /// The unsigned codes of one `kind` superblock in weight order.
 #[inline(always)]
-fn codes(kind: QuantKind, wb: &[u8]) -> [u8; 256] {
+pub(super) fn codes(kind: QuantKind, wb: &[u8]) -> [u8; 256] {
     match kind {
         QuantKind::Q4K => codes_q45::<false>(wb),
         QuantKind::Q5K => codes_q45::<true>(wb),
@@ -133,14 +133,16 @@ fn step(kind: QuantKind, table: &[f32; 65536], wb: &[u8], s: &[i32; 16], xb: &[u
 }
 
 /// Up to 4 × 4 (weight row, activation row) pairs, `out[r * 4 + c]`: each
-/// weight superblock is unpacked once for all activation rows, its 16
-/// sub-block sums with each activation block taken by `sub_sums`.
+/// weight superblock is unpacked once (`unpack`: [`codes`] or an
+/// instruction set's own) for all activation rows, its 16 sub-block sums
+/// with each activation block taken by `sub_sums`.
 #[inline(always)]
 pub(super) fn tile_k(
     kind: QuantKind,
     w_rows: &[&[u8]],
     x_rows: &[&[u8]],
     out: &mut [f32; 16],
+    unpack: impl Fn(QuantKind, &[u8]) -> [u8; 256],
     sub_sums: impl Fn(&[u8; 256], &[u8]) -> [i32; 16],
 ) {
     let table = f16_table();
@@ -152,7 +154,7 @@ pub(super) fn tile_k(
         assert_eq!(w.len(), w_rows[0].len(), "weight rows");
         let mut acc = [0f32; 4];
         for (b, wb) in w.chunks_exact(bytes).enumerate() {
-            let codes = codes(kind, wb);
+            let codes = unpack(kind, wb);
             for (c, x) in x_rows.iter().enumerate() {
                 let xb = &x[b * q8_k::BYTES..(b + 1) * q8_k::BYTES];
                 acc[c] = step(kind, table, wb, &sub_sums(&codes, xb), xb, acc[c]);

@@ -37,5 +37,7 @@ pub unsafe fn dot_k<const DOT: bool>(kind: QuantKind, w: &[u8], x: &[u8]) -> f32
 /// With `DOT`, the CPU must support dotprod.
 #[target_feature(enable = "neon")]
 pub unsafe fn tile_k<const DOT: bool>(kind: QuantKind, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [f32; 16]) {
-    k_tile::tile_k(kind, w_rows, x_rows, out, |codes, xb| sub_sums::<DOT>(codes, xb))
+    k_tile::tile_k(kind, w_rows, x_rows, out, k_tile::codes, |codes, xb| {
+        sub_sums::<DOT>(codes, xb)
+    })
 }
