@@ -1,7 +1,7 @@
-//! The float path of [`crate::matmul`] on AVX-512: weights that have no
-//! integer kernel (f32, f16, bf16, and the block types without one,
-//! dequantized) times f32 activations, in cache tiles around
-//! [`crate::simd::float_tile::block`].
+//! The float path of [`crate::matmul`] on AVX-512: f32, f16 and bf16
+//! weights (and block types, dequantized, should one ever lack an integer
+//! kernel on this level; none does now) times f32 activations, in cache
+//! tiles around [`crate::simd::float_tile::block`].
 //!
 //! Each task owns a range of weight rows, walked in tiles that stay in L2.
 //! Within a tile, activations go by groups of 6 rows and blocks of

@@ -5,7 +5,7 @@
 
 use crate::dot::sum_in_halves;
 
-use super::{f16_table, q2_k, q3_k, q4_0, q4_k, q5_0, q5_k, q6_k, q8_0, q8_k, scale_min_k4, QuantKind};
+use super::{f16_table, q2_k, q3_k, q4_0, q4_k, q5_k, q6_k, q8_0, q8_k, scale_min_k4, QuantKind};
 
 /// The f16 scale at the start of a block (table fetched once per row).
 #[inline]
@@ -334,7 +334,7 @@ pub fn dot_q8_0_q8_0_grouped_scalar(w: &[u8], x: &[u8]) -> f32 {
 /// Scalar twin of the Q5_0 tile kernels: Q4_0's steps with the 5-bit
 /// codes u (nibble, and bit j of `qh` for weight j) and offset 16.
 pub fn dot_q5_0_q8_0_grouped_scalar(w: &[u8], x: &[u8]) -> f32 {
-    dot_nibbles_grouped(QuantKind::Q5_0, w, x, nibble_sums_scalar(QuantKind::Q5_0))
+    nibbles_grouped_scalar(QuantKind::Q5_0, w, x)
 }
 
 /// Scalar twin of the Q4_1 tile kernels: per block the exact Σ u·x (u the
@@ -342,49 +342,32 @@ pub fn dot_q5_0_q8_0_grouped_scalar(w: &[u8], x: &[u8]) -> f32 {
 /// `acc = fma(Σ x, m·dx, acc)` into the block's group lane; lanes added in
 /// halves.
 pub fn dot_q4_1_q8_0_grouped_scalar(w: &[u8], x: &[u8]) -> f32 {
-    dot_nibbles_grouped(QuantKind::Q4_1, w, x, nibble_sums_scalar(QuantKind::Q4_1))
+    nibbles_grouped_scalar(QuantKind::Q4_1, w, x)
 }
 
 /// Scalar twin of the Q5_1 tile kernels: Q4_1's steps with 5-bit codes.
 pub fn dot_q5_1_q8_0_grouped_scalar(w: &[u8], x: &[u8]) -> f32 {
-    dot_nibbles_grouped(QuantKind::Q5_1, w, x, nibble_sums_scalar(QuantKind::Q5_1))
+    nibbles_grouped_scalar(QuantKind::Q5_1, w, x)
 }
 
 /// The grouped arithmetic of Q4_1, Q5_0 and Q5_1 (`kind`) from each block's
-/// exact (Σ u·x, Σ x), u the unsigned codes, as `block_sums` gives them: the
-/// scalar twins pass scalar sums, the AVX2 kernel its own, with the same
-/// float steps inlined around them.
-#[inline(always)]
-pub fn dot_nibbles_grouped(
-    kind: QuantKind,
-    w: &[u8],
-    x: &[u8],
-    block_sums: impl Fn(&[u8], &[u8]) -> (i32, i32),
-) -> f32 {
+/// exact Σ u·x and Σ x (u the unsigned codes): Q5_0 takes Σ (u − 16)·x,
+/// the types with a minimum add Σ x · m·dx as a second fused multiply-add.
+fn nibbles_grouped_scalar(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
     let table = f16_table();
-    match kind {
-        QuantKind::Q5_0 => grouped_lanes(w, x, q5_0::BYTES, |wb, xb, d, lane| {
-            let (dot, x_sum) = block_sums(wb, xb);
-            ((dot - 16 * x_sum) as f32).mul_add(d, lane)
-        }),
-        _ => grouped_lanes(w, x, kind.block_bytes(), |wb, xb, d, lane| {
-            let (dot, x_sum) = block_sums(wb, xb);
-            let lane = (dot as f32).mul_add(d, lane);
-            (x_sum as f32).mul_add(scale(table, &wb[2..]) * scale(table, xb), lane)
-        }),
-    }
-}
-
-/// (Σ u·x, Σ x) of one Q4_1 / Q5_0 / Q5_1 block in scalar steps.
-fn nibble_sums_scalar(kind: QuantKind) -> impl Fn(&[u8], &[u8]) -> (i32, i32) {
-    move |wb: &[u8], xb: &[u8]| {
-        let dot = match kind {
-            QuantKind::Q4_1 => five_bit_sum(&wb[4..20], 0, xb),
-            QuantKind::Q5_0 => five_bit_sum(&wb[6..22], u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]), xb),
-            _ => five_bit_sum(&wb[8..24], u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]), xb),
+    grouped_lanes(w, x, kind.block_bytes(), |wb, xb, d, lane| {
+        let (qs, qh) = match kind {
+            QuantKind::Q4_1 => (&wb[4..20], 0),
+            QuantKind::Q5_0 => (&wb[6..22], u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]])),
+            _ => (&wb[8..24], u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]])),
         };
-        (dot, activation_sum(xb))
-    }
+        let (dot, x_sum) = (five_bit_sum(qs, qh, xb), activation_sum(xb));
+        if kind == QuantKind::Q5_0 {
+            return ((dot - 16 * x_sum) as f32).mul_add(d, lane);
+        }
+        let lane = (dot as f32).mul_add(d, lane);
+        (x_sum as f32).mul_add(scale(table, &wb[2..]) * scale(table, xb), lane)
+    })
 }
 
 /// Σ u·x over a block whose 16 nibble bytes are `qs` (weights 0-15 low,
@@ -416,7 +399,6 @@ fn grouped_scalar(w: &[u8], x: &[u8], block_bytes: usize, block_sum: impl Fn(&[u
 /// The 16 group lanes over a row: `step(wb, xb, d_w·d_x, lane)` for each
 /// block; a row's last group is padded with blocks whose every step
 /// multiplies zero by zero.
-#[inline(always)]
 fn grouped_lanes(w: &[u8], x: &[u8], block_bytes: usize, step: impl Fn(&[u8], &[u8], f32, f32) -> f32) -> f32 {
     let table = f16_table();
     let blocks = w.len() / block_bytes;

@@ -82,17 +82,6 @@ unsafe fn unpack(kind: QuantKind, wb: &[u8]) -> [u8; 256] {
     codes
 }
 
-/// Σ w·x over a row of `kind` superblocks and Q8_K blocks.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn dot_k(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
-    let mut out = [0f32; 16];
-    tile_k(kind, &[w], &[x], &mut out);
-    out[0]
-}
-
 /// Up to 4 × 4 (weight row, activation row) pairs, `out[r * 4 + c]`
 /// (`k_tile::tile_k`).
 ///
@@ -147,8 +136,9 @@ unsafe fn nibble_sums(kind: QuantKind, wb: &[u8], xb: &[u8]) -> (i32, i32) {
 }
 
 /// One Q4_1 / Q5_0 / Q5_1 row × one Q8_0 row on the grouped arithmetic of
-/// the twins (`quant::dot::dot_nibbles_grouped`), written out here so that
-/// every step compiles for this level (fused multiply-adds inline).
+/// the twins (`quant::dot::dot_q4_1_q8_0_grouped_scalar` and the others),
+/// written out here so that every step compiles for this level (fused
+/// multiply-adds inline).
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.

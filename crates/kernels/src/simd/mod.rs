@@ -15,8 +15,8 @@ pub enum Isa {
     #[cfg(target_arch = "x86_64")]
     Avx2,
     /// AVX2 plus AVX-512 with VNNI and VBMI (Ice Lake, Sapphire Rapids,
-    /// Zen 4 and later) for the Q4_0/Q8_0 tile kernels; the other kernels
-    /// are AVX2's.
+    /// Zen 4 and later): tile kernels for every quant type and for float
+    /// weights (and AMX for prompts where `amx()` says so).
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
     /// aarch64 NEON (every aarch64 CPU has it).
@@ -26,7 +26,8 @@ pub enum Isa {
     #[cfg(target_arch = "aarch64")]
     NeonDotprod,
     /// SDOT plus the int8 matrix multiply (i8mm: SMMLA), ARMv8.6 and later
-    /// (and many ARMv8.2 phone cores): 2 × 2 tiles of Q4_0 / Q8_0 products.
+    /// (and many ARMv8.2 phone cores): 2 × 2 tiles of the 32-weight types'
+    /// products.
     #[cfg(target_arch = "aarch64")]
     NeonI8mm,
 }
@@ -122,20 +123,6 @@ pub fn dot_q4_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
     dot_via_tile(QuantKind::Q4K, w, x, dot_q4_k_q8_k_blockwise_scalar)
 }
 
-/// A K-quant row on the NEON kernel (`neon_k`), with SDOT where present.
-#[cfg(target_arch = "aarch64")]
-fn neon_dot_k(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
-    // SAFETY: NEON is part of aarch64; SDOT only on the dotprod level,
-    // detected at run time.
-    unsafe {
-        if isa() != Isa::Neon {
-            neon_k::dot_k::<true>(kind, w, x)
-        } else {
-            neon_k::dot_k::<false>(kind, w, x)
-        }
-    }
-}
-
 /// Q5_K × Q8_K: the VNNI tile kernel for one pair, the AVX2 or NEON kernel,
 /// or the blockwise scalar twin, all the same bits.
 pub fn dot_q5_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
@@ -152,24 +139,18 @@ pub fn dot_q3_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
     dot_via_tile(QuantKind::Q3K, w, x, dot_q3_k_q8_k_blockwise_scalar)
 }
 
-/// One pair on `kind`'s VNNI tile kernel, else the AVX2 or NEON K-quant
-/// kernel, else its blockwise scalar `twin`: the same bits on every level.
+/// One pair of a K-quant `kind` on the tile kernel this level has for it
+/// (a 1 × 1 tile: VNNI, AVX2 for Q2_K / Q3_K / Q5_K, NEON), else its
+/// blockwise scalar `twin`: the same bits on every level. (Q4_K and Q6_K
+/// on AVX2 alone never come here: that level keeps its own kernels, so
+/// [`dot_tile`] never falls back to this function for a K-quant.)
 fn dot_via_tile(kind: QuantKind, w: &[u8], x: &[u8], twin: impl Fn(&[u8], &[u8]) -> f32) -> f32 {
-    match isa() {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => {
-            let mut out = [0f32; 16];
-            dot_tile(kind, &[w], &[x], &mut out);
-            out[0]
-        }
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX2 and FMA were detected at run time.
-        Isa::Avx2 => unsafe { avx2_k::dot_k(kind, w, x) },
-        #[cfg(target_arch = "aarch64")]
-        Isa::Neon | Isa::NeonDotprod | Isa::NeonI8mm => neon_dot_k(kind, w, x),
-        #[allow(unreachable_patterns)]
-        _ => twin(w, x),
+    if isa() == Isa::Scalar {
+        return twin(w, x);
     }
+    let mut out = [0f32; 16];
+    dot_tile(kind, &[w], &[x], &mut out);
+    out[0]
 }
 
 /// Q6_K × Q8_K, as [`dot_q4_k_q8_k`] (AVX2 alone: twin `dot_q6_k_q8_k_scalar`).
@@ -222,12 +203,7 @@ pub fn dequantize(kind: QuantKind, blocks: &[u8], out: &mut [f32]) -> bool {
 /// Whether Q4_1, Q5_0 and Q5_1 products run on integer kernels (AVX-512
 /// VNNI tiles, AVX2, NEON); the scalar level dequantizes to the float path.
 pub fn nibble_tiles() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return isa() != Isa::Scalar;
-    #[cfg(target_arch = "aarch64")]
-    return isa() != Isa::Scalar;
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    false
+    isa() != Isa::Scalar
 }
 
 /// One pair of Q4_1, Q5_0 or Q5_1 weights × Q8_0 activations on the tile
@@ -262,8 +238,9 @@ pub fn dot_nibbles(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
     }
 }
 
-/// Whether Q4_0 products with many tokens run on AMX tiles (`simd::amx`;
-/// Sapphire Rapids and later, with the VNNI kernels' arithmetic bit for bit).
+/// Whether products with many tokens run on AMX tiles (`simd::amx`,
+/// `simd::amx_k`; Sapphire Rapids and later, with the VNNI kernels'
+/// arithmetic bit for bit).
 /// `PHI3_ISA=vnni` leaves AMX out, as the lesser levels do.
 pub fn amx() -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -19,17 +19,6 @@ unsafe fn sub_sums<const DOT: bool>(codes: &[u8; 256], xb: &[u8]) -> [i32; 16] {
     })
 }
 
-/// Σ w·x over a row of `kind` (Q2_K..Q6_K) superblocks and Q8_K blocks.
-///
-/// # Safety
-/// With `DOT`, the CPU must support dotprod.
-#[target_feature(enable = "neon")]
-pub unsafe fn dot_k<const DOT: bool>(kind: QuantKind, w: &[u8], x: &[u8]) -> f32 {
-    let mut out = [0f32; 16];
-    tile_k::<DOT>(kind, &[w], &[x], &mut out);
-    out[0]
-}
-
 /// Up to 4 × 4 (weight row, activation row) pairs, `out[r * 4 + c]`
 /// (`k_tile::tile_k`).
 ///
