@@ -203,7 +203,59 @@ unsafe fn block_shapes<W: FloatWeight>(
     }
 }
 
+/// f16 (`W_PARTS` = 2) or bf16 (1) weights × f32 activations on AMX-BF16
+/// (`simd::amx_bf16`): the tokens split into bf16 parts once (tiles of 16
+/// shared out over the pool), then ranges of 16-row panels shared out.
+pub(crate) fn matmul_amx_bf16<T: FloatWeight + Sync, const W_PARTS: usize>(
+    w: &[T],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    t: usize,
+    out: &mut [f32],
+) {
+    use crate::simd::amx::TILE;
+    use crate::simd::amx_bf16;
+    let pool = crate::pool::global();
+    let mut tokens = AMX_BF16_TOKENS.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    tokens.resize(amx_bf16::prepared_bytes(t, k));
+    let per_tile = amx_bf16::prepared_bytes(TILE, k);
+    let tokens_ptr = SendPtr(tokens.as_mut_slice().as_mut_ptr());
+    pool.run(t.div_ceil(TILE), &|tile| {
+        // SAFETY: each task writes its own tile's bytes of `tokens`, which
+        // outlives the pool run.
+        let part = unsafe { std::slice::from_raw_parts_mut(tokens_ptr.get().add(tile * per_tile), per_tile) };
+        amx_bf16::prepare_tile(x, t, k, tile, part);
+    });
+    let panels = n.div_ceil(TILE);
+    let tasks = (pool.threads() * 2).min(panels);
+    let chunk = panels.div_ceil(tasks.max(1));
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let prepared = tokens.as_slice();
+    pool.run(tasks, &|task| {
+        let rows = (task * chunk * TILE).min(n)..((task + 1) * chunk * TILE).min(n);
+        if rows.is_empty() {
+            return;
+        }
+        AMX_BF16_PANELS.with(|buf| {
+            // SAFETY: `simd::amx_bf16()` found AMX-BF16 usable on a CPU with
+            // the VNNI level's AVX-512; tasks own disjoint rows, and `out`
+            // (t · n floats) outlives the pool run.
+            unsafe {
+                amx_bf16::product_rows::<T, W_PARTS>(w, n, k, rows, prepared, t, out_ptr.get(), &mut buf.borrow_mut())
+            }
+        });
+    });
+    AMX_BF16_TOKENS.with(|p| *p.borrow_mut() = tokens);
+}
+
 thread_local! {
     /// Per-thread buffer for a tile of widened weights.
     static WIDENED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per-thread buffer for the tokens of an AMX-BF16 product.
+    static AMX_BF16_TOKENS: std::cell::RefCell<crate::simd::amx::AlignedBytes> =
+        std::cell::RefCell::new(crate::simd::amx::AlignedBytes::default());
+    /// Per-thread converted weight panels of the AMX-BF16 kernel.
+    static AMX_BF16_PANELS: std::cell::RefCell<crate::simd::amx_bf16::PanelBuffers> =
+        std::cell::RefCell::new(Default::default());
 }

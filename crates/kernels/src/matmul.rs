@@ -67,6 +67,14 @@ pub fn matmul(w: WeightRef, n: usize, k: usize, x: &[f32], t: usize, out: &mut [
         }
     }
     #[cfg(target_arch = "x86_64")]
+    if t >= crate::simd::AMX_BF16_MIN_TOKENS && crate::simd::amx_bf16() {
+        match w {
+            WeightRef::F16(w) => return crate::float_matmul::matmul_amx_bf16::<f16, 2>(w, n, k, x, t, out),
+            WeightRef::BF16(w) => return crate::float_matmul::matmul_amx_bf16::<bf16, 1>(w, n, k, x, t, out),
+            _ => {}
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
     if crate::simd::isa() == crate::simd::Isa::Avx512Vnni {
         return crate::float_matmul::matmul_tiles(w, n, k, x, t, out);
     }

@@ -511,7 +511,8 @@ fn product_equals_twin(
 /// integer kernel, Q4_1 dequantized) against `dot_f32_scalar` of the widened
 /// rows, bit for bit, for 1 to 14 tokens and 20 (partial 6-token groups),
 /// partial 4-row groups, and inner sizes with a tail, one block, a partial
-/// second block and several blocks.
+/// second block and several blocks. (f16 and bf16 products of 16 tokens or
+/// more on AMX-BF16 are held to a bound instead: the next test.)
 #[test]
 fn float_products_equal_the_scalar_twin_for_every_batch_size() {
     use half::{bf16, f16};
@@ -537,6 +538,12 @@ fn float_products_equal_the_scalar_twin_for_every_batch_size() {
         for t in (1..=14).chain([20]) {
             let x: Vec<f32> = (0..t * k).map(|_| rng.f32()).collect();
             for (name, w) in &weights {
+                let on_amx_bf16 = matches!(w, WeightRef::F16(_) | WeightRef::BF16(_))
+                    && t >= phi3_kernels::simd::AMX_BF16_MIN_TOKENS
+                    && phi3_kernels::simd::amx_bf16();
+                if on_amx_bf16 {
+                    continue;
+                }
                 let mut out = vec![0f32; t * n];
                 matmul(*w, n, k, &x, t, &mut out);
                 let mut row = vec![0f32; k];
@@ -552,6 +559,59 @@ fn float_products_equal_the_scalar_twin_for_every_batch_size() {
                         );
                         assert_eq!(dot_f32(xi, row).to_bits(), want.to_bits(), "dot_f32 k={k}");
                     }
+                }
+            }
+        }
+    }
+}
+
+/// f16 and bf16 products on AMX-BF16 (prompts of 16 tokens or more, where
+/// the CPU has it): every part product is exact, so each result must lie
+/// within `(k/32 + 4) · 2⁻²⁴ · Σ|w·x|` of the exact sum (f64). Dropping any
+/// part of a weight or an activation (errors of 2⁻⁸ to 2⁻¹⁵ of Σ|w·x|) is
+/// far outside that. Shapes: partial panels and token tiles, odd pairs of
+/// each, an inner size with a partial step, and one over a chunk of 1024.
+#[test]
+fn amx_bf16_products_lie_within_their_bound_of_the_exact_sum() {
+    use half::{bf16, f16};
+    use phi3_kernels::matmul::{matmul, WeightRef};
+    if !phi3_kernels::simd::amx_bf16() {
+        eprintln!("no AMX-BF16 here: f16/bf16 prompts take the exact f32 tiles (tested above)");
+        return;
+    }
+    let mut rng = Lcg(43);
+    for (n, k, t) in [
+        (16usize, 64usize, 16usize),
+        (33, 100, 17),
+        (40, 20, 40),
+        (5, 1100, 33),
+        (70, 300, 64),
+    ] {
+        let w32: Vec<f32> = (0..n * k).map(|_| rng.f32() * 0.3).collect();
+        // activations of mixed magnitude, so their low parts matter
+        let x: Vec<f32> = (0..t * k)
+            .map(|i| rng.f32() * if i % 3 == 0 { 3.0 } else { 0.01 })
+            .collect();
+        let w16: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
+        let wb16: Vec<bf16> = w32.iter().map(|&v| bf16::from_f32(v)).collect();
+        for (name, w) in [("f16", WeightRef::F16(&w16)), ("bf16", WeightRef::BF16(&wb16))] {
+            let mut out = vec![0f32; t * n];
+            matmul(w, n, k, &x, t, &mut out);
+            let mut row = vec![0f32; k];
+            for j in 0..n {
+                let row = w.row(j, k, &mut row);
+                for i in 0..t {
+                    let (mut exact, mut magnitude) = (0f64, 0f64);
+                    for (&a, &b) in x[i * k..(i + 1) * k].iter().zip(row) {
+                        exact += a as f64 * b as f64;
+                        magnitude += (a as f64 * b as f64).abs();
+                    }
+                    let bound = (k.div_ceil(32) + 4) as f64 * 2f64.powi(-24) * magnitude;
+                    let got = out[i * n + j] as f64;
+                    assert!(
+                        (got - exact).abs() <= bound,
+                        "{name} n={n} k={k} t={t} ({i}, {j}): {got} vs exact {exact} (bound {bound:e})"
+                    );
                 }
             }
         }

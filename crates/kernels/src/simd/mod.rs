@@ -254,6 +254,24 @@ pub fn amx() -> bool {
     false
 }
 
+/// Whether prompts over f16 and bf16 weights run on AMX-BF16 tiles
+/// (`simd::amx_bf16`: exact part products, accumulation held to a bound).
+/// Off wherever [`amx`] is (`PHI3_ISA=vnni` included); used from
+/// [`AMX_BF16_MIN_TOKENS`] tokens on.
+pub fn amx_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AMX_BF16: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AMX_BF16.get_or_init(|| amx() && amx_bf16::available())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Tokens from which f16 and bf16 products run on AMX-BF16 where present
+/// (fewer run on the exact f32 tiles, which read the weights as stored).
+pub const AMX_BF16_MIN_TOKENS: usize = 16;
+
 /// Activation rows prepared for [`dot_tile_q8_0`]: each Q8_0 row turned
 /// once per matrix product into what the tile kernels of this CPU load
 /// (with VNNI: groups of 16 blocks, their halves gathered by quarter, with
@@ -446,6 +464,8 @@ macro_rules! tile_shapes {
 mod act_quant;
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
+#[cfg(target_arch = "x86_64")]
+pub mod amx_bf16;
 #[cfg(target_arch = "x86_64")]
 pub mod amx_k;
 #[cfg(target_arch = "x86_64")]
