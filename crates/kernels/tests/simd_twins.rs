@@ -566,7 +566,8 @@ fn float_products_equal_the_scalar_twin_for_every_batch_size() {
 }
 
 /// f16 and bf16 products on AMX-BF16 (prompts of 16 tokens or more, where
-/// the CPU has it): every part product is exact, so each result must lie
+/// the CPU has it): every part product is exact (but the one below 2⁻²¹
+/// of its product, left out), so each result must lie
 /// within `(k/32 + 4) · 2⁻²⁴ · Σ|w·x|` of the exact sum (f64). Dropping any
 /// part of a weight or an activation (errors of 2⁻⁸ to 2⁻¹⁵ of Σ|w·x|) is
 /// far outside that. Shapes: partial panels and token tiles, odd pairs of

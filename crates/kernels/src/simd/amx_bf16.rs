@@ -2,12 +2,15 @@
 //! units' peak caps exact f32 products at ~0.23 TFLOP/s on two cores, while
 //! the tile unit multiplies bf16 pairs several times faster.
 //!
-//! No product is rounded: each f16 weight is split into two bf16 parts
-//! (`hi` = its top 8 significant bits, `lo` = the other 3; a bf16 weight is
-//! its own `hi`), each f32 activation into three (8 + 8 + 8 significant
-//! bits), and a bf16 × bf16 product is exact in f32. So Σ w·x is the sum of
-//! the 6 (bf16: 3) exact part products, and only the accumulation differs
-//! from the f32 kernels: the tile unit adds inside each 32-pair step in an
+//! Each f16 weight is split exactly into two bf16 parts (`hi` = its top 8
+//! significant bits, `lo` = the other 3; a bf16 weight is its own `hi`),
+//! each f32 activation into three (`p0 + p1 + p2`, 8 + 8 + 8 significant
+//! bits), and a bf16 × bf16 product is exact in f32. Σ w·x is taken as the
+//! sum of the exact part products but `lo · p2`, which is below 2⁻²¹ of
+//! `w·x` (typically 2⁻²⁵, under an f32 product's own rounding of 2⁻²⁴) and
+//! would cost a sixth tile product for nothing: 5 products per step (bf16:
+//! 3). Beyond that only the accumulation differs from the f32 kernels: the
+//! tile unit adds inside each 32-pair step in an
 //! order of its own (measured here: no sequential f32 order reproduces it),
 //! with subnormal parts flushed. The result is therefore held to a bound,
 //! not to bits (tests: within `(k/32 + 4) · 2⁻²⁴ · Σ|w·x|` of the exact
@@ -19,7 +22,7 @@
 //! activation part of 16 tokens in pairs, `B[kk][2·token + e]` = part of
 //! `x[token][2·kk + e]`; `C[row][token]` f32 accumulates over all of k.
 //! One panel of 16 rows and two token tiles take four C tiles: the leading
-//! products (`hi · p0`) of each token tile in one, the five smaller ones
+//! products (`hi · p0`) of each token tile in one, the four smaller ones
 //! (at most 2⁻⁷ of those) in another, added once at the end, so the tile
 //! unit's own rounding falls mostly on small sums; with two A tiles (`hi`,
 //! `lo`) and two B tiles that is all eight tile registers.
@@ -278,12 +281,11 @@ unsafe fn four_tiles<const W_PARTS: usize>(a: *const u8, b: [*const u8; 2], step
                 "tdpbf16ps tmm3, tmm4, tmm7",
                 "tdpbf16ps tmm2, tmm5, tmm6",
                 "tdpbf16ps tmm3, tmm5, tmm7",
+                // lo · p2 (below 2⁻²¹ of w·x, typically 2⁻²⁵) is left out
                 "tileloadd tmm6, [{b0} + {stride} + 2048]",
                 "tileloadd tmm7, [{b1} + {stride} + 2048]",
                 "tdpbf16ps tmm2, tmm4, tmm6",
                 "tdpbf16ps tmm3, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
                 a = in(reg) a,
                 b0 = in(reg) b[0],
                 b1 = in(reg) b[1],

@@ -255,7 +255,7 @@ pub fn amx() -> bool {
 }
 
 /// Whether prompts over f16 and bf16 weights run on AMX-BF16 tiles
-/// (`simd::amx_bf16`: exact part products, accumulation held to a bound).
+/// (`simd::amx_bf16`: exact bf16 part products, the result held to a bound).
 /// Off wherever [`amx`] is (`PHI3_ISA=vnni` included); used from
 /// [`AMX_BF16_MIN_TOKENS`] tokens on.
 pub fn amx_bf16() -> bool {
