@@ -100,6 +100,15 @@ struct TileConfig {
 /// # Safety
 /// [`available`] must have returned true.
 pub(super) unsafe fn configure(k: u8) {
+    load_tile_config(&[(16, 64), (16, k as u16), (k / 4, 64)].repeat(2));
+}
+
+/// Loads a tile configuration (palette 1) on this thread: tile `t` gets
+/// `shapes[t]` = (rows, bytes per row), the rest none.
+///
+/// # Safety
+/// [`available`] must have returned true.
+pub(super) unsafe fn load_tile_config(shapes: &[(u8, u16)]) {
     let mut cfg = TileConfig {
         palette: 1,
         start_row: 0,
@@ -107,11 +116,7 @@ pub(super) unsafe fn configure(k: u8) {
         colsb: [0; 16],
         rows: [0; 16],
     };
-    for (t, (rows, colsb)) in [(16, 64), (16, k as u16), (k / 4, 64)]
-        .repeat(2)
-        .into_iter()
-        .enumerate()
-    {
+    for (t, &(rows, colsb)) in shapes.iter().enumerate() {
         cfg.rows[t] = rows;
         cfg.colsb[t] = colsb;
     }

@@ -209,29 +209,9 @@ unsafe fn convert_panel<T: FloatWeight, const W_PARTS: usize>(
     }
 }
 
-/// Tile configuration: eight tiles of 16 rows × 64 bytes.
-#[repr(C, align(64))]
-struct TileConfig {
-    palette: u8,
-    start_row: u8,
-    reserved: [u8; 14],
-    colsb: [u16; 16],
-    rows: [u8; 16],
-}
-
+/// Eight tiles of 16 rows × 64 bytes.
 unsafe fn configure() {
-    let mut cfg = TileConfig {
-        palette: 1,
-        start_row: 0,
-        reserved: [0; 14],
-        colsb: [0; 16],
-        rows: [0; 16],
-    };
-    for t in 0..8 {
-        cfg.rows[t] = 16;
-        cfg.colsb[t] = 64;
-    }
-    asm!("ldtilecfg [{}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly));
+    super::amx::load_tile_config(&[(16, 64); 8]);
 }
 
 /// The four C tiles of one panel and two token tiles (`tmm0`, `tmm1`: the
@@ -264,55 +244,42 @@ unsafe fn four_tiles<const W_PARTS: usize>(a: *const u8, b: [*const u8; 2], step
     }
     for s in 0..steps {
         let a = a.add(s * W_PARTS * TILE_BYTES);
-        let b = b.map(|b| b.add(s * X_PARTS * TILE_BYTES));
+        asm!("tileloadd tmm4, [{a} + {stride}]", a = in(reg) a, stride = in(reg) 64usize, options(nostack, readonly));
         if W_PARTS == 2 {
+            asm!("tileloadd tmm5, [{a} + {stride}]", a = in(reg) a.add(TILE_BYTES), stride = in(reg) 64usize, options(nostack, readonly));
+        }
+        for p in 0..X_PARTS {
+            let at = (s * X_PARTS + p) * TILE_BYTES;
             asm!(
-                "tileloadd tmm4, [{a} + {stride}]",
-                "tileloadd tmm5, [{a} + {stride} + 1024]",
                 "tileloadd tmm6, [{b0} + {stride}]",
                 "tileloadd tmm7, [{b1} + {stride}]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                "tileloadd tmm6, [{b0} + {stride} + 1024]",
-                "tileloadd tmm7, [{b1} + {stride} + 1024]",
-                "tdpbf16ps tmm2, tmm4, tmm6",
-                "tdpbf16ps tmm3, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                // lo · p2 (below 2⁻²¹ of w·x, typically 2⁻²⁵) is left out
-                "tileloadd tmm6, [{b0} + {stride} + 2048]",
-                "tileloadd tmm7, [{b1} + {stride} + 2048]",
-                "tdpbf16ps tmm2, tmm4, tmm6",
-                "tdpbf16ps tmm3, tmm4, tmm7",
-                a = in(reg) a,
-                b0 = in(reg) b[0],
-                b1 = in(reg) b[1],
+                b0 = in(reg) b[0].add(at),
+                b1 = in(reg) b[1].add(at),
                 stride = in(reg) 64usize,
                 options(nostack, readonly),
             );
-        } else {
-            asm!(
-                "tileloadd tmm4, [{a} + {stride}]",
-                "tileloadd tmm6, [{b0} + {stride}]",
-                "tileloadd tmm7, [{b1} + {stride}]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tileloadd tmm6, [{b0} + {stride} + 1024]",
-                "tileloadd tmm7, [{b1} + {stride} + 1024]",
-                "tdpbf16ps tmm2, tmm4, tmm6",
-                "tdpbf16ps tmm3, tmm4, tmm7",
-                "tileloadd tmm6, [{b0} + {stride} + 2048]",
-                "tileloadd tmm7, [{b1} + {stride} + 2048]",
-                "tdpbf16ps tmm2, tmm4, tmm6",
-                "tdpbf16ps tmm3, tmm4, tmm7",
-                a = in(reg) a,
-                b0 = in(reg) b[0],
-                b1 = in(reg) b[1],
-                stride = in(reg) 64usize,
-                options(nostack, readonly),
-            );
+            // hi · p0 into the leading tiles, every other product into the small ones
+            if p == 0 {
+                asm!(
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    options(nostack, nomem)
+                );
+            } else {
+                asm!(
+                    "tdpbf16ps tmm2, tmm4, tmm6",
+                    "tdpbf16ps tmm3, tmm4, tmm7",
+                    options(nostack, nomem)
+                );
+            }
+            // lo · p2 (below 2⁻²¹ of w·x, typically 2⁻²⁵) is left out
+            if W_PARTS == 2 && p < 2 {
+                asm!(
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    options(nostack, nomem)
+                );
+            }
         }
     }
     asm!(
