@@ -169,21 +169,18 @@ fn push_scores(q: &[f32], seg: &KvSegment, scale: f32, scores: &mut Vec<f32>, bu
             KvRows::F32(k) => {
                 assert!(end <= k.len(), "key rows");
                 let rows = k[seg.offset..].as_ptr() as *const u8;
-                return unsafe { rows_x86::scores::<false>(q, rows, seg.stride, scale, out) };
+                return unsafe { rows_x86::scores::<{ rows_x86::F32 }>(q, rows, seg.stride, scale, out) };
             }
             KvRows::F16(k) => {
                 assert!(end <= k.len(), "key rows");
                 let rows = k[seg.offset..].as_ptr() as *const u8;
-                return unsafe { rows_x86::scores::<true>(q, rows, seg.stride, scale, out) };
+                return unsafe { rows_x86::scores::<{ rows_x86::F16 }>(q, rows, seg.stride, scale, out) };
             }
-            KvRows::Q8_0(_) => {
-                // widened one row at a time, then the same arithmetic as f32 rows
-                for (r, o) in out.iter_mut().enumerate() {
-                    let key = seg.keys.get(r * seg.stride + seg.offset, dim, buf);
-                    // SAFETY: as above; `key` holds `dim` values.
-                    *o = unsafe { rows_x86::scores_f32_row(q, key, scale) };
-                }
-                return;
+            KvRows::Q8_0(k) => {
+                // read in place, each value as the dequantizer gives it
+                assert!(end.div_ceil(32) * 34 <= k.len(), "key rows");
+                let rows = k[seg.offset / 32 * 34..].as_ptr();
+                return unsafe { rows_x86::scores::<{ rows_x86::Q8 }>(q, rows, seg.stride, scale, out) };
             }
         }
     }
@@ -208,24 +205,31 @@ fn add_rows(weights: &[f32], seg: &KvSegment, part: usize, out: &mut [f32], buf:
             KvRows::F32(v) => {
                 assert!(end <= v.len(), "value rows");
                 return unsafe {
-                    rows_x86::weighted_sum::<false>(weights, v[start..].as_ptr() as *const u8, seg.stride, out)
+                    rows_x86::weighted_sum::<{ rows_x86::F32 }>(
+                        weights,
+                        v[start..].as_ptr() as *const u8,
+                        seg.stride,
+                        out,
+                    )
                 };
             }
             KvRows::F16(v) => {
                 assert!(end <= v.len(), "value rows");
                 return unsafe {
-                    rows_x86::weighted_sum::<true>(weights, v[start..].as_ptr() as *const u8, seg.stride, out)
+                    rows_x86::weighted_sum::<{ rows_x86::F16 }>(
+                        weights,
+                        v[start..].as_ptr() as *const u8,
+                        seg.stride,
+                        out,
+                    )
                 };
             }
-            KvRows::Q8_0(_) => {
-                // widened one row at a time, then the f32 rows' arithmetic
-                // (the same fused multiply-add per value in key order)
-                for (r, &p) in weights.iter().enumerate() {
-                    let row = seg.values.get(r * seg.stride + seg.offset + part, n, buf);
-                    // SAFETY: as above; `row` holds the `n` values read.
-                    unsafe { rows_x86::weighted_sum::<false>(&[p], row.as_ptr() as *const u8, 0, out) };
-                }
-                return;
+            KvRows::Q8_0(v) => {
+                // read in place, each value as the dequantizer gives it; the
+                // same fused multiply-add per value in key order
+                assert!(end.div_ceil(32) * 34 <= v.len(), "value rows");
+                let rows = v[start / 32 * 34..].as_ptr();
+                return unsafe { rows_x86::weighted_sum::<{ rows_x86::Q8 }>(weights, rows, seg.stride, out) };
             }
         }
     }
@@ -260,24 +264,48 @@ mod rows_x86 {
         })
     }
 
-    /// Eight values of a stored row, widened.
+    /// Row formats: f32, f16, or Q8_0 blocks (a row then starts at a block).
+    pub const F32: u8 = 0;
+    pub const F16: u8 = 1;
+    pub const Q8: u8 = 2;
+
+    /// Bytes from one row to the next, `stride` values apart (a multiple of
+    /// 32 for Q8_0 rows).
+    fn row_bytes<const FMT: u8>(stride: usize) -> usize {
+        match FMT {
+            F32 => 4 * stride,
+            F16 => 2 * stride,
+            _ => stride / 32 * 34,
+        }
+    }
+
+    /// Eight values of a stored row, widened (a Q8_0 value as its
+    /// dequantizer gives it, `q · d`).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn load8<const F16: bool>(row: *const u8, i: usize) -> __m256 {
-        if F16 {
-            _mm256_cvtph_ps(_mm_loadu_si128((row as *const f16).add(i) as *const __m128i))
-        } else {
-            _mm256_loadu_ps((row as *const f32).add(i))
+    unsafe fn load8<const FMT: u8>(row: *const u8, i: usize) -> __m256 {
+        match FMT {
+            F16 => _mm256_cvtph_ps(_mm_loadu_si128((row as *const f16).add(i) as *const __m128i)),
+            F32 => _mm256_loadu_ps((row as *const f32).add(i)),
+            _ => {
+                let block = row.add(i / 32 * 34);
+                let q = _mm_loadl_epi64(block.add(2 + i % 32) as *const __m128i);
+                let d = (*(block as *const f16)).to_f32();
+                _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_set1_ps(d))
+            }
         }
     }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn at<const F16: bool>(row: *const u8, i: usize) -> f32 {
-        if F16 {
-            (*(row as *const f16).add(i)).to_f32()
-        } else {
-            *(row as *const f32).add(i)
+    unsafe fn at<const FMT: u8>(row: *const u8, i: usize) -> f32 {
+        match FMT {
+            F16 => (*(row as *const f16).add(i)).to_f32(),
+            F32 => *(row as *const f32).add(i),
+            _ => {
+                let block = row.add(i / 32 * 34);
+                (*block.add(2 + i % 32) as i8) as f32 * (*(block as *const f16)).to_f32()
+            }
         }
     }
 
@@ -295,15 +323,15 @@ mod rows_x86 {
     /// added, then the tail (head dims that are not multiples of 8).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn score<const F16: bool>(q: &[f32], row: *const u8, scale: f32) -> f32 {
+    unsafe fn score<const FMT: u8>(q: &[f32], row: *const u8, scale: f32) -> f32 {
         let chunks = q.len() / 8;
         let mut acc = _mm256_setzero_ps();
         for c in 0..chunks {
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(8 * c)), load8::<F16>(row, 8 * c), acc);
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(8 * c)), load8::<FMT>(row, 8 * c), acc);
         }
         let mut sum = lane_sum(acc);
         for (j, qj) in q.iter().enumerate().skip(8 * chunks) {
-            sum += qj * at::<F16>(row, j);
+            sum += qj * at::<FMT>(row, j);
         }
         sum * scale
     }
@@ -318,9 +346,8 @@ mod rows_x86 {
     /// values must be readable.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[allow(clippy::needless_range_loop)] // constant-bound indexing keeps the accumulators in registers
-    pub unsafe fn scores<const F16: bool>(q: &[f32], rows: *const u8, stride: usize, scale: f32, out: &mut [f32]) {
-        let elem = if F16 { 2 } else { 4 };
-        let row = |r: usize| rows.add(r * stride * elem);
+    pub unsafe fn scores<const FMT: u8>(q: &[f32], rows: *const u8, stride: usize, scale: f32, out: &mut [f32]) {
+        let row = |r: usize| rows.add(r * row_bytes::<FMT>(stride));
         let chunks = q.len() / 8;
         let mut r = 0;
         while r + 8 <= out.len() {
@@ -328,7 +355,7 @@ mod rows_x86 {
             for c in 0..chunks {
                 let qv = _mm256_loadu_ps(q.as_ptr().add(8 * c));
                 for k in 0..8 {
-                    acc[k] = _mm256_fmadd_ps(qv, load8::<F16>(row(r + k), 8 * c), acc[k]);
+                    acc[k] = _mm256_fmadd_ps(qv, load8::<FMT>(row(r + k), 8 * c), acc[k]);
                 }
             }
             // transpose-and-add: lane k of the result is key k's lane sum
@@ -343,25 +370,15 @@ mod rows_x86 {
             _mm256_storeu_ps(s.as_mut_ptr(), sums);
             for k in 0..8 {
                 for (j, qj) in q.iter().enumerate().skip(8 * chunks) {
-                    s[k] += qj * at::<F16>(row(r + k), j);
+                    s[k] += qj * at::<FMT>(row(r + k), j);
                 }
                 out[r + k] = s[k] * scale;
             }
             r += 8;
         }
         for k in r..out.len() {
-            out[k] = score::<F16>(q, row(k), scale);
+            out[k] = score::<FMT>(q, row(k), scale);
         }
-    }
-
-    /// [`score`] for a row already widened to f32.
-    ///
-    /// # Safety
-    /// AVX2, FMA and F16C must be available; `row.len() == q.len()`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn scores_f32_row(q: &[f32], row: &[f32], scale: f32) -> f32 {
-        assert_eq!(q.len(), row.len());
-        score::<false>(q, row.as_ptr() as *const u8, scale)
     }
 
     /// Output values summed per call: twelve 8-lane registers.
@@ -376,13 +393,13 @@ mod rows_x86 {
     /// AVX2, FMA and F16C must be available and every row's `out.len()`
     /// values must be readable.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn weighted_sum<const F16: bool>(weights: &[f32], rows: *const u8, stride: usize, out: &mut [f32]) {
+    pub unsafe fn weighted_sum<const FMT: u8>(weights: &[f32], rows: *const u8, stride: usize, out: &mut [f32]) {
         assert!(out.len() <= SLICE);
         // a constant number of registers, so they stay registers
         macro_rules! widths {
             ($($n:literal)*) => {
                 match out.len() / 8 {
-                    $($n => weighted_sum_n::<F16, $n>(weights, rows, stride, out),)*
+                    $($n => weighted_sum_n::<FMT, $n>(weights, rows, stride, out),)*
                     _ => unreachable!("at most twelve registers"),
                 }
             };
@@ -393,7 +410,7 @@ mod rows_x86 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     #[allow(clippy::needless_range_loop)] // constant-bound indexing keeps the accumulators in registers
-    unsafe fn weighted_sum_n<const F16: bool, const FULL: usize>(
+    unsafe fn weighted_sum_n<const FMT: u8, const FULL: usize>(
         weights: &[f32],
         rows: *const u8,
         stride: usize,
@@ -402,15 +419,14 @@ mod rows_x86 {
         let n = out.len();
         let o = out.as_mut_ptr();
         let mut acc: [__m256; FULL] = std::array::from_fn(|c| _mm256_loadu_ps(o.add(8 * c)));
-        let elem = if F16 { 2 } else { 4 };
         for (r, &p) in weights.iter().enumerate() {
-            let row = rows.add(r * stride * elem);
+            let row = rows.add(r * row_bytes::<FMT>(stride));
             let pv = _mm256_set1_ps(p);
             for c in 0..FULL {
-                acc[c] = _mm256_fmadd_ps(pv, load8::<F16>(row, 8 * c), acc[c]);
+                acc[c] = _mm256_fmadd_ps(pv, load8::<FMT>(row, 8 * c), acc[c]);
             }
             for j in 8 * FULL..n {
-                out[j] = p.mul_add(at::<F16>(row, j), out[j]);
+                out[j] = p.mul_add(at::<FMT>(row, j), out[j]);
             }
         }
         for c in 0..FULL {
