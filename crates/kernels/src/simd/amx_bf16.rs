@@ -214,7 +214,8 @@ unsafe fn configure() {
     super::amx::load_tile_config(&[(16, 64); 8]);
 }
 
-/// The four C tiles of one panel and two token tiles (`tmm0`, `tmm1`: the
+/// The four C tiles of one panel and two token tiles (without `TWO`, one:
+/// `tmm1` and `tmm3` then go unused) (`tmm0`, `tmm1`: the
 /// leading products `hi · p0` of tokens 0 and 1; `tmm2`, `tmm3`: all the
 /// smaller part products, at most 2⁻⁷ of those, so the tile unit's
 /// rounding there costs little), loaded from `c` (4 KiB; zeroed when
@@ -222,7 +223,13 @@ unsafe fn configure() {
 /// converted weights, `b` the two token tiles' prepared activations at the
 /// first of these steps.
 #[inline]
-unsafe fn four_tiles<const W_PARTS: usize>(a: *const u8, b: [*const u8; 2], steps: usize, c: *mut u8, fresh: bool) {
+unsafe fn four_tiles<const W_PARTS: usize, const TWO: bool>(
+    a: *const u8,
+    b: [*const u8; 2],
+    steps: usize,
+    c: *mut u8,
+    fresh: bool,
+) {
     if fresh {
         asm!(
             "tilezero tmm0",
@@ -250,35 +257,35 @@ unsafe fn four_tiles<const W_PARTS: usize>(a: *const u8, b: [*const u8; 2], step
         }
         for p in 0..X_PARTS {
             let at = (s * X_PARTS + p) * TILE_BYTES;
-            asm!(
-                "tileloadd tmm6, [{b0} + {stride}]",
-                "tileloadd tmm7, [{b1} + {stride}]",
-                b0 = in(reg) b[0].add(at),
-                b1 = in(reg) b[1].add(at),
-                stride = in(reg) 64usize,
-                options(nostack, readonly),
-            );
-            // hi · p0 into the leading tiles, every other product into the small ones
-            if p == 0 {
-                asm!(
+            asm!("tileloadd tmm6, [{b} + {stride}]", b = in(reg) b[0].add(at), stride = in(reg) 64usize, options(nostack, readonly));
+            if TWO {
+                asm!("tileloadd tmm7, [{b} + {stride}]", b = in(reg) b[1].add(at), stride = in(reg) 64usize, options(nostack, readonly));
+            }
+            // hi · p0 into the leading tiles, every other product into the
+            // small ones; lo · p2 (below 2⁻²¹ of w·x, typically 2⁻²⁵) is left out
+            let lo = W_PARTS == 2 && p < 2;
+            match (p == 0, TWO) {
+                (true, true) => asm!(
                     "tdpbf16ps tmm0, tmm4, tmm6",
                     "tdpbf16ps tmm1, tmm4, tmm7",
                     options(nostack, nomem)
-                );
-            } else {
-                asm!(
+                ),
+                (true, false) => asm!("tdpbf16ps tmm0, tmm4, tmm6", options(nostack, nomem)),
+                (false, true) => asm!(
                     "tdpbf16ps tmm2, tmm4, tmm6",
                     "tdpbf16ps tmm3, tmm4, tmm7",
                     options(nostack, nomem)
-                );
+                ),
+                (false, false) => asm!("tdpbf16ps tmm2, tmm4, tmm6", options(nostack, nomem)),
             }
-            // lo · p2 (below 2⁻²¹ of w·x, typically 2⁻²⁵) is left out
-            if W_PARTS == 2 && p < 2 {
-                asm!(
+            match (lo, TWO) {
+                (true, true) => asm!(
                     "tdpbf16ps tmm2, tmm5, tmm6",
                     "tdpbf16ps tmm3, tmm5, tmm7",
                     options(nostack, nomem)
-                );
+                ),
+                (true, false) => asm!("tdpbf16ps tmm2, tmm5, tmm6", options(nostack, nomem)),
+                _ => {}
             }
         }
     }
@@ -354,7 +361,12 @@ pub unsafe fn product_rows<T: FloatWeight, const W_PARTS: usize>(
                 for p in block.clone() {
                     let a = buf.weights.as_slice().as_ptr().add((p - block0) * chunk_bytes);
                     let c = result_tiles(buf, p - block0, pair, token_pairs);
-                    four_tiles::<W_PARTS>(a, b, chunk.len(), c, chunk0 == 0);
+                    // a last token tile without a partner goes alone
+                    if tiles[1] != tiles[0] {
+                        four_tiles::<W_PARTS, true>(a, b, chunk.len(), c, chunk0 == 0);
+                    } else {
+                        four_tiles::<W_PARTS, false>(a, b, chunk.len(), c, chunk0 == 0);
+                    }
                 }
             }
         }
