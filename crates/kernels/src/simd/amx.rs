@@ -302,7 +302,7 @@ pub struct PanelBuffers {
 /// zero) into A tiles, one per block, and their scales (`scales[b·16 + r]`).
 /// Q8_0 weights (`Q8`) become unsigned bytes w + 128 (the tokens' −8·Σx is
 /// then taken 16 times: −128·Σx); Q4_0 weights their nibbles.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
 unsafe fn unpack_panel<const Q8: bool>(w: &[u8], row_bytes: usize, row0: usize, rows: usize, buf: &mut PanelBuffers) {
     let block_bytes = if Q8 { q8_0::BYTES } else { q4_0::BYTES };
     let blocks = row_bytes / block_bytes;
@@ -315,19 +315,33 @@ unsafe fn unpack_panel<const Q8: bool>(w: &[u8], row_bytes: usize, row0: usize, 
             buf.scales[b * TILE + rows..(b + 1) * TILE].fill(0.0);
         }
     }
-    let table = f16_table();
     let nibble = _mm_set1_epi8(0x0F);
-    for r in 0..rows {
-        let row = &w[(row0 + r) * row_bytes..][..row_bytes];
-        for (b, blk) in row.chunks_exact(block_bytes).enumerate() {
-            buf.scales[b * TILE + r] = table[u16::from_le_bytes([blk[0], blk[1]]) as usize];
-            let dst = buf.weights.as_mut_slice().as_mut_ptr().add(b * PANEL_BLOCK + 32 * r);
+    // each row's offset; rows past `rows` are left out of the scale gathers
+    let offsets = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(row_bytes as i32),
+    );
+    let present: __mmask16 = if rows >= TILE { !0 } else { (1 << rows) - 1 };
+    let base = w[row0 * row_bytes..].as_ptr();
+    // block after block, so each block's 512 bytes are written in order
+    for b in 0..blocks {
+        let first = base.add(b * block_bytes);
+        // the 16 rows' f16 scales in one gather, widened as the table would
+        let d = _mm512_mask_i32gather_epi32::<1>(_mm512_setzero_si512(), present, offsets, first as *const i32);
+        _mm512_storeu_ps(
+            buf.scales.as_mut_ptr().add(b * TILE),
+            _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d)),
+        );
+        let dst = buf.weights.as_mut_slice().as_mut_ptr().add(b * PANEL_BLOCK);
+        for r in 0..rows {
+            let blk = first.add(r * row_bytes);
+            let dst = dst.add(32 * r);
             if Q8 {
-                let q = _mm256_loadu_si256(blk.as_ptr().add(2) as *const __m256i);
+                let q = _mm256_loadu_si256(blk.add(2) as *const __m256i);
                 _mm256_storeu_si256(dst as *mut __m256i, _mm256_xor_si256(q, _mm256_set1_epi8(-128)));
                 continue;
             }
-            let packed = _mm_loadu_si128(blk.as_ptr().add(2) as *const __m128i);
+            let packed = _mm_loadu_si128(blk.add(2) as *const __m128i);
             _mm_storeu_si128(dst as *mut __m128i, _mm_and_si128(packed, nibble));
             _mm_storeu_si128(
                 dst.add(16) as *mut __m128i,
