@@ -109,9 +109,10 @@ unsafe fn unpack_panel<const Q5: bool>(w: &[u8], row_bytes: usize, row0: usize, 
         )
     };
     let dst = buf.weights.as_mut_slice().as_mut_ptr();
-    for r in 0..rows {
-        let row = &w[(row0 + r) * row_bytes..][..row_bytes];
-        for (b, blk) in row.chunks_exact(super_bytes).enumerate() {
+    // superblock after superblock, so each one's tiles are written while in L1
+    for b in 0..blocks {
+        for r in 0..rows {
+            let blk = &w[(row0 + r) * row_bytes + b * super_bytes..][..super_bytes];
             buf.d[b * TILE + r] = half(blk);
             buf.neg_dmin[b * TILE + r] = -half(&blk[2..]);
             let (sc, m) = q4_k_scales_mins(&blk[4..16]);
@@ -268,9 +269,10 @@ unsafe fn unpack_panel_sixteen<K: SixteenSubBlocks>(
     let table = f16_table();
     let dst = buf.weights.as_mut_slice().as_mut_ptr();
     let offset = _mm512_set1_epi8(1 << K::OFFSET_SHIFT);
-    for r in 0..rows {
-        let row = &w[(row0 + r) * row_bytes..][..row_bytes];
-        for (b, blk) in row.chunks_exact(K::BYTES).enumerate() {
+    // superblock after superblock, so each one's tiles are written while in L1
+    for b in 0..blocks {
+        for r in 0..rows {
+            let blk = &w[(row0 + r) * row_bytes + b * K::BYTES..][..K::BYTES];
             buf.d[b * TILE + r] = table[u16::from_le_bytes([blk[K::D_AT], blk[K::D_AT + 1]]) as usize];
             let mut sc = [0i8; 16];
             _mm_storeu_si128(sc.as_mut_ptr() as *mut __m128i, K::scales(blk.as_ptr()));
