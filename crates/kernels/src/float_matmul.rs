@@ -219,14 +219,11 @@ pub(crate) fn matmul_amx_bf16<T: FloatWeight + Sync, const W_PARTS: usize>(
     let pool = crate::pool::global();
     let mut tokens = AMX_BF16_TOKENS.with(|p| std::mem::take(&mut *p.borrow_mut()));
     tokens.resize(amx_bf16::prepared_bytes(t, k));
-    let per_tile = amx_bf16::prepared_bytes(TILE, k);
-    let tokens_ptr = SendPtr(tokens.as_mut_slice().as_mut_ptr());
-    pool.run(t.div_ceil(TILE), &|tile| {
-        // SAFETY: each task writes its own tile's bytes of `tokens`, which
-        // outlives the pool run.
-        let part = unsafe { std::slice::from_raw_parts_mut(tokens_ptr.get().add(tile * per_tile), per_tile) };
-        amx_bf16::prepare_tile(x, t, k, tile, part);
-    });
+    crate::matmul::prepare_token_tiles(
+        tokens.as_mut_slice(),
+        amx_bf16::prepared_bytes(TILE, k),
+        &|tile, part| amx_bf16::prepare_tile(x, t, k, tile, part),
+    );
     let panels = n.div_ceil(TILE);
     let tasks = (pool.threads() * 2).min(panels);
     let chunk = panels.div_ceil(tasks.max(1));

@@ -199,17 +199,10 @@ fn matmul_amx(kind: QuantKind, w: &[u8], n: usize, k: usize, xq: &[u8], t: usize
     // on 64-byte boundaries, as the tile loads want them
     buffer.resize(prepared_bytes(t));
     let tokens = buffer.as_mut_slice();
-    let per_tile = prepared_bytes(amx::TILE);
-    let tokens_ptr = SendPtr(tokens.as_mut_ptr());
-    pool.run(t.div_ceil(amx::TILE), &|tile| {
-        // SAFETY: each task writes its own tile's bytes of `tokens`, which
-        // outlives the pool run.
-        let part = unsafe { std::slice::from_raw_parts_mut(tokens_ptr.get().add(tile * per_tile), per_tile) };
-        match kind {
-            QuantKind::Q4K | QuantKind::Q5K => amx_k::prepare_tile(xq, t, blocks, tile, part),
-            QuantKind::Q3K | QuantKind::Q6K => amx_k::prepare_tile_q6_k(xq, t, blocks, tile, part),
-            _ => amx::prepare_tile(xq, t, blocks, tile, part),
-        }
+    prepare_token_tiles(tokens, prepared_bytes(amx::TILE), &|tile, part| match kind {
+        QuantKind::Q4K | QuantKind::Q5K => amx_k::prepare_tile(xq, t, blocks, tile, part),
+        QuantKind::Q3K | QuantKind::Q6K => amx_k::prepare_tile_q6_k(xq, t, blocks, tile, part),
+        _ => amx::prepare_tile(xq, t, blocks, tile, part),
     });
     let panels = n.div_ceil(amx::TILE);
     let tasks = (pool.threads() * 4).min(panels);
@@ -254,6 +247,20 @@ fn matmul_amx(kind: QuantKind, w: &[u8], n: usize, k: usize, xq: &[u8], t: usize
         });
     });
     AMX_TOKENS.with(|p| *p.borrow_mut() = buffer);
+}
+
+/// Fills `tokens`, tiles of `per_tile` bytes, over the pool: `prepare(tile,
+/// bytes)` for each tile (the tokens of an AMX product, prepared once).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn prepare_token_tiles(tokens: &mut [u8], per_tile: usize, prepare: &(dyn Fn(usize, &mut [u8]) + Sync)) {
+    let tiles = tokens.len().checked_div(per_tile).unwrap_or(0);
+    let tokens_ptr = SendPtr(tokens.as_mut_ptr());
+    crate::pool::global().run(tiles, &|tile| {
+        // SAFETY: each task writes its own tile's bytes of `tokens`, which
+        // outlives the pool run.
+        let part = unsafe { std::slice::from_raw_parts_mut(tokens_ptr.get().add(tile * per_tile), per_tile) };
+        prepare(tile, part);
+    });
 }
 
 /// Splits weight rows `0..n` into a few ranges per pool thread and runs

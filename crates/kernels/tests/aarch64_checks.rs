@@ -59,6 +59,49 @@ fn k_twin_holds(kind: QuantKind, own_arithmetic: bool, got: f32, want: f32, tole
             && (got - want).abs() <= tolerance * want.abs().max(1.0)
 }
 
+/// A whole matrix product of `n` quantized weight rows (inner size `k`)
+/// through `matmul`, each element checked against the pair's twin.
+struct Product<'a> {
+    kind: QuantKind,
+    w: &'a [u8],
+    n: usize,
+    k: usize,
+    twin: fn(&[u8], &[u8]) -> f32,
+}
+
+impl Product<'_> {
+    /// For each batch size in `tokens`: random activations, the product,
+    /// and `holds(got, twin)` for every element.
+    fn check(
+        &self,
+        tokens: &[usize],
+        rnd: &mut impl FnMut() -> f32,
+        holds: impl Fn(f32, f32) -> bool,
+        failures: &mut Vec<String>,
+    ) {
+        let (kind, n, k) = (self.kind, self.n, self.k);
+        let act = activations_for(kind).unwrap();
+        let rb = kind.row_bytes(k);
+        for &t in tokens {
+            let xv: Vec<f32> = (0..t * k).map(|_| rnd() * 3.0).collect();
+            let mut out = vec![0f32; t * n];
+            phi3_kernels::matmul(phi3_kernels::WeightRef::Quant(kind, self.w), n, k, &xv, t, &mut out);
+            for i in 0..t {
+                let mut x = vec![0u8; act.row_bytes(k)];
+                act.quantize(&xv[i * k..(i + 1) * k], &mut x);
+                for j in 0..n {
+                    let (got, want) = (out[i * n + j], (self.twin)(&self.w[j * rb..(j + 1) * rb], &x));
+                    check(
+                        holds(got, want),
+                        format!("{} product t={t} ({i},{j}): {got} vs {want}", kind.name()),
+                        failures,
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     phi3_kernels::pool::set_global_threads(1);
     let mut failures = Vec::new();
@@ -146,36 +189,29 @@ fn main() -> ExitCode {
         (QuantKind::Q5_0, dot_q5_0_q8_0_grouped_scalar),
         (QuantKind::Q5_1, dot_q5_1_q8_0_grouped_scalar),
     ] {
-        let Some(act) = activations_for(kind) else {
+        if activations_for(kind).is_none() {
             continue; // Q4_1, Q5_0, Q5_1 without an integer kernel: the float path
-        };
+        }
         let (n, k) = (5, 32 * 21);
         let wv: Vec<f32> = (0..n * k).map(|_| rnd() * 2.0).collect();
         let mut w = vec![0u8; kind.row_bytes(k) * n];
         kind.quantize(&wv, &mut w).unwrap();
-        for t in [1usize, 2, 3, 4, 5] {
-            let xv: Vec<f32> = (0..t * k).map(|_| rnd() * 3.0).collect();
-            let mut out = vec![0f32; t * n];
-            phi3_kernels::matmul(phi3_kernels::WeightRef::Quant(kind, &w), n, k, &xv, t, &mut out);
-            for i in 0..t {
-                let mut x = vec![0u8; act.row_bytes(k)];
-                act.quantize(&xv[i * k..(i + 1) * k], &mut x);
-                for j in 0..n {
-                    let rb = kind.row_bytes(k);
-                    let (got, want) = (out[i * n + j], twin(&w[j * rb..(j + 1) * rb], &x));
-                    let ok = if neon || matches!(kind, QuantKind::Q4_1 | QuantKind::Q5_0 | QuantKind::Q5_1) {
-                        got.to_bits() == want.to_bits()
-                    } else {
-                        (got - want).abs() <= 1e-4 * want.abs().max(1.0)
-                    };
-                    check(
-                        ok,
-                        format!("{} product t={t} ({i},{j}): {got} vs {want}", kind.name()),
-                        &mut failures,
-                    );
-                }
+        let exact = neon || matches!(kind, QuantKind::Q4_1 | QuantKind::Q5_0 | QuantKind::Q5_1);
+        let holds = |got: f32, want: f32| {
+            if exact {
+                got.to_bits() == want.to_bits()
+            } else {
+                (got - want).abs() <= 1e-4 * want.abs().max(1.0)
             }
-        }
+        };
+        let product = Product {
+            kind,
+            w: &w,
+            n,
+            k,
+            twin,
+        };
+        product.check(&[1, 2, 3, 4, 5], &mut rnd, holds, &mut failures);
     }
 
     // K-quant whole products (tiles of up to 4 x 4 pairs) against the
@@ -188,24 +224,15 @@ fn main() -> ExitCode {
         let w: Vec<u8> = (0..n)
             .flat_map(|j| blocks.chunks_exact(rb).cycle().nth(j).unwrap().to_vec())
             .collect();
-        let act = activations_for(kind).unwrap();
-        for t in [1usize, 3, 4, 6] {
-            let xv: Vec<f32> = (0..t * k).map(|_| rnd() * 3.0).collect();
-            let mut out = vec![0f32; t * n];
-            phi3_kernels::matmul(phi3_kernels::WeightRef::Quant(kind, &w), n, k, &xv, t, &mut out);
-            for i in 0..t {
-                let mut x = vec![0u8; act.row_bytes(k)];
-                act.quantize(&xv[i * k..(i + 1) * k], &mut x);
-                for j in 0..n {
-                    let (got, want) = (out[i * n + j], twin(&w[j * rb..(j + 1) * rb], &x));
-                    check(
-                        k_twin_holds(kind, own_arithmetic, got, want, 1e-4),
-                        format!("{} product t={t} ({i},{j}): {got} vs {want}", kind.name()),
-                        &mut failures,
-                    );
-                }
-            }
-        }
+        let product = Product {
+            kind,
+            w: &w,
+            n,
+            k,
+            twin,
+        };
+        let holds = |got, want| k_twin_holds(kind, own_arithmetic, got, want, 1e-4);
+        product.check(&[1, 3, 4, 6], &mut rnd, holds, &mut failures);
     }
 
     // the thread pool with one thread and a whole matrix product
