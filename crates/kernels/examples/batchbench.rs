@@ -2,7 +2,9 @@
 //! threads), the weights streaming from memory: what a decode step of 1-4
 //! sequences costs per layer matrix, against the bytes read.
 //!
-//! `cargo run --release -p phi3-kernels --example batchbench [q4_0|q8_0|q4_k]`
+//! `cargo run --release -p phi3-kernels --example batchbench [q4_0|q8_0|q4_k|q4_0-panels]`
+//! (`q4_0-panels`: Q4_0 repacked into panels of 16 rows, as the model
+//! loader does on the VNNI level).
 
 use std::time::Instant;
 
@@ -10,9 +12,11 @@ use phi3_kernels::quant::QuantKind;
 use phi3_kernels::{matmul, WeightRef};
 
 fn main() {
-    let kind = match std::env::args().nth(1).as_deref() {
-        Some("q8_0") => QuantKind::Q8_0,
-        Some("q4_k") => QuantKind::Q4K,
+    let arg = std::env::args().nth(1).unwrap_or_default();
+    let panels = arg == "q4_0-panels";
+    let kind = match arg.as_str() {
+        "q8_0" => QuantKind::Q8_0,
+        "q4_k" => QuantKind::Q4K,
         _ => QuantKind::Q4_0,
     };
     // a layer's four matrices, repeated so the set (~0.4 GB for Q4_0) is far larger than the caches
@@ -26,18 +30,28 @@ fn main() {
                 .collect();
             let mut w = vec![0u8; kind.row_bytes(k) * n];
             kind.quantize(&w32, &mut w).unwrap();
+            if panels {
+                let mut p = vec![0u8; phi3_kernels::quant::q4_0_panels::packed_bytes(n, k)];
+                phi3_kernels::quant::q4_0_panels::pack(&w, n, k, &mut p);
+                return (n, k, p);
+            }
             (n, k, w)
         })
         .collect();
     let bytes: usize = mats.iter().map(|m| m.2.len()).sum();
-    for t in 1..=4 {
+    for t in [1, 2, 3, 4, 8, 16] {
         let mut best = f64::MAX;
         for _ in 0..5 {
             let start = Instant::now();
             for (n, k, w) in &mats {
                 let x: Vec<f32> = (0..t * k).map(|i| (i % 7) as f32 / 7.0).collect();
                 let mut out = vec![0f32; t * n];
-                matmul(WeightRef::Quant(kind, w), *n, *k, &x, t, &mut out);
+                let weights = if panels {
+                    WeightRef::Q4_0Panels { k: *k, bytes: w }
+                } else {
+                    WeightRef::Quant(kind, w)
+                };
+                matmul(weights, *n, *k, &x, t, &mut out);
             }
             best = best.min(start.elapsed().as_secs_f64());
         }

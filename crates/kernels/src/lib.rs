@@ -7,14 +7,17 @@
 //! thread pool. See docs/kernels.md.
 
 pub mod activation;
+pub mod aligned;
 pub mod attention;
 pub mod dot;
 #[cfg(target_arch = "x86_64")]
 mod float_matmul;
 pub mod matmul;
 pub mod norm;
+mod panel_matmul;
 pub mod pool;
 pub mod quant;
 pub mod simd;
 
 pub use matmul::{matmul, WeightRef};
+pub use panel_matmul::packs_q4_0;

@@ -14,6 +14,12 @@ pub enum WeightRef<'a> {
     BF16(&'a [bf16]),
     /// Rows of ggml blocks.
     Quant(QuantKind, &'a [u8]),
+    /// Q4_0 rows of `k` weights repacked into panels of 16
+    /// (`quant::q4_0_panels`).
+    Q4_0Panels {
+        k: usize,
+        bytes: &'a [u8],
+    },
 }
 
 impl WeightRef<'_> {
@@ -24,6 +30,9 @@ impl WeightRef<'_> {
             WeightRef::F16(w) => w.len(),
             WeightRef::BF16(w) => w.len(),
             WeightRef::Quant(kind, b) => b.len() / kind.block_bytes() * kind.block_len(),
+            WeightRef::Q4_0Panels { k, bytes } => {
+                bytes.len() / crate::quant::q4_0_panels::panel_bytes(*k) * crate::quant::q4_0_panels::ROWS * k
+            }
         }
     }
 
@@ -50,6 +59,10 @@ impl WeightRef<'_> {
                 kind.dequantize(&b[r * rb..(r + 1) * rb], &mut buf[..k]);
                 &buf[..k]
             }
+            WeightRef::Q4_0Panels { bytes, .. } => {
+                crate::quant::q4_0_panels::dequantize_row(bytes, k, r, &mut buf[..k]);
+                &buf[..k]
+            }
         }
     }
 }
@@ -61,6 +74,9 @@ pub fn matmul(w: WeightRef, n: usize, k: usize, x: &[f32], t: usize, out: &mut [
     assert_eq!(w.len(), n * k, "weight size");
     assert_eq!(x.len(), t * k, "activation size");
     assert_eq!(out.len(), t * n, "output size");
+    if let WeightRef::Q4_0Panels { bytes, .. } = w {
+        return crate::panel_matmul::matmul_panels(bytes, n, k, x, t, out);
+    }
     if let WeightRef::Quant(kind, bytes) = w {
         if let Some(act) = crate::quant::dot::activations_for(kind) {
             return matmul_quantized(kind, act, bytes, n, k, x, t, out);

@@ -649,3 +649,56 @@ fn dequantizers_equal_the_scalar_ones_bit_for_bit() {
         }
     }
 }
+
+/// Q4_0 weights repacked into panels (`quant::q4_0_panels`), through whole
+/// products for batch sizes on either side of the VNNI kernel's 8-token
+/// passes and of the AMX threshold (48), partial 16-token tiles included:
+/// every element is the panel twin bit for bit on every level (the VNNI
+/// and AMX kernels, or the twin itself), so a token's result never depends
+/// on its batch; and it lies within rounding of the file layout's product.
+#[test]
+fn q4_0_panel_products_equal_their_twin_for_every_batch_size() {
+    use phi3_kernels::quant::dot::Activations;
+    use phi3_kernels::quant::q4_0_panels::{dot_scalar, pack, packed_bytes, panel_bytes, PanelTokens, ROWS};
+    use phi3_kernels::WeightRef;
+    let mut rng = Lcg(57);
+    for (n, k) in [(16usize, 32usize), (48, 96), (32, 544)] {
+        let w32: Vec<f32> = (0..n * k).map(|_| rng.f32() * 2.0).collect();
+        let w = quantize(QuantKind::Q4_0, &w32);
+        let mut packed = vec![0u8; packed_bytes(n, k)];
+        pack(&w, n, k, &mut packed);
+        for t in [1usize, 2, 4, 7, 8, 9, 16, 17, 47, 48, 50, 64] {
+            let x: Vec<f32> = (0..t * k).map(|_| rng.f32()).collect();
+            let mut out = vec![0f32; t * n];
+            phi3_kernels::matmul(WeightRef::Q4_0Panels { k, bytes: &packed }, n, k, &x, t, &mut out);
+            let mut xq = vec![0u8; t * Activations::Q8_0.row_bytes(k)];
+            for (xi, qi) in x
+                .chunks_exact(k)
+                .zip(xq.chunks_exact_mut(Activations::Q8_0.row_bytes(k)))
+            {
+                Activations::Q8_0.quantize(xi, qi);
+            }
+            let mut tokens = PanelTokens::default();
+            tokens.prepare(&xq, t, k / 32);
+            let mut file_layout = vec![0f32; t * n];
+            phi3_kernels::matmul(WeightRef::Quant(QuantKind::Q4_0, &w), n, k, &x, t, &mut file_layout);
+            for m in 0..t {
+                for row in 0..n {
+                    let panel = &packed[row / ROWS * panel_bytes(k)..][..panel_bytes(k)];
+                    let want = dot_scalar(panel, k, row % ROWS, &tokens, m);
+                    let got = out[m * n + row];
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "n {n} k {k} t {t} ({m},{row}): {got} vs {want}"
+                    );
+                    let wr = &w[row * k / 32 * 18..(row + 1) * k / 32 * 18];
+                    let xr = &xq[m * k / 32 * q8_0::BYTES..(m + 1) * k / 32 * q8_0::BYTES];
+                    let (_, mag) = exact_dot(QuantKind::Q4_0, wr, xr, k);
+                    let other = file_layout[m * n + row];
+                    assert!(((got - other) as f64).abs() <= 1e-5 * mag + 1e-6, "{got} vs {other}");
+                }
+            }
+        }
+    }
+}

@@ -7,6 +7,7 @@ pub mod dot;
 pub mod q2_k;
 pub mod q3_k;
 pub mod q4_0;
+pub mod q4_0_panels;
 pub mod q4_1;
 pub mod q4_k;
 pub mod q5_0;

@@ -26,6 +26,7 @@
 use std::arch::asm;
 use std::arch::x86_64::*;
 
+pub use crate::aligned::AlignedBytes;
 use crate::quant::dot::{q4_0_group_lane, Q4_0_GROUP};
 use crate::quant::{f16_table, q4_0, q8_0};
 
@@ -257,36 +258,6 @@ pub fn prepare_tile(xq: &[u8], t: usize, blocks: usize, tile: usize, out: &mut [
             let dx = table[u16::from_le_bytes([xb[0], xb[1]]) as usize];
             o[SCALES_AT + 4 * m..][..4].copy_from_slice(&dx.to_le_bytes());
         }
-    }
-}
-
-/// Bytes on 64-byte boundaries: a tile row that straddles two cache lines
-/// makes tile loads slower.
-#[derive(Default)]
-pub struct AlignedBytes {
-    lines: Vec<Line>,
-    len: usize,
-}
-
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([u8; 64]);
-
-impl AlignedBytes {
-    /// Sets the length, zeroing any bytes added.
-    pub fn resize(&mut self, len: usize) {
-        self.lines.resize(len.div_ceil(64), Line([0; 64]));
-        self.len = len;
-    }
-
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `lines` holds at least `len` initialised bytes.
-        unsafe { std::slice::from_raw_parts(self.lines.as_ptr() as *const u8, self.len) }
-    }
-
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`, and `self` is borrowed mutably.
-        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr() as *mut u8, self.len) }
     }
 }
 

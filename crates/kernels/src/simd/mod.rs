@@ -469,6 +469,8 @@ pub mod amx_bf16;
 #[cfg(target_arch = "x86_64")]
 pub mod amx_k;
 #[cfg(target_arch = "x86_64")]
+pub mod amx_panels;
+#[cfg(target_arch = "x86_64")]
 mod avx2_k;
 #[cfg(target_arch = "x86_64")]
 mod dequant;
@@ -482,6 +484,8 @@ mod neon_k;
 mod neon_tiles;
 #[cfg(target_arch = "x86_64")]
 mod vnni_k;
+#[cfg(target_arch = "x86_64")]
+pub mod vnni_panels;
 #[cfg(target_arch = "x86_64")]
 mod vnni_q4_0;
 

@@ -1,0 +1,249 @@
+//! Q4_0 weights repacked at load time into panels of 16 rows, and their
+//! scalar twin.
+//!
+//! Why: in the file's layout (one row after another, 18-byte blocks) a
+//! SIMD dot product holds 32-bit lanes of one row, so each block's partial
+//! sums must be gathered across lanes before they can be scaled: per
+//! (weight row, token) pair that costs more than the multiply-adds. In a
+//! panel the 16 rows of a block are interleaved four bytes at a time, so
+//! one 64-byte vector holds the same four weights of 16 rows: a `vpdpbusd`
+//! with the token's four activation bytes broadcast leaves each row's sum
+//! in its own lane, ready to scale, and the vector is the B tile of an AMX
+//! product as it stands (weights as B, tokens as A). The bytes are the
+//! file's, moved: a panel is exactly as large as its 16 rows (no second
+//! copy of the weights is kept, see `phi3_model::weights`).
+//!
+//! Layout of a panel (rows `16p..16p + 16`) with `blocks` blocks per row:
+//! first every block's codes, 256 bytes each: vector `j` (0..4) of block `b`
+//! holds, for row `r`, the block's nibble bytes `4j..4j + 4` (low nibbles:
+//! weights `4j..4j + 4`; high nibbles: weights `16 + 4j..16 + 4j + 4`); then
+//! every block's 16 f16 scales (32 bytes per block). Panels start on
+//! 64-byte boundaries ([`panel_bytes`] rounds up).
+//!
+//! The arithmetic of a (row, token) pair, shared bit for bit by the VNNI
+//! kernel, the AMX kernel and [`dot_scalar`]: each block's integer sum
+//! s = Σ u·x − 8·Σ x is exact (u the nibbles 0..15); blocks are added in
+//! order into one f32 accumulator, `acc = fma(s, d_w · d_x, acc)`.
+
+use super::{f16_table, q4_0, q8_0};
+
+/// Rows per panel (the lanes of a 512-bit vector of i32).
+pub const ROWS: usize = 16;
+
+/// Code bytes of one block of a panel.
+pub const BLOCK_CODES: usize = ROWS * 16;
+
+/// Whether an `n × k` Q4_0 matrix can be held as panels.
+pub fn can_pack(n: usize, k: usize) -> bool {
+    n > 0 && n.is_multiple_of(ROWS) && k.is_multiple_of(32) && k > 0
+}
+
+/// Bytes of one panel of rows of `k` weights (a multiple of 64).
+pub fn panel_bytes(k: usize) -> usize {
+    (k / 32 * ROWS * q4_0::BYTES).next_multiple_of(64)
+}
+
+/// Bytes of an `n × k` matrix as panels.
+pub fn packed_bytes(n: usize, k: usize) -> usize {
+    n / ROWS * panel_bytes(k)
+}
+
+/// Offset of block `b`'s scales within a panel.
+pub fn scales_at(k: usize, b: usize) -> usize {
+    k / 32 * BLOCK_CODES + 2 * ROWS * b
+}
+
+/// Repacks the `n × k` Q4_0 matrix `w` (file layout) into panels in `out`
+/// ([`packed_bytes`] long; padding bytes are zeroed).
+pub fn pack(w: &[u8], n: usize, k: usize, out: &mut [u8]) {
+    assert!(can_pack(n, k), "{n} × {k} Q4_0 cannot be held as panels");
+    let row_bytes = k / 32 * q4_0::BYTES;
+    assert_eq!(w.len(), n * row_bytes, "Q4_0 matrix size");
+    assert_eq!(out.len(), packed_bytes(n, k), "panel buffer size");
+    for (p, panel) in out.chunks_exact_mut(panel_bytes(k)).enumerate() {
+        pack_panel(&w[p * ROWS * row_bytes..(p + 1) * ROWS * row_bytes], k, panel);
+    }
+}
+
+/// Repacks 16 rows (file layout) into one panel.
+pub fn pack_panel(rows: &[u8], k: usize, panel: &mut [u8]) {
+    let (blocks, row_bytes) = (k / 32, k / 32 * q4_0::BYTES);
+    panel.fill(0);
+    for r in 0..ROWS {
+        for b in 0..blocks {
+            let block = &rows[r * row_bytes + b * q4_0::BYTES..][..q4_0::BYTES];
+            let at = scales_at(k, b) + 2 * r;
+            panel[at..at + 2].copy_from_slice(&block[..2]);
+            for j in 0..4 {
+                let at = b * BLOCK_CODES + 64 * j + 4 * r;
+                panel[at..at + 4].copy_from_slice(&block[2 + 4 * j..][..4]);
+            }
+        }
+    }
+}
+
+/// Row `r` (0..16) of a panel back in the file's Q4_0 layout.
+pub fn unpack_row(panel: &[u8], k: usize, r: usize, out: &mut [u8]) {
+    for (b, block) in out.chunks_exact_mut(q4_0::BYTES).take(k / 32).enumerate() {
+        let at = scales_at(k, b) + 2 * r;
+        block[..2].copy_from_slice(&panel[at..at + 2]);
+        for j in 0..4 {
+            let at = b * BLOCK_CODES + 64 * j + 4 * r;
+            block[2 + 4 * j..][..4].copy_from_slice(&panel[at..at + 4]);
+        }
+    }
+}
+
+/// Row `row` of a packed `n × k` matrix as f32 (embedding lookups, the
+/// float fallback).
+pub fn dequantize_row(packed: &[u8], k: usize, row: usize, out: &mut [f32]) {
+    let panel = &packed[row / ROWS * panel_bytes(k)..][..panel_bytes(k)];
+    let mut blocks = vec![0u8; k / 32 * q4_0::BYTES];
+    unpack_row(panel, k, row % ROWS, &mut blocks);
+    for (b, o) in blocks.chunks_exact(q4_0::BYTES).zip(out.chunks_exact_mut(32)) {
+        q4_0::dequantize(b, o);
+    }
+}
+
+/// Q8_0 activation rows as the panel kernels read them: per token, the
+/// values of each block (32 signed bytes, in the row's order), the block's
+/// −8·Σ x and its scale d_x. Tokens are padded with zeros to a multiple of
+/// 16 (the AMX kernel's token tiles).
+#[derive(Debug, Default, Clone)]
+pub struct PanelTokens {
+    pub tokens: usize,
+    pub blocks: usize,
+    /// `values[(token · blocks + b) · 32 + j]`.
+    pub values: Vec<i8>,
+    /// `neg_corr[token · blocks + b]` = −8·Σ x of that block.
+    pub neg_corr: Vec<i32>,
+    /// `scales[token · blocks + b]` = d_x.
+    pub scales: Vec<f32>,
+}
+
+impl PanelTokens {
+    /// Prepares `t` Q8_0 rows (`xq`, back to back, `blocks` blocks each),
+    /// reusing the buffers.
+    pub fn prepare(&mut self, xq: &[u8], t: usize, blocks: usize) {
+        assert_eq!(xq.len(), t * blocks * q8_0::BYTES, "Q8_0 activation rows");
+        let padded = t.next_multiple_of(ROWS);
+        self.tokens = t;
+        self.blocks = blocks;
+        self.values.clear();
+        self.values.resize(padded * blocks * 32, 0);
+        self.neg_corr.clear();
+        self.neg_corr.resize(padded * blocks, 0);
+        self.scales.clear();
+        self.scales.resize(padded * blocks, 0.0);
+        let table = f16_table();
+        for (i, xb) in xq.chunks_exact(q8_0::BYTES).enumerate() {
+            let values = &mut self.values[32 * i..32 * (i + 1)];
+            for (v, &b) in values.iter_mut().zip(&xb[2..]) {
+                *v = b as i8;
+            }
+            self.neg_corr[i] = -8 * values.iter().map(|&v| v as i32).sum::<i32>();
+            self.scales[i] = table[u16::from_le_bytes([xb[0], xb[1]]) as usize];
+        }
+    }
+
+    /// Token `m`'s block `b` values.
+    pub fn block(&self, m: usize, b: usize) -> &[i8] {
+        let at = (m * self.blocks + b) * 32;
+        &self.values[at..at + 32]
+    }
+}
+
+/// Scalar twin of the panel kernels: row `r` (0..16) of `panel` times
+/// token `m` of `x` (module doc).
+pub fn dot_scalar(panel: &[u8], k: usize, r: usize, x: &PanelTokens, m: usize) -> f32 {
+    let table = f16_table();
+    let mut acc = 0f32;
+    for b in 0..k / 32 {
+        let xv = x.block(m, b);
+        let mut s = x.neg_corr[m * x.blocks + b];
+        for j in 0..4 {
+            let codes = &panel[b * BLOCK_CODES + 64 * j + 4 * r..][..4];
+            for (i, &c) in codes.iter().enumerate() {
+                s += (c & 0xF) as i32 * xv[4 * j + i] as i32 + (c >> 4) as i32 * xv[16 + 4 * j + i] as i32;
+            }
+        }
+        let at = scales_at(k, b) + 2 * r;
+        let dw = table[u16::from_le_bytes([panel[at], panel[at + 1]]) as usize];
+        acc = (s as f32).mul_add(dw * x.scales[m * x.blocks + b], acc);
+    }
+    acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random_q4_0(n: usize, k: usize, seed: u32) -> Vec<u8> {
+        let x: Vec<f32> = (0..n * k)
+            .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5)
+            .collect();
+        let mut w = vec![0u8; n * k / 32 * q4_0::BYTES];
+        for (xb, wb) in x.chunks_exact(32).zip(w.chunks_exact_mut(q4_0::BYTES)) {
+            q4_0::quantize(xb, wb);
+        }
+        w
+    }
+
+    #[test]
+    fn panels_hold_the_rows_unchanged() {
+        let (n, k) = (48, 96);
+        let w = random_q4_0(n, k, 7);
+        let mut packed = vec![0u8; packed_bytes(n, k)];
+        pack(&w, n, k, &mut packed);
+        let row_bytes = k / 32 * q4_0::BYTES;
+        let mut back = vec![0u8; row_bytes];
+        let (mut want, mut got) = (vec![0f32; k], vec![0f32; k]);
+        for row in 0..n {
+            unpack_row(&packed[row / ROWS * panel_bytes(k)..], k, row % ROWS, &mut back);
+            assert_eq!(back, w[row * row_bytes..(row + 1) * row_bytes], "row {row}");
+            crate::quant::QuantKind::Q4_0.dequantize(&w[row * row_bytes..(row + 1) * row_bytes], &mut want);
+            dequantize_row(&packed, k, row, &mut got);
+            assert_eq!(want, got, "row {row}");
+        }
+        // 3 blocks: 864 bytes per panel, rounded up to 896
+        assert_eq!(panel_bytes(k), 896);
+        assert!(!can_pack(40, 96) && !can_pack(48, 80) && can_pack(48, 96));
+    }
+
+    #[test]
+    fn the_scalar_twin_is_the_block_dot_product_in_order() {
+        let (n, k, t) = (16, 160, 3);
+        let w = random_q4_0(n, k, 3);
+        let mut packed = vec![0u8; packed_bytes(n, k)];
+        pack(&w, n, k, &mut packed);
+        let xf: Vec<f32> = (0..t * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+        let mut xq = vec![0u8; t * k / 32 * q8_0::BYTES];
+        for (xi, qi) in xf.chunks_exact(32).zip(xq.chunks_exact_mut(q8_0::BYTES)) {
+            q8_0::quantize(xi, qi);
+        }
+        let mut tokens = PanelTokens::default();
+        tokens.prepare(&xq, t, k / 32);
+        let table = f16_table();
+        let row_bytes = k / 32 * q4_0::BYTES;
+        for r in 0..n {
+            for m in 0..t {
+                // the same sums from the file layout, written out directly
+                let mut acc = 0f32;
+                for b in 0..k / 32 {
+                    let wb = &w[r * row_bytes + b * q4_0::BYTES..][..q4_0::BYTES];
+                    let xb = &xq[(m * k / 32 + b) * q8_0::BYTES..][..q8_0::BYTES];
+                    let s: i32 = (0..16)
+                        .map(|j| {
+                            ((wb[2 + j] & 0xF) as i32 - 8) * (xb[2 + j] as i8) as i32
+                                + ((wb[2 + j] >> 4) as i32 - 8) * (xb[18 + j] as i8) as i32
+                        })
+                        .sum();
+                    let d = table[u16::from_le_bytes([wb[0], wb[1]]) as usize]
+                        * table[u16::from_le_bytes([xb[0], xb[1]]) as usize];
+                    acc = (s as f32).mul_add(d, acc);
+                }
+                assert_eq!(dot_scalar(&packed, k, r, &tokens, m).to_bits(), acc.to_bits());
+            }
+        }
+    }
+}
