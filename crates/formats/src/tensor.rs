@@ -101,6 +101,28 @@ impl Tensor {
         self.shape.iter().product()
     }
 
+    /// Drops this tensor's pages of a file mapping from the process's
+    /// resident memory (Unix), for a tensor whose bytes were copied into
+    /// another layout: the file stays mapped and the bytes readable (a read
+    /// faults them back in from the file), but they no longer count twice.
+    /// Owned tensors are left alone.
+    pub fn release_pages(&self) {
+        #[cfg(unix)]
+        if let Storage::Mapped(m) = &*self.storage {
+            // whole pages inside the tensor, on boundaries that suit any page size up to 64 KiB
+            const PAGE: usize = 1 << 16;
+            let start = self.offset.next_multiple_of(PAGE);
+            let end = (self.offset + self.len) / PAGE * PAGE;
+            if end > start {
+                // SAFETY: the mapping is read-only and backed by the file, so
+                // after MADV_DONTNEED every byte reads back unchanged: no
+                // borrow of these bytes can observe a difference. Failure
+                // (an unusual page size) only leaves the pages resident.
+                let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+            }
+        }
+    }
+
     /// Whether the tensor's bytes live in a file mapping (not copied).
     pub fn is_mapped(&self) -> bool {
         matches!(*self.storage, Storage::Mapped(_))

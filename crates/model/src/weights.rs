@@ -2,10 +2,12 @@
 //! GGUF and Hugging Face names map to the same struct (DESIGN.md principle 3).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use half::{bf16, f16};
 use phi3_formats::{DType, GgufFile, HfFolder, Tensor};
-use phi3_kernels::quant::QuantKind;
+use phi3_kernels::aligned::AlignedBytes;
+use phi3_kernels::quant::{q4_0_panels, QuantKind};
 use phi3_kernels::WeightRef;
 
 use crate::config::ModelConfig;
@@ -17,11 +19,49 @@ pub struct Linear {
     pub rows: usize,
     pub cols: usize,
     pub tensor: Tensor,
+    /// The Q4_0 rows repacked into panels of 16 ([`Linear::repack`]), which
+    /// the products then read instead of `tensor`.
+    pub panels: Option<Arc<AlignedBytes>>,
 }
 
 impl Linear {
-    /// The elements as a typed slice over the file mapping.
+    pub fn new(rows: usize, cols: usize, tensor: Tensor) -> Linear {
+        Linear {
+            rows,
+            cols,
+            tensor,
+            panels: None,
+        }
+    }
+
+    /// Repacks a Q4_0 matrix into panels of 16 rows where this CPU's kernels
+    /// read them (`phi3_kernels::packs_q4_0`; the layout is explained in
+    /// `phi3_kernels::quant::q4_0_panels`), then drops the file's pages of
+    /// it from memory, so the weights are held once. Other matrices, and
+    /// shapes panels cannot hold, stay as they are.
+    pub fn repack(&mut self) {
+        if self.tensor.dtype != DType::Q4_0
+            || !phi3_kernels::packs_q4_0()
+            || !q4_0_panels::can_pack(self.rows, self.cols)
+            || self.panels.is_some()
+        {
+            return;
+        }
+        let mut panels = AlignedBytes::default();
+        panels.resize(q4_0_panels::packed_bytes(self.rows, self.cols));
+        q4_0_panels::pack(self.tensor.bytes(), self.rows, self.cols, panels.as_mut_slice());
+        self.tensor.release_pages();
+        self.panels = Some(Arc::new(panels));
+    }
+
+    /// The elements as a typed slice over the file mapping (or the panels).
     pub fn weight_ref(&self) -> WeightRef<'_> {
+        if let Some(panels) = &self.panels {
+            return WeightRef::Q4_0Panels {
+                k: self.cols,
+                bytes: panels.as_slice(),
+            };
+        }
         let b = self.tensor.bytes();
         // Tensor guarantees alignment for its dtype; dtypes were checked at bind time.
         match self.tensor.dtype {
@@ -48,6 +88,7 @@ impl Linear {
                 let rb = kind.row_bytes(self.cols);
                 kind.dequantize(&b[r * rb..(r + 1) * rb], out);
             }
+            WeightRef::Q4_0Panels { k, bytes } => q4_0_panels::dequantize_row(bytes, k, r, out),
         }
     }
 }
@@ -180,7 +221,7 @@ fn bind(
             },
         }
         progress(tensor.bytes().len() as u64);
-        Ok(Linear { rows, cols, tensor })
+        Ok(Linear::new(rows, cols, tensor))
     };
     let vector = |name: &str, len: usize| -> Result<Vec<f32>> {
         let t = fetch(name, &[len])?;
@@ -192,22 +233,29 @@ fn bind(
     };
     let h = cfg.hidden_size;
     let embed = linear(names.embed, cfg.vocab_size, h)?;
+    // matrices used only in products may be repacked (the embedding is also
+    // read row by row, so it keeps the file's layout, tied or not)
+    let matrix = |name: &str, rows: usize, cols: usize| -> Result<Linear> {
+        let mut m = linear(name, rows, cols)?;
+        m.repack();
+        Ok(m)
+    };
     let mut layers = Vec::with_capacity(cfg.num_layers);
     for l in 0..cfg.num_layers {
         let n = |p: &str| layer_name(p, l);
         layers.push(LayerWeights {
             attn_norm: vector(&n(names.attn_norm), h)?,
-            qkv: linear(&n(names.qkv), cfg.qkv_dim(), h)?,
-            o_proj: linear(&n(names.o_proj), h, cfg.num_heads * cfg.head_dim)?,
+            qkv: matrix(&n(names.qkv), cfg.qkv_dim(), h)?,
+            o_proj: matrix(&n(names.o_proj), h, cfg.num_heads * cfg.head_dim)?,
             ffn_norm: vector(&n(names.ffn_norm), h)?,
-            gate_up: linear(&n(names.gate_up), 2 * cfg.intermediate_size, h)?,
-            down: linear(&n(names.down), h, cfg.intermediate_size)?,
+            gate_up: matrix(&n(names.gate_up), 2 * cfg.intermediate_size, h)?,
+            down: matrix(&n(names.down), h, cfg.intermediate_size)?,
         });
     }
     let lm_head = if cfg.tie_word_embeddings {
         embed.clone()
     } else {
-        linear(names.lm_head, cfg.vocab_size, h)?
+        matrix(names.lm_head, cfg.vocab_size, h)?
     };
     Ok(Weights {
         embed,

@@ -54,15 +54,25 @@ pub fn scales_at(k: usize, b: usize) -> usize {
 }
 
 /// Repacks the `n × k` Q4_0 matrix `w` (file layout) into panels in `out`
-/// ([`packed_bytes`] long; padding bytes are zeroed).
+/// ([`packed_bytes`] long; padding bytes are zeroed), panels shared out
+/// over the pool.
 pub fn pack(w: &[u8], n: usize, k: usize, out: &mut [u8]) {
     assert!(can_pack(n, k), "{n} × {k} Q4_0 cannot be held as panels");
     let row_bytes = k / 32 * q4_0::BYTES;
     assert_eq!(w.len(), n * row_bytes, "Q4_0 matrix size");
     assert_eq!(out.len(), packed_bytes(n, k), "panel buffer size");
-    for (p, panel) in out.chunks_exact_mut(panel_bytes(k)).enumerate() {
-        pack_panel(&w[p * ROWS * row_bytes..(p + 1) * ROWS * row_bytes], k, panel);
-    }
+    let (panels, len) = (n / ROWS, panel_bytes(k));
+    let tasks = (crate::pool::global().threads() * 4).min(panels);
+    let chunk = panels.div_ceil(tasks);
+    let out_ptr = crate::matmul::SendPtr(out.as_mut_ptr());
+    crate::pool::global().run(tasks, &|task| {
+        for p in task * chunk..((task + 1) * chunk).min(panels) {
+            // SAFETY: each task writes its own panels of `out`, which
+            // outlives the pool run.
+            let panel = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(p * len), len) };
+            pack_panel(&w[p * ROWS * row_bytes..(p + 1) * ROWS * row_bytes], k, panel);
+        }
+    });
 }
 
 /// Repacks 16 rows (file layout) into one panel.
