@@ -10,12 +10,13 @@ use crate::quant::dot::Activations;
 use crate::quant::q4_0_panels::{dot_scalar, packed_bytes, panel_bytes, PanelTokens, ROWS};
 
 /// Whether Q4_0 matrices should be repacked into panels on this CPU: where
-/// the VNNI level runs (its panel kernel is the reason for the layout).
+/// the VNNI level runs (its panel kernel is the reason for the layout),
+/// unless `PHI3_Q4_0_PANELS=off` keeps the file's layout (for comparisons).
 /// Elsewhere the file's layout is kept, which the other levels' kernels read.
 pub fn packs_q4_0() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        crate::simd::isa() == crate::simd::Isa::Avx512Vnni
+        crate::simd::isa() == crate::simd::Isa::Avx512Vnni && std::env::var("PHI3_Q4_0_PANELS").as_deref() != Ok("off")
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
