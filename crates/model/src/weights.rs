@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 use phi3_formats::{DType, GgufFile, HfFolder, Tensor};
-use phi3_kernels::aligned::AlignedBytes;
 use phi3_kernels::quant::{q4_0_panels, QuantKind};
 use phi3_kernels::WeightRef;
 
@@ -21,7 +20,35 @@ pub struct Linear {
     pub tensor: Tensor,
     /// The Q4_0 rows repacked into panels of 16 ([`Linear::repack`]), which
     /// the products then read instead of `tensor`.
-    pub panels: Option<Arc<AlignedBytes>>,
+    pub panels: Option<Arc<PanelMemory>>,
+}
+
+/// Anonymous memory holding repacked weights, asked for in huge pages
+/// (Linux `MADV_HUGEPAGE`, where transparent huge pages are on): 512× fewer
+/// page faults while packing and fewer TLB misses while the products
+/// stream the weights. Page-aligned, so every panel starts on a cache line.
+pub struct PanelMemory(memmap2::MmapMut);
+
+impl PanelMemory {
+    fn new(len: usize) -> std::io::Result<PanelMemory> {
+        let map = memmap2::MmapMut::map_anon(len)?;
+        #[cfg(unix)]
+        {
+            // only a hint: without huge pages the memory works the same
+            let _ = map.advise(memmap2::Advice::HugePage);
+        }
+        Ok(PanelMemory(map))
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PanelMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PanelMemory({} bytes)", self.0.len())
+    }
 }
 
 impl Linear {
@@ -47,9 +74,11 @@ impl Linear {
         {
             return;
         }
-        let mut panels = AlignedBytes::default();
-        panels.resize(q4_0_panels::packed_bytes(self.rows, self.cols));
-        q4_0_panels::pack(self.tensor.bytes(), self.rows, self.cols, panels.as_mut_slice());
+        // without the memory, the file's layout serves as well (if slower)
+        let Ok(mut panels) = PanelMemory::new(q4_0_panels::packed_bytes(self.rows, self.cols)) else {
+            return;
+        };
+        q4_0_panels::pack(self.tensor.bytes(), self.rows, self.cols, &mut panels.0);
         self.tensor.release_pages();
         self.panels = Some(Arc::new(panels));
     }

@@ -78,18 +78,23 @@ pub fn pack(w: &[u8], n: usize, k: usize, out: &mut [u8]) {
 /// Repacks 16 rows (file layout) into one panel.
 pub fn pack_panel(rows: &[u8], k: usize, panel: &mut [u8]) {
     let (blocks, row_bytes) = (k / 32, k / 32 * q4_0::BYTES);
-    panel.fill(0);
-    for r in 0..ROWS {
-        for b in 0..blocks {
+    assert!(
+        rows.len() >= ROWS * row_bytes && panel.len() >= panel_bytes(k),
+        "panel sizes"
+    );
+    let (codes, scales) = panel.split_at_mut(blocks * BLOCK_CODES);
+    // block after block, so each block's 256 bytes of codes are written together
+    for (b, block_codes) in codes.chunks_exact_mut(BLOCK_CODES).enumerate() {
+        for r in 0..ROWS {
             let block = &rows[r * row_bytes + b * q4_0::BYTES..][..q4_0::BYTES];
-            let at = scales_at(k, b) + 2 * r;
-            panel[at..at + 2].copy_from_slice(&block[..2]);
+            scales[2 * (ROWS * b + r)..][..2].copy_from_slice(&block[..2]);
             for j in 0..4 {
-                let at = b * BLOCK_CODES + 64 * j + 4 * r;
-                panel[at..at + 4].copy_from_slice(&block[2 + 4 * j..][..4]);
+                block_codes[64 * j + 4 * r..][..4].copy_from_slice(&block[2 + 4 * j..][..4]);
             }
         }
     }
+    // the padding up to the next 64-byte boundary
+    scales[2 * ROWS * blocks..].fill(0);
 }
 
 /// Row `r` (0..16) of a panel back in the file's Q4_0 layout.
