@@ -279,6 +279,30 @@ mod rows_x86 {
         }
     }
 
+    /// Bytes of `n` stored values of a row.
+    fn value_bytes<const FMT: u8>(n: usize) -> usize {
+        match FMT {
+            F32 => 4 * n,
+            F16 => 2 * n,
+            _ => n.div_ceil(32) * 34,
+        }
+    }
+
+    /// Asks for the cache lines of `bytes` bytes at `p`, which need not be
+    /// valid: a prefetch never faults. A head's rows lie a whole KV row
+    /// apart (kilobytes: a page or more), too far for the hardware
+    /// prefetchers to follow, so each row is fetched a few rows ahead.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn prefetch(p: *const u8, bytes: usize) {
+        let mut at = 0;
+        while at < bytes {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at) as *const i8);
+            at += 64;
+        }
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(bytes - 1) as *const i8);
+    }
+
     /// Eight values of a stored row, widened (a Q8_0 value as its
     /// dequantizer gives it, `q · d`).
     #[inline]
@@ -351,6 +375,12 @@ mod rows_x86 {
         let chunks = q.len() / 8;
         let mut r = 0;
         while r + 8 <= out.len() {
+            for k in 0..8 {
+                prefetch(
+                    rows.wrapping_add((r + 8 + k) * row_bytes::<FMT>(stride)),
+                    value_bytes::<FMT>(q.len()),
+                );
+            }
             let mut acc = [_mm256_setzero_ps(); 8];
             for c in 0..chunks {
                 let qv = _mm256_loadu_ps(q.as_ptr().add(8 * c));
@@ -421,6 +451,10 @@ mod rows_x86 {
         let mut acc: [__m256; FULL] = std::array::from_fn(|c| _mm256_loadu_ps(o.add(8 * c)));
         for (r, &p) in weights.iter().enumerate() {
             let row = rows.add(r * row_bytes::<FMT>(stride));
+            prefetch(
+                rows.wrapping_add((r + 8) * row_bytes::<FMT>(stride)),
+                value_bytes::<FMT>(n),
+            );
             let pv = _mm256_set1_ps(p);
             for c in 0..FULL {
                 acc[c] = _mm256_fmadd_ps(pv, load8::<FMT>(row, 8 * c), acc[c]);
