@@ -120,19 +120,22 @@ pub fn dequantize_row(packed: &[u8], k: usize, row: usize, out: &mut [f32]) {
     }
 }
 
-/// Q8_0 activation rows as the panel kernels read them: per token, the
-/// values of each block (32 signed bytes, in the row's order), the block's
-/// −8·Σ x and its scale d_x. Tokens are padded with zeros to a multiple of
-/// 16 (the AMX kernel's token tiles).
+/// Q8_0 activation rows as the panel kernels read them: for each token
+/// and block, the block's values (32 signed bytes, in the row's order), its
+/// −8·Σ x and its scale d_x, by tiles of 16 tokens: within a tile, block
+/// after block, the 16 tokens' entries next to each other ([`Self::at`]),
+/// so that a tile's block is one 512-byte AMX A tile (rows 32 bytes apart)
+/// and its 16 scales one cache line. Tokens are padded with zeros to a
+/// multiple of 16.
 #[derive(Debug, Default, Clone)]
 pub struct PanelTokens {
     pub tokens: usize,
     pub blocks: usize,
-    /// `values[(token · blocks + b) · 32 + j]`.
+    /// `values[32 · at(m, b) + j]`.
     pub values: Vec<i8>,
-    /// `neg_corr[token · blocks + b]` = −8·Σ x of that block.
+    /// `neg_corr[at(m, b)]` = −8·Σ x of that block.
     pub neg_corr: Vec<i32>,
-    /// `scales[token · blocks + b]` = d_x.
+    /// `scales[at(m, b)]` = d_x.
     pub scales: Vec<f32>,
 }
 
@@ -152,19 +155,26 @@ impl PanelTokens {
         self.scales.resize(padded * blocks, 0.0);
         let table = f16_table();
         for (i, xb) in xq.chunks_exact(q8_0::BYTES).enumerate() {
-            let values = &mut self.values[32 * i..32 * (i + 1)];
+            let at = self.at(i / blocks, i % blocks);
+            let values = &mut self.values[32 * at..32 * (at + 1)];
             for (v, &b) in values.iter_mut().zip(&xb[2..]) {
                 *v = b as i8;
             }
-            self.neg_corr[i] = -8 * values.iter().map(|&v| v as i32).sum::<i32>();
-            self.scales[i] = table[u16::from_le_bytes([xb[0], xb[1]]) as usize];
+            self.neg_corr[at] = -8 * values.iter().map(|&v| v as i32).sum::<i32>();
+            self.scales[at] = table[u16::from_le_bytes([xb[0], xb[1]]) as usize];
         }
+    }
+
+    /// Where token `m`'s block `b` lies (in entries: 32 values, or one
+    /// correction or scale). The next block of a token is [`ROWS`] entries on.
+    pub fn at(&self, m: usize, b: usize) -> usize {
+        (m / ROWS * self.blocks + b) * ROWS + m % ROWS
     }
 
     /// Token `m`'s block `b` values.
     pub fn block(&self, m: usize, b: usize) -> &[i8] {
-        let at = (m * self.blocks + b) * 32;
-        &self.values[at..at + 32]
+        let at = self.at(m, b);
+        &self.values[32 * at..32 * (at + 1)]
     }
 }
 
@@ -175,7 +185,7 @@ pub fn dot_scalar(panel: &[u8], k: usize, r: usize, x: &PanelTokens, m: usize) -
     let mut acc = 0f32;
     for b in 0..k / 32 {
         let xv = x.block(m, b);
-        let mut s = x.neg_corr[m * x.blocks + b];
+        let mut s = x.neg_corr[x.at(m, b)];
         for j in 0..4 {
             let codes = &panel[b * BLOCK_CODES + 64 * j + 4 * r..][..4];
             for (i, &c) in codes.iter().enumerate() {
@@ -184,7 +194,7 @@ pub fn dot_scalar(panel: &[u8], k: usize, r: usize, x: &PanelTokens, m: usize) -
         }
         let at = scales_at(k, b) + 2 * r;
         let dw = table[u16::from_le_bytes([panel[at], panel[at + 1]]) as usize];
-        acc = (s as f32).mul_add(dw * x.scales[m * x.blocks + b], acc);
+        acc = (s as f32).mul_add(dw * x.scales[x.at(m, b)], acc);
     }
     acc
 }

@@ -67,13 +67,14 @@ pub unsafe fn panel(
     configure(32);
     let weights = buf.as_slice().as_ptr();
     let scales = panel.add(scales_at(k, 0));
-    let row_stride = blocks * 32;
+    // a token tile's block is 16 rows of 32 bytes, the next block 512 bytes on
+    let row_stride = 32;
     // [slot][block of the round][token]: the two rounds in flight
     let mut c = [[[_mm512_setzero_si512(); TILE]; 2]; 2];
     for tile in 0..x.tokens.div_ceil(TILE) {
         let first = tile * TILE;
-        let a = (x.values.as_ptr() as *const u8).add(first * row_stride);
-        let dx = x.scales.as_ptr().add(first * blocks);
+        let a = (x.values.as_ptr() as *const u8).add(32 * x.at(first, 0));
+        let dx = x.scales.as_ptr().add(x.at(first, 0));
         let mut acc = [_mm512_setzero_ps(); TILE];
         // Two blocks per round on the tile unit; a round's sums are scaled
         // during the next round, once its tile stores have landed. The
@@ -86,7 +87,7 @@ pub unsafe fn panel(
                 let slot = (b / 2) % 2;
                 let out = &mut c[slot];
                 two_products::<true>(
-                    pair.map(|b| a.add(32 * b)),
+                    pair.map(|b| a.add(32 * TILE * b)),
                     row_stride,
                     pair.map(|b| weights.add(b * B_TILE)),
                     [out[0].as_mut_ptr() as *mut i32, out[1].as_mut_ptr() as *mut i32],
@@ -98,7 +99,7 @@ pub unsafe fn panel(
                     let b = b0 + kk;
                     let dw = _mm512_cvtph_ps(_mm256_loadu_si256(scales.add(32 * b) as *const __m256i));
                     for m in 0..TILE {
-                        let d = _mm512_mul_ps(dw, _mm512_set1_ps(*dx.add(m * blocks + b)));
+                        let d = _mm512_mul_ps(dw, _mm512_set1_ps(*dx.add(TILE * b + m)));
                         acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[m]), d, acc[m]);
                     }
                 }

@@ -13,7 +13,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::quant::q4_0_panels::{scales_at, PanelTokens, BLOCK_CODES};
+use crate::quant::q4_0_panels::{scales_at, PanelTokens, BLOCK_CODES, ROWS};
 
 /// How far ahead of the block being multiplied its panel is fetched (16
 /// blocks). Measured on Phi-3-mini Q4_0 decode steps (`batchdecode`, 2
@@ -45,9 +45,11 @@ unsafe fn pass<const C: usize>(
     debug_assert_eq!(x.blocks, blocks);
     let scales = panel.add(scales_at(k, 0));
     let nibble = _mm512_set1_epi8(0x0F);
-    let values: [*const i32; C] = std::array::from_fn(|c| x.values.as_ptr().add((m0 + c) * blocks * 32) as *const i32);
-    let neg_corr: [*const i32; C] = std::array::from_fn(|c| x.neg_corr.as_ptr().add((m0 + c) * blocks));
-    let dx: [*const f32; C] = std::array::from_fn(|c| x.scales.as_ptr().add((m0 + c) * blocks));
+    // each token's block 0; its next block is ROWS entries on
+    let at: [usize; C] = std::array::from_fn(|c| x.at(m0 + c, 0));
+    let values: [*const i32; C] = std::array::from_fn(|c| x.values.as_ptr().add(32 * at[c]) as *const i32);
+    let neg_corr: [*const i32; C] = std::array::from_fn(|c| x.neg_corr.as_ptr().add(at[c]));
+    let dx: [*const f32; C] = std::array::from_fn(|c| x.scales.as_ptr().add(at[c]));
     let mut acc = [_mm512_setzero_ps(); C];
     for b in 0..blocks {
         let codes = panel.add(b * BLOCK_CODES);
@@ -62,17 +64,17 @@ unsafe fn pass<const C: usize>(
         let hi = v.map(|v| _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble));
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(scales.add(32 * b) as *const __m256i));
         for c in 0..C {
-            let xb = values[c].add(8 * b);
+            let xb = values[c].add(8 * ROWS * b);
             let x4 = |i: usize| _mm512_set1_epi32(xb.add(i).read_unaligned());
             // two chains of four (low and high nibbles), added at the end
-            let mut s0 = _mm512_set1_epi32(*neg_corr[c].add(b));
+            let mut s0 = _mm512_set1_epi32(*neg_corr[c].add(ROWS * b));
             let mut s1 = _mm512_setzero_si512();
             for j in 0..4 {
                 s0 = _mm512_dpbusd_epi32(s0, lo[j], x4(j));
                 s1 = _mm512_dpbusd_epi32(s1, hi[j], x4(4 + j));
             }
             let s = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
-            acc[c] = _mm512_fmadd_ps(s, _mm512_mul_ps(dw, _mm512_set1_ps(*dx[c].add(b))), acc[c]);
+            acc[c] = _mm512_fmadd_ps(s, _mm512_mul_ps(dw, _mm512_set1_ps(*dx[c].add(ROWS * b))), acc[c]);
         }
     }
     for (c, a) in acc.iter().enumerate() {
