@@ -1,6 +1,6 @@
-//! Byte buffers on 64-byte boundaries (cache lines): AMX tile loads and
-//! the repacked weight panels (`quant::q4_0_panels`) want rows that do not
-//! straddle two lines.
+//! Byte buffers on 64-byte boundaries (cache lines), for the AMX kernels'
+//! prepared tokens and unpacked panels: a tile row that straddles two lines
+//! loads more slowly.
 
 /// Bytes on 64-byte boundaries: a tile row or vector load that straddles
 /// two cache lines is slower.

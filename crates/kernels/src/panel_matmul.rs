@@ -2,8 +2,9 @@
 //! (`quant::q4_0_panels`, repacked at load time where [`packs_q4_0`] says
 //! so): activations quantized to Q8_0 and prepared once per product, then
 //! the panels shared out over the pool, each multiplied by every token on
-//! AMX (16 tokens and more, where present), the VNNI kernel, or the scalar
-//! twin. The three give the same bits (module doc of `q4_0_panels`).
+//! AMX (from `AMX_MIN_TOKENS` tokens, where present), the VNNI kernel, or
+//! the scalar twin. The three give the same bits (module doc of
+//! `q4_0_panels`), so a token's result never depends on its batch.
 
 use crate::matmul::{for_row_ranges, SendPtr};
 use crate::quant::dot::Activations;
