@@ -261,9 +261,9 @@ fn bind(
         })
     };
     let h = cfg.hidden_size;
-    let embed = linear(names.embed, cfg.vocab_size, h)?;
-    // matrices used only in products may be repacked (the embedding is also
-    // read row by row, so it keeps the file's layout, tied or not)
+    let mut embed = linear(names.embed, cfg.vocab_size, h)?;
+    // matrices used in products are repacked; the embedding only when it is
+    // also the output matrix (tied): otherwise it is only read row by row
     let matrix = |name: &str, rows: usize, cols: usize| -> Result<Linear> {
         let mut m = linear(name, rows, cols)?;
         m.repack();
@@ -282,6 +282,7 @@ fn bind(
         });
     }
     let lm_head = if cfg.tie_word_embeddings {
+        embed.repack();
         embed.clone()
     } else {
         matrix(names.lm_head, cfg.vocab_size, h)?

@@ -62,12 +62,12 @@ fn quantized_models_match_their_dequantized_run_and_stay_near_the_reference() {
             assert_eq!(q.weights.layers[0].gate_up.tensor.dtype, dtype);
             if dtype == DType::Q4_0 {
                 // where the kernels read panels, every Q4_0 matrix is held as
-                // panels (so the products above ran on them)
+                // panels (so the products above ran on them), the tied
+                // embedding of phi-4-mini too (its lookups then read panels)
                 let l = &q.weights.layers[0];
                 for lin in [&l.qkv, &l.o_proj, &l.gate_up, &l.down, &q.weights.lm_head] {
                     let packable = phi3_kernels::quant::q4_0_panels::can_pack(lin.rows, lin.cols);
-                    let tied = std::ptr::eq(lin, &q.weights.lm_head) && q.config.tie_word_embeddings;
-                    assert_eq!(lin.panels.is_some(), phi3_kernels::packs_q4_0() && packable && !tied);
+                    assert_eq!(lin.panels.is_some(), phi3_kernels::packs_q4_0() && packable);
                 }
             }
             let fpath = dir.path().join(format!("{name}-{dtype}-deq.gguf"));

@@ -113,10 +113,16 @@ pub fn unpack_row(panel: &[u8], k: usize, r: usize, out: &mut [u8]) {
 /// float fallback).
 pub fn dequantize_row(packed: &[u8], k: usize, row: usize, out: &mut [f32]) {
     let panel = &packed[row / ROWS * panel_bytes(k)..][..panel_bytes(k)];
-    let mut blocks = vec![0u8; k / 32 * q4_0::BYTES];
-    unpack_row(panel, k, row % ROWS, &mut blocks);
-    for (b, o) in blocks.chunks_exact(q4_0::BYTES).zip(out.chunks_exact_mut(32)) {
-        q4_0::dequantize(b, o);
+    let r = row % ROWS;
+    let mut block = [0u8; q4_0::BYTES];
+    for (b, o) in out.chunks_exact_mut(32).take(k / 32).enumerate() {
+        let at = scales_at(k, b) + 2 * r;
+        block[..2].copy_from_slice(&panel[at..at + 2]);
+        for j in 0..4 {
+            let at = b * BLOCK_CODES + 64 * j + 4 * r;
+            block[2 + 4 * j..][..4].copy_from_slice(&panel[at..at + 4]);
+        }
+        q4_0::dequantize(&block, o);
     }
 }
 
