@@ -662,7 +662,8 @@ fn q4_0_panel_products_equal_their_twin_for_every_batch_size() {
     use phi3_kernels::quant::q4_0_panels::{dot_scalar, pack, packed_bytes, panel_bytes, PanelTokens, ROWS};
     use phi3_kernels::WeightRef;
     let mut rng = Lcg(57);
-    for (n, k) in [(16usize, 32usize), (48, 96), (32, 544)] {
+    // 35 blocks: two of the AMX kernel's 32-block chunks, the last one odd
+    for (n, k) in [(16usize, 32usize), (48, 96), (32, 544), (32, 1120)] {
         let w32: Vec<f32> = (0..n * k).map(|_| rng.f32() * 2.0).collect();
         let w = quantize(QuantKind::Q4_0, &w32);
         let mut packed = vec![0u8; packed_bytes(n, k)];

@@ -21,6 +21,9 @@ use crate::quant::q4_0_panels::{scales_at, PanelTokens, BLOCK_CODES};
 /// Bytes of one block's B tile (8 rows of 64 bytes).
 const B_TILE: usize = 512;
 
+/// Blocks whose B tiles every token tile takes in turn (32: 16 KiB, in L1).
+const CHUNK_BLOCKS: usize = 32;
+
 /// Splits a panel's codes into B tiles of signed weights u − 8, one per block.
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn unpack(panel: *const u8, blocks: usize, buf: &mut AlignedBytes) {
@@ -64,54 +67,74 @@ pub unsafe fn panel(
         "padded tokens"
     );
     unpack(panel, blocks, buf);
-    configure(32);
+    let tiles = x.tokens.div_ceil(TILE);
+    // then each token tile's accumulators, kept between chunks of blocks
+    let weights_bytes = blocks * B_TILE;
+    buf.resize(weights_bytes + tiles * TILE * 64);
     let weights = buf.as_slice().as_ptr();
+    let saved = buf.as_mut_slice().as_mut_ptr().add(weights_bytes) as *mut __m512;
+    configure(32);
     let scales = panel.add(scales_at(k, 0));
     // a token tile's block is 16 rows of 32 bytes, the next block 512 bytes on
     let row_stride = 32;
     // [slot][block of the round][token]: the two rounds in flight
     let mut c = [[[_mm512_setzero_si512(); TILE]; 2]; 2];
-    for tile in 0..x.tokens.div_ceil(TILE) {
-        let first = tile * TILE;
-        let a = (x.values.as_ptr() as *const u8).add(32 * x.at(first, 0));
-        let dx = x.scales.as_ptr().add(x.at(first, 0));
-        let mut acc = [_mm512_setzero_ps(); TILE];
-        // Two blocks per round on the tile unit; a round's sums are scaled
-        // during the next round, once its tile stores have landed. The
-        // accumulators take the blocks in order.
-        let mut pending: Option<(usize, usize, usize)> = None;
-        let mut b = 0;
-        loop {
-            let round = (b < blocks).then(|| {
-                let pair = [b, (b + 1).min(blocks - 1)];
-                let slot = (b / 2) % 2;
-                let out = &mut c[slot];
-                two_products::<true>(
-                    pair.map(|b| a.add(32 * TILE * b)),
-                    row_stride,
-                    pair.map(|b| weights.add(b * B_TILE)),
-                    [out[0].as_mut_ptr() as *mut i32, out[1].as_mut_ptr() as *mut i32],
-                );
-                (b, slot, if b + 1 < blocks { 2 } else { 1 })
-            });
-            if let Some((b0, slot, count)) = pending {
-                for (kk, sums) in c[slot].iter().enumerate().take(count) {
-                    let b = b0 + kk;
-                    let dw = _mm512_cvtph_ps(_mm256_loadu_si256(scales.add(32 * b) as *const __m256i));
-                    for m in 0..TILE {
-                        let d = _mm512_mul_ps(dw, _mm512_set1_ps(*dx.add(TILE * b + m)));
-                        acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[m]), d, acc[m]);
+    // Blocks go by chunks whose B tiles (16 KiB) stay in L1 while every
+    // token tile passes over them, instead of coming from L2 per tile.
+    for chunk in (0..blocks).step_by(CHUNK_BLOCKS) {
+        let end = (chunk + CHUNK_BLOCKS).min(blocks);
+        for tile in 0..tiles {
+            let first = tile * TILE;
+            let a = (x.values.as_ptr() as *const u8).add(32 * x.at(first, 0));
+            let dx = x.scales.as_ptr().add(x.at(first, 0));
+            let mut acc: [__m512; TILE] = if chunk == 0 {
+                [_mm512_setzero_ps(); TILE]
+            } else {
+                std::array::from_fn(|m| *saved.add(tile * TILE + m))
+            };
+            // Two blocks per round on the tile unit; a round's sums are
+            // scaled during the next round, once its tile stores have
+            // landed. The accumulators take the blocks in order.
+            let mut pending: Option<(usize, usize, usize)> = None;
+            let mut b = chunk;
+            loop {
+                let round = (b < end).then(|| {
+                    let pair = [b, (b + 1).min(end - 1)];
+                    let slot = (b / 2) % 2;
+                    let out = &mut c[slot];
+                    two_products::<true>(
+                        pair.map(|b| a.add(32 * TILE * b)),
+                        row_stride,
+                        pair.map(|b| weights.add(b * B_TILE)),
+                        [out[0].as_mut_ptr() as *mut i32, out[1].as_mut_ptr() as *mut i32],
+                    );
+                    (b, slot, if b + 1 < end { 2 } else { 1 })
+                });
+                if let Some((b0, slot, count)) = pending {
+                    for (kk, sums) in c[slot].iter().enumerate().take(count) {
+                        let b = b0 + kk;
+                        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(scales.add(32 * b) as *const __m256i));
+                        for m in 0..TILE {
+                            let d = _mm512_mul_ps(dw, _mm512_set1_ps(*dx.add(TILE * b + m)));
+                            acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[m]), d, acc[m]);
+                        }
                     }
                 }
+                pending = round;
+                if pending.is_none() {
+                    break;
+                }
+                b += 2;
             }
-            pending = round;
-            if pending.is_none() {
-                break;
+            if end < blocks {
+                for (m, a) in acc.iter().enumerate() {
+                    *saved.add(tile * TILE + m) = *a;
+                }
+            } else {
+                for (m, a) in acc.iter().enumerate().take(TILE.min(x.tokens - first)) {
+                    _mm512_storeu_ps(out.add((first + m) * n + row0), *a);
+                }
             }
-            b += 2;
-        }
-        for (m, a) in acc.iter().enumerate().take(TILE.min(x.tokens - first)) {
-            _mm512_storeu_ps(out.add((first + m) * n + row0), *a);
         }
     }
     asm!("tilerelease", options(nostack, nomem));
