@@ -32,7 +32,7 @@ pub struct PanelMemory(memmap2::MmapMut);
 impl PanelMemory {
     fn new(len: usize) -> std::io::Result<PanelMemory> {
         let map = memmap2::MmapMut::map_anon(len)?;
-        #[cfg(unix)]
+        #[cfg(target_os = "linux")]
         {
             // only a hint: without huge pages the memory works the same
             let _ = map.advise(memmap2::Advice::HugePage);
