@@ -295,6 +295,9 @@ mod rows_x86 {
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn prefetch(p: *const u8, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
         let mut at = 0;
         while at < bytes {
             _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at) as *const i8);
