@@ -479,37 +479,6 @@ mod rows_x86 {
         widths!(0 1 2 3 4 5 6)
     }
 
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[allow(clippy::needless_range_loop)] // constant-bound indexing keeps the accumulators in registers
-    unsafe fn weighted_sum_n<const FMT: u8, const FULL: usize>(
-        weights: &[f32],
-        rows: *const u8,
-        stride: usize,
-        out: &mut [f32],
-    ) {
-        let n = out.len();
-        let o = out.as_mut_ptr();
-        let mut acc: [__m256; FULL] = std::array::from_fn(|c| _mm256_loadu_ps(o.add(8 * c)));
-        for (r, &p) in weights.iter().enumerate() {
-            let row = rows.add(r * row_bytes::<FMT>(stride));
-            prefetch(
-                rows.wrapping_add((r + 8) * row_bytes::<FMT>(stride)),
-                value_bytes::<FMT>(n),
-            );
-            let pv = _mm256_set1_ps(p);
-            for c in 0..FULL {
-                acc[c] = _mm256_fmadd_ps(pv, load8::<FMT>(row, 8 * c), acc[c]);
-            }
-            for j in 8 * FULL..n {
-                out[j] = p.mul_add(at::<FMT>(row, j), out[j]);
-            }
-        }
-        for c in 0..FULL {
-            _mm256_storeu_ps(o.add(8 * c), acc[c]);
-        }
-    }
-
     /// Sixteen values of a stored row, widened as [`load8`] widens eight.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f")]
@@ -526,39 +495,67 @@ mod rows_x86 {
         }
     }
 
-    /// [`weighted_sum_n`] sixteen lanes to a register (AVX-512): every lane
-    /// is still its own chain of fused multiply-adds in key order, so the
-    /// results are the same bits, with half the instructions.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
-    #[allow(clippy::needless_range_loop)] // constant-bound indexing keeps the accumulators in registers
-    unsafe fn weighted_sum16_n<const FMT: u8, const FULL: usize>(
-        weights: &[f32],
-        rows: *const u8,
-        stride: usize,
-        out: &mut [f32],
-    ) {
-        let n = out.len();
-        let o = out.as_mut_ptr();
-        let mut acc: [__m512; FULL] = std::array::from_fn(|c| _mm512_loadu_ps(o.add(16 * c)));
-        for (r, &p) in weights.iter().enumerate() {
-            let row = rows.add(r * row_bytes::<FMT>(stride));
-            prefetch(
-                rows.wrapping_add((r + 8) * row_bytes::<FMT>(stride)),
-                value_bytes::<FMT>(n),
-            );
-            let pv = _mm512_set1_ps(p);
-            for c in 0..FULL {
-                acc[c] = _mm512_fmadd_ps(pv, load16::<FMT>(row, 16 * c), acc[c]);
+    /// One output slice's value sums, `FULL` registers of `$width` lanes
+    /// held across the rows, the values past them one at a time: every
+    /// output value is one chain of fused multiply-adds in key order, so the
+    /// eight- and sixteen-lane versions give the same bits.
+    macro_rules! value_sums {
+        ($name:ident, $features:literal, $width:literal, $vec:ty, $load:ident, $loadu:ident, $storeu:ident, $set1:ident, $fmadd:ident) => {
+            #[inline]
+            #[target_feature(enable = $features)]
+            #[allow(clippy::needless_range_loop)] // constant-bound indexing keeps the accumulators in registers
+            unsafe fn $name<const FMT: u8, const FULL: usize>(
+                weights: &[f32],
+                rows: *const u8,
+                stride: usize,
+                out: &mut [f32],
+            ) {
+                let n = out.len();
+                let o = out.as_mut_ptr();
+                let mut acc: [$vec; FULL] = std::array::from_fn(|c| $loadu(o.add($width * c)));
+                for (r, &p) in weights.iter().enumerate() {
+                    let row = rows.add(r * row_bytes::<FMT>(stride));
+                    prefetch(
+                        rows.wrapping_add((r + 8) * row_bytes::<FMT>(stride)),
+                        value_bytes::<FMT>(n),
+                    );
+                    let pv = $set1(p);
+                    for c in 0..FULL {
+                        acc[c] = $fmadd(pv, $load::<FMT>(row, $width * c), acc[c]);
+                    }
+                    for j in $width * FULL..n {
+                        out[j] = p.mul_add(at::<FMT>(row, j), out[j]);
+                    }
+                }
+                for c in 0..FULL {
+                    $storeu(o.add($width * c), acc[c]);
+                }
             }
-            for j in 16 * FULL..n {
-                out[j] = p.mul_add(at::<FMT>(row, j), out[j]);
-            }
-        }
-        for c in 0..FULL {
-            _mm512_storeu_ps(o.add(16 * c), acc[c]);
-        }
+        };
     }
+
+    value_sums!(
+        weighted_sum_n,
+        "avx2,fma,f16c",
+        8,
+        __m256,
+        load8,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_set1_ps,
+        _mm256_fmadd_ps
+    );
+    value_sums!(
+        weighted_sum16_n,
+        "avx2,fma,f16c,avx512f",
+        16,
+        __m512,
+        load16,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_set1_ps,
+        _mm512_fmadd_ps
+    );
 }
 
 #[cfg(test)]
