@@ -251,8 +251,8 @@ thread_local! {
     /// Per-thread buffer for a tile of widened weights.
     static WIDENED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Per-thread buffer for the tokens of an AMX-BF16 product.
-    static AMX_BF16_TOKENS: std::cell::RefCell<crate::simd::amx::AlignedBytes> =
-        std::cell::RefCell::new(crate::simd::amx::AlignedBytes::default());
+    static AMX_BF16_TOKENS: std::cell::RefCell<crate::aligned::AlignedBytes> =
+        std::cell::RefCell::new(crate::aligned::AlignedBytes::default());
     /// Per-thread converted weight panels of the AMX-BF16 kernel.
     static AMX_BF16_PANELS: std::cell::RefCell<crate::simd::amx_bf16::PanelBuffers> =
         std::cell::RefCell::new(Default::default());

@@ -129,12 +129,7 @@ fn matmul_quantized(
     out: &mut [f32],
 ) {
     let xrow = act.row_bytes(k);
-    // the quantized activations, in a buffer kept per thread (no allocation per token)
-    let mut xq = QUANTIZED.with(|q| std::mem::take(&mut *q.borrow_mut()));
-    xq.resize(t * xrow, 0);
-    for (xi, qi) in x.chunks_exact(k).zip(xq.chunks_exact_mut(xrow)) {
-        act.quantize(xi, qi);
-    }
+    let xq = quantize_rows(act, x, k, t);
     #[cfg(target_arch = "x86_64")]
     if matches!(
         kind,
@@ -143,7 +138,7 @@ fn matmul_quantized(
         && crate::simd::amx()
     {
         matmul_amx(kind, w, n, k, &xq, t, out);
-        QUANTIZED.with(|q| *q.borrow_mut() = xq);
+        keep_quantized(xq);
         return;
     }
     let wrow = kind.row_bytes(k);
@@ -187,10 +182,28 @@ fn matmul_quantized(
             }
         }
     });
-    QUANTIZED.with(|q| *q.borrow_mut() = xq);
+    keep_quantized(xq);
     if let Some(p) = prepared {
         PREPARED.with(|slot| *slot.borrow_mut() = p);
     }
+}
+
+/// The `t` rows of `x` (inner size `k`) quantized for `act`, in this
+/// thread's buffer (no allocation per token): hand it back with
+/// [`keep_quantized`] once the product is done.
+pub(crate) fn quantize_rows(act: crate::quant::dot::Activations, x: &[f32], k: usize, t: usize) -> Vec<u8> {
+    let xrow = act.row_bytes(k);
+    let mut xq = QUANTIZED.with(|q| std::mem::take(&mut *q.borrow_mut()));
+    xq.resize(t * xrow, 0);
+    for (xi, qi) in x.chunks_exact(k).zip(xq.chunks_exact_mut(xrow)) {
+        act.quantize(xi, qi);
+    }
+    xq
+}
+
+/// Returns the buffer of [`quantize_rows`] to this thread for the next product.
+pub(crate) fn keep_quantized(xq: Vec<u8>) {
+    QUANTIZED.with(|q| *q.borrow_mut() = xq);
 }
 
 /// Tokens from which a product with an AMX kernel (Q4_0, Q8_0, Q3_K, Q4_K, Q5_K, Q6_K) runs on it (where present).
@@ -317,8 +330,8 @@ thread_local! {
         std::cell::RefCell::new(crate::simd::TileActivations::default());
     /// Per-thread buffer for the tokens of an AMX product.
     #[cfg(target_arch = "x86_64")]
-    static AMX_TOKENS: std::cell::RefCell<crate::simd::amx::AlignedBytes> =
-        std::cell::RefCell::new(crate::simd::amx::AlignedBytes::default());
+    static AMX_TOKENS: std::cell::RefCell<crate::aligned::AlignedBytes> =
+        std::cell::RefCell::new(crate::aligned::AlignedBytes::default());
     /// Per-thread unpacked weight panels and accumulators of the AMX kernels (Q4_0, Q4_K).
     #[cfg(target_arch = "x86_64")]
     static AMX_PANEL: std::cell::RefCell<(crate::simd::amx::PanelBuffers, crate::simd::amx_k::PanelBuffers)> =

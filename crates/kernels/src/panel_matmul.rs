@@ -6,7 +6,7 @@
 //! the scalar twin. The three give the same bits (module doc of
 //! `q4_0_panels`), so a token's result never depends on its batch.
 
-use crate::matmul::{for_row_ranges, SendPtr};
+use crate::matmul::{for_row_ranges, keep_quantized, quantize_rows, SendPtr};
 use crate::quant::dot::Activations;
 use crate::quant::q4_0_panels::{dot_scalar, packed_bytes, panel_bytes, PanelTokens, ROWS};
 
@@ -58,12 +58,7 @@ pub(crate) fn matmul_panels(w: &[u8], n: usize, k: usize, x: &[f32], t: usize, o
     assert!(crate::quant::q4_0_panels::can_pack(n, k), "{n} × {k} panels");
     assert_eq!(w.len(), packed_bytes(n, k), "panel bytes");
     let blocks = k / 32;
-    let xrow = Activations::Q8_0.row_bytes(k);
-    let mut xq = QUANTIZED.with(|q| std::mem::take(&mut *q.borrow_mut()));
-    xq.resize(t * xrow, 0);
-    for (xi, qi) in x.chunks_exact(k).zip(xq.chunks_exact_mut(xrow)) {
-        Activations::Q8_0.quantize(xi, qi);
-    }
+    let xq = quantize_rows(Activations::Q8_0, x, k, t);
     let mut tokens = TOKENS.with(|p| std::mem::take(&mut *p.borrow_mut()));
     tokens.prepare(&xq, t, blocks);
     let kernel = kernel(t);
@@ -108,13 +103,11 @@ pub(crate) fn matmul_panels(w: &[u8], n: usize, k: usize, x: &[f32], t: usize, o
             }
         }
     });
-    QUANTIZED.with(|q| *q.borrow_mut() = xq);
+    keep_quantized(xq);
     TOKENS.with(|p| *p.borrow_mut() = tokens);
 }
 
 thread_local! {
-    /// Per-thread buffer for the Q8_0 activations of a product.
-    static QUANTIZED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Per-thread buffer for the prepared tokens of a product.
     static TOKENS: std::cell::RefCell<PanelTokens> = std::cell::RefCell::new(PanelTokens::default());
     /// Per-thread B tiles of the panel being multiplied on AMX.

@@ -97,15 +97,20 @@ pub fn pack_panel(rows: &[u8], k: usize, panel: &mut [u8]) {
     scales[2 * ROWS * blocks..].fill(0);
 }
 
+/// Block `b` of row `r` (0..16) of a panel, in the file's 18-byte layout.
+fn file_block(panel: &[u8], k: usize, r: usize, b: usize, block: &mut [u8]) {
+    let at = scales_at(k, b) + 2 * r;
+    block[..2].copy_from_slice(&panel[at..at + 2]);
+    for j in 0..4 {
+        let at = b * BLOCK_CODES + 64 * j + 4 * r;
+        block[2 + 4 * j..][..4].copy_from_slice(&panel[at..at + 4]);
+    }
+}
+
 /// Row `r` (0..16) of a panel back in the file's Q4_0 layout.
 pub fn unpack_row(panel: &[u8], k: usize, r: usize, out: &mut [u8]) {
     for (b, block) in out.chunks_exact_mut(q4_0::BYTES).take(k / 32).enumerate() {
-        let at = scales_at(k, b) + 2 * r;
-        block[..2].copy_from_slice(&panel[at..at + 2]);
-        for j in 0..4 {
-            let at = b * BLOCK_CODES + 64 * j + 4 * r;
-            block[2 + 4 * j..][..4].copy_from_slice(&panel[at..at + 4]);
-        }
+        file_block(panel, k, r, b, block);
     }
 }
 
@@ -113,15 +118,9 @@ pub fn unpack_row(panel: &[u8], k: usize, r: usize, out: &mut [u8]) {
 /// float fallback).
 pub fn dequantize_row(packed: &[u8], k: usize, row: usize, out: &mut [f32]) {
     let panel = &packed[row / ROWS * panel_bytes(k)..][..panel_bytes(k)];
-    let r = row % ROWS;
     let mut block = [0u8; q4_0::BYTES];
     for (b, o) in out.chunks_exact_mut(32).take(k / 32).enumerate() {
-        let at = scales_at(k, b) + 2 * r;
-        block[..2].copy_from_slice(&panel[at..at + 2]);
-        for j in 0..4 {
-            let at = b * BLOCK_CODES + 64 * j + 4 * r;
-            block[2 + 4 * j..][..4].copy_from_slice(&panel[at..at + 4]);
-        }
+        file_block(panel, k, row % ROWS, b, &mut block);
         q4_0::dequantize(&block, o);
     }
 }
@@ -131,8 +130,9 @@ pub fn dequantize_row(packed: &[u8], k: usize, row: usize, out: &mut [f32]) {
 /// −8·Σ x and its scale d_x, by tiles of 16 tokens: within a tile, block
 /// after block, the 16 tokens' entries next to each other ([`Self::at`]),
 /// so that a tile's block is one 512-byte AMX A tile (rows 32 bytes apart)
-/// and its 16 scales one cache line. Tokens are padded with zeros to a
-/// multiple of 16.
+/// and its 16 scales one cache line. Room is kept for a multiple of 16
+/// tokens; the padding holds whatever an earlier product left there (only
+/// the padding tokens' own results read it, and those are never stored).
 #[derive(Debug, Default, Clone)]
 pub struct PanelTokens {
     pub tokens: usize,
@@ -153,11 +153,10 @@ impl PanelTokens {
         let padded = t.next_multiple_of(ROWS);
         self.tokens = t;
         self.blocks = blocks;
-        self.values.clear();
+        // every entry of the `t` tokens is written below: no clearing (a
+        // decode step would otherwise zero 16 tokens' room per product)
         self.values.resize(padded * blocks * 32, 0);
-        self.neg_corr.clear();
         self.neg_corr.resize(padded * blocks, 0);
-        self.scales.clear();
         self.scales.resize(padded * blocks, 0.0);
         let table = f16_table();
         for (i, xb) in xq.chunks_exact(q8_0::BYTES).enumerate() {

@@ -26,7 +26,7 @@
 use std::arch::asm;
 use std::arch::x86_64::*;
 
-pub use crate::aligned::AlignedBytes;
+use crate::aligned::AlignedBytes;
 use crate::quant::dot::{q4_0_group_lane, Q4_0_GROUP};
 use crate::quant::{f16_table, q4_0, q8_0};
 

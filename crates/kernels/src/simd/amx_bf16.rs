@@ -30,8 +30,9 @@
 use std::arch::asm;
 use std::arch::x86_64::*;
 
-use super::amx::{store_transposed, AlignedBytes, TILE};
+use super::amx::{store_transposed, TILE};
 use super::float_tile::FloatWeight;
+use crate::aligned::AlignedBytes;
 
 /// Inner elements per tile product (32 bf16: 64 bytes per tile row).
 pub const STEP: usize = 32;

@@ -17,8 +17,9 @@
 use std::arch::asm;
 use std::arch::x86_64::*;
 
-use super::amx::{configure, store_transposed, two_products, AlignedBytes, TILE};
+use super::amx::{configure, store_transposed, two_products, TILE};
 use super::vnni_k::{SixteenSubBlocks, Q3K, Q6K};
+use crate::aligned::AlignedBytes;
 use crate::quant::dot::q4_k_scales_mins;
 use crate::quant::{f16_table, q4_k, q5_k, q8_k, QuantKind};
 

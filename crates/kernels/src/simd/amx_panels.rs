@@ -15,7 +15,8 @@
 use std::arch::asm;
 use std::arch::x86_64::*;
 
-use super::amx::{configure, two_products, AlignedBytes, TILE};
+use super::amx::{configure, two_products, TILE};
+use crate::aligned::AlignedBytes;
 use crate::quant::q4_0_panels::{scales_at, PanelTokens, BLOCK_CODES};
 
 /// Bytes of one block's B tile (8 rows of 64 bytes).
