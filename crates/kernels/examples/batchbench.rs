@@ -32,7 +32,10 @@ fn main() {
             kind.quantize(&w32, &mut w).unwrap();
             if panels {
                 let mut p = vec![0u8; phi3_kernels::quant::q4_0_panels::packed_bytes(n, k)];
-                phi3_kernels::quant::q4_0_panels::pack(&w, n, k, &mut p);
+                assert!(
+                    phi3_kernels::quant::q4_0_panels::pack(&w, n, k, &mut p),
+                    "finite scales"
+                );
                 return (n, k, p);
             }
             (n, k, w)

@@ -51,6 +51,18 @@ impl std::fmt::Debug for PanelMemory {
     }
 }
 
+/// What [`Linear::repack`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repacked {
+    /// Held as panels; every block scale was found finite on the way.
+    Panels,
+    /// Left in the file's layout (not Q4_0, another CPU's kernels, a shape
+    /// panels cannot hold, or no memory for them); scales not checked.
+    Unchanged,
+    /// A block scale is NaN or infinite; the file's layout is kept.
+    NonFiniteScales,
+}
+
 impl Linear {
     pub fn new(rows: usize, cols: usize, tensor: Tensor) -> Linear {
         Linear {
@@ -65,22 +77,26 @@ impl Linear {
     /// read them (`phi3_kernels::packs_q4_0`; the layout is explained in
     /// `phi3_kernels::quant::q4_0_panels`), then drops the file's pages of
     /// it from memory, so the weights are held once. Other matrices, and
-    /// shapes panels cannot hold, stay as they are.
-    pub fn repack(&mut self) {
+    /// shapes panels cannot hold, stay as they are. The block scales are
+    /// checked on the way (see [`Repacked`]).
+    pub fn repack(&mut self) -> Repacked {
         if self.tensor.dtype != DType::Q4_0
             || !phi3_kernels::packs_q4_0()
             || !q4_0_panels::can_pack(self.rows, self.cols)
             || self.panels.is_some()
         {
-            return;
+            return Repacked::Unchanged;
         }
         // without the memory, the file's layout serves as well (if slower)
         let Ok(mut panels) = PanelMemory::new(q4_0_panels::packed_bytes(self.rows, self.cols)) else {
-            return;
+            return Repacked::Unchanged;
         };
-        q4_0_panels::pack(self.tensor.bytes(), self.rows, self.cols, &mut panels.0);
+        if !q4_0_panels::pack(self.tensor.bytes(), self.rows, self.cols, &mut panels.0) {
+            return Repacked::NonFiniteScales;
+        }
         self.tensor.release_pages();
         self.panels = Some(Arc::new(panels));
+        Repacked::Panels
     }
 
     /// The elements as a typed slice over the file mapping (or the panels).
@@ -227,30 +243,35 @@ fn bind(
         }
         Ok(t)
     };
-    let linear = |name: &str, rows: usize, cols: usize| -> Result<Linear> {
+    // `repack`: whether the matrix is used in products (so held as panels
+    // where the kernels read them)
+    let linear = |name: &str, rows: usize, cols: usize, repack: bool| -> Result<Linear> {
         let tensor = fetch(name, &[rows, cols])?;
-        match tensor.dtype {
-            DType::F32 | DType::F16 | DType::BF16 => {}
-            other => match quant_kind(other) {
-                None => {
-                    return Err(ModelError::UnsupportedDType {
-                        path: path.to_path_buf(),
-                        name: name.to_string(),
-                        dtype: other.to_string(),
-                    })
-                }
-                // a NaN or infinite block scale would poison every output it touches
-                Some(kind) if !kind.scales_finite(tensor.bytes()) => {
-                    return Err(ModelError::BadQuantScales {
-                        path: path.to_path_buf(),
-                        name: name.to_string(),
-                    })
-                }
-                Some(_) => {}
-            },
-        }
+        let kind = match tensor.dtype {
+            DType::F32 | DType::F16 | DType::BF16 => None,
+            other => Some(quant_kind(other).ok_or_else(|| ModelError::UnsupportedDType {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                dtype: other.to_string(),
+            })?),
+        };
         progress(tensor.bytes().len() as u64);
-        Ok(Linear::new(rows, cols, tensor))
+        let mut m = Linear::new(rows, cols, tensor);
+        // a NaN or infinite block scale would poison every output it touches;
+        // repacking checks the scales as it reads them (the weights are then
+        // read once), otherwise they are checked here
+        let scales_ok = match if repack { m.repack() } else { Repacked::Unchanged } {
+            Repacked::Panels => true,
+            Repacked::NonFiniteScales => false,
+            Repacked::Unchanged => kind.is_none_or(|k| k.scales_finite(m.tensor.bytes())),
+        };
+        if !scales_ok {
+            return Err(ModelError::BadQuantScales {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+            });
+        }
+        Ok(m)
     };
     let vector = |name: &str, len: usize| -> Result<Vec<f32>> {
         let t = fetch(name, &[len])?;
@@ -261,14 +282,10 @@ fn bind(
         })
     };
     let h = cfg.hidden_size;
-    let mut embed = linear(names.embed, cfg.vocab_size, h)?;
     // matrices used in products are repacked; the embedding only when it is
     // also the output matrix (tied): otherwise it is only read row by row
-    let matrix = |name: &str, rows: usize, cols: usize| -> Result<Linear> {
-        let mut m = linear(name, rows, cols)?;
-        m.repack();
-        Ok(m)
-    };
+    let embed = linear(names.embed, cfg.vocab_size, h, cfg.tie_word_embeddings)?;
+    let matrix = |name: &str, rows: usize, cols: usize| linear(name, rows, cols, true);
     let mut layers = Vec::with_capacity(cfg.num_layers);
     for l in 0..cfg.num_layers {
         let n = |p: &str| layer_name(p, l);
@@ -282,7 +299,6 @@ fn bind(
         });
     }
     let lm_head = if cfg.tie_word_embeddings {
-        embed.repack();
         embed.clone()
     } else {
         matrix(names.lm_head, cfg.vocab_size, h)?

@@ -248,6 +248,29 @@ fn gguf_model_errors() {
         matches!(&e, ModelError::BadQuantScales { name, .. } if name == "blk.1.ffn_down.weight"),
         "{e}"
     );
+
+    // Q4_0 matrices with one infinite block scale, the last block of the
+    // matrix or one in its middle: on CPUs whose kernels read Q4_0 as
+    // panels the check is made while repacking, elsewhere on its own
+    for (name, block) in [("blk.0.ffn_up.weight", usize::MAX), ("blk.1.attn_qkv.weight", 7)] {
+        gguf_variant(&src, &out, |_, t| {
+            let i = t.iter().position(|t| t.name == name).unwrap();
+            let shape = t[i].shape.clone();
+            let blocks = shape.iter().product::<usize>() / 32;
+            let mut bytes = vec![0x11u8; blocks * 18];
+            for b in bytes.chunks_exact_mut(18) {
+                b[..2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+            }
+            let at = 18 * block.min(blocks - 1);
+            bytes[at..at + 2].copy_from_slice(&half::f16::INFINITY.to_le_bytes());
+            t[i] = phi3_formats::Tensor::from_bytes(t[i].name.clone(), DType::Q4_0, shape, &bytes);
+        });
+        let e = open_err(&out);
+        assert!(
+            matches!(&e, ModelError::BadQuantScales { name: n, .. } if n == name),
+            "{name}: {e}"
+        );
+    }
 }
 
 #[test]

@@ -163,10 +163,36 @@ impl QuantKind {
             QuantKind::Q3K => &[108],
             QuantKind::Q6K => &[208],
         };
-        blocks
-            .chunks_exact(self.block_bytes())
-            .all(|b| fields.iter().all(|&f| half_at(b, f).is_finite()))
+        let block = self.block_bytes();
+        let finite = |part: &[u8]| {
+            part.chunks_exact(block).all(|b| {
+                fields
+                    .iter()
+                    .all(|&f| half_bits_finite(u16::from_le_bytes([b[f], b[f + 1]])))
+            })
+        };
+        // a whole model's weights are read here once when loading: in parts
+        // of about 1 MiB over the pool
+        let part = (1 << 20) / block * block;
+        if blocks.len() <= part {
+            return finite(blocks);
+        }
+        let parts: Vec<&[u8]> = blocks.chunks(part).collect();
+        let non_finite = std::sync::atomic::AtomicBool::new(false);
+        crate::pool::global().run(parts.len(), &|i| {
+            if !non_finite.load(std::sync::atomic::Ordering::Relaxed) && !finite(parts[i]) {
+                non_finite.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        !non_finite.into_inner()
     }
+}
+
+/// Whether the f16 with these bits is finite (its exponent bits are not
+/// all ones, which mark infinities and NaNs).
+#[inline]
+pub(crate) fn half_bits_finite(bits: u16) -> bool {
+    bits & 0x7C00 != 0x7C00
 }
 
 /// The f16 stored at byte `at` of a block, as f32, through a 64 Ki-entry

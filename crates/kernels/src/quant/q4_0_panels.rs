@@ -55,8 +55,11 @@ pub fn scales_at(k: usize, b: usize) -> usize {
 
 /// Repacks the `n × k` Q4_0 matrix `w` (file layout) into panels in `out`
 /// ([`packed_bytes`] long; padding bytes are zeroed), panels shared out
-/// over the pool.
-pub fn pack(w: &[u8], n: usize, k: usize, out: &mut [u8]) {
+/// over the pool. Returns whether every block scale is finite (the check
+/// `QuantKind::scales_finite` makes, done here on the way, so that loading
+/// reads the weights once).
+#[must_use = "a matrix with a NaN or infinite scale must be refused"]
+pub fn pack(w: &[u8], n: usize, k: usize, out: &mut [u8]) -> bool {
     assert!(can_pack(n, k), "{n} × {k} Q4_0 cannot be held as panels");
     let row_bytes = k / 32 * q4_0::BYTES;
     assert_eq!(w.len(), n * row_bytes, "Q4_0 matrix size");
@@ -65,28 +68,35 @@ pub fn pack(w: &[u8], n: usize, k: usize, out: &mut [u8]) {
     let tasks = (crate::pool::global().threads() * 4).min(panels);
     let chunk = panels.div_ceil(tasks);
     let out_ptr = crate::matmul::SendPtr(out.as_mut_ptr());
+    let non_finite = std::sync::atomic::AtomicBool::new(false);
     crate::pool::global().run(tasks, &|task| {
         for p in task * chunk..((task + 1) * chunk).min(panels) {
             // SAFETY: each task writes its own panels of `out`, which
             // outlives the pool run.
             let panel = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(p * len), len) };
-            pack_panel(&w[p * ROWS * row_bytes..(p + 1) * ROWS * row_bytes], k, panel);
+            if !pack_panel(&w[p * ROWS * row_bytes..(p + 1) * ROWS * row_bytes], k, panel) {
+                non_finite.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     });
+    !non_finite.into_inner()
 }
 
-/// Repacks 16 rows (file layout) into one panel.
-pub fn pack_panel(rows: &[u8], k: usize, panel: &mut [u8]) {
+/// Repacks 16 rows (file layout) into one panel; returns whether every
+/// block scale is finite.
+pub fn pack_panel(rows: &[u8], k: usize, panel: &mut [u8]) -> bool {
     let (blocks, row_bytes) = (k / 32, k / 32 * q4_0::BYTES);
     assert!(
         rows.len() >= ROWS * row_bytes && panel.len() >= panel_bytes(k),
         "panel sizes"
     );
     let (codes, scales) = panel.split_at_mut(blocks * BLOCK_CODES);
+    let mut finite = true;
     // block after block, so each block's 256 bytes of codes are written together
     for (b, block_codes) in codes.chunks_exact_mut(BLOCK_CODES).enumerate() {
         for r in 0..ROWS {
             let block = &rows[r * row_bytes + b * q4_0::BYTES..][..q4_0::BYTES];
+            finite &= super::half_bits_finite(u16::from_le_bytes([block[0], block[1]]));
             scales[2 * (ROWS * b + r)..][..2].copy_from_slice(&block[..2]);
             for j in 0..4 {
                 block_codes[64 * j + 4 * r..][..4].copy_from_slice(&block[2 + 4 * j..][..4]);
@@ -95,6 +105,7 @@ pub fn pack_panel(rows: &[u8], k: usize, panel: &mut [u8]) {
     }
     // the padding up to the next 64-byte boundary
     scales[2 * ROWS * blocks..].fill(0);
+    finite
 }
 
 /// Block `b` of row `r` (0..16) of a panel, in the file's 18-byte layout.
@@ -220,11 +231,31 @@ mod tests {
     }
 
     #[test]
+    fn packing_finds_a_non_finite_scale_in_any_row_and_block() {
+        use crate::quant::QuantKind;
+        let (n, k) = (48, 96);
+        let w = random_q4_0(n, k, 3);
+        let mut packed = vec![0u8; packed_bytes(n, k)];
+        assert!(pack(&w, n, k, &mut packed));
+        for (row, block, bad) in [
+            (0, 0, half::f16::NAN),
+            (47, 2, half::f16::INFINITY),
+            (21, 1, half::f16::NEG_INFINITY),
+        ] {
+            let mut w = w.clone();
+            let at = (row * k / 32 + block) * q4_0::BYTES;
+            w[at..at + 2].copy_from_slice(&bad.to_le_bytes());
+            assert!(!pack(&w, n, k, &mut packed), "row {row} block {block}");
+            assert!(!QuantKind::Q4_0.scales_finite(&w));
+        }
+    }
+
+    #[test]
     fn panels_hold_the_rows_unchanged() {
         let (n, k) = (48, 96);
         let w = random_q4_0(n, k, 7);
         let mut packed = vec![0u8; packed_bytes(n, k)];
-        pack(&w, n, k, &mut packed);
+        assert!(pack(&w, n, k, &mut packed), "finite scales");
         let row_bytes = k / 32 * q4_0::BYTES;
         let mut back = vec![0u8; row_bytes];
         let (mut want, mut got) = (vec![0f32; k], vec![0f32; k]);
@@ -245,7 +276,7 @@ mod tests {
         let (n, k, t) = (16, 160, 3);
         let w = random_q4_0(n, k, 3);
         let mut packed = vec![0u8; packed_bytes(n, k)];
-        pack(&w, n, k, &mut packed);
+        assert!(pack(&w, n, k, &mut packed), "finite scales");
         let xf: Vec<f32> = (0..t * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
         let mut xq = vec![0u8; t * k / 32 * q8_0::BYTES];
         for (xi, qi) in xf.chunks_exact(32).zip(xq.chunks_exact_mut(q8_0::BYTES)) {
