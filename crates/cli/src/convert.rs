@@ -20,7 +20,8 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> Result<()> {
-    let model = crate::open_model(&args.input)?;
+    // the weights are only read back: no repacking for this CPU's kernels
+    let model = crate::open_model_as(&args.input, phi3_model::WeightLayout::AsStored)?;
     let plan = match &args.dtype {
         None => Plan::Uniform(
             model

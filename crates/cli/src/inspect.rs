@@ -38,7 +38,8 @@ pub fn main(args: Args) -> Result<()> {
 }
 
 fn report(args: &Args, r: &mut String) -> Result<()> {
-    let model = crate::open_model(&args.model)?;
+    // only the configuration and the tensors are reported: nothing to repack
+    let model = crate::open_model_as(&args.model, phi3_model::WeightLayout::AsStored)?;
     let cfg = &model.config;
     let format = match model.format {
         SourceFormat::Gguf => "GGUF",

@@ -121,18 +121,26 @@ pub(crate) fn check_budget(
 /// Opens a model, with a progress bar on a terminal for large files (the
 /// check of every quant block's scale reads the whole file once).
 pub(crate) fn open_model(path: &std::path::Path) -> anyhow::Result<phi3_model::Model> {
+    open_model_as(path, phi3_model::WeightLayout::ForKernels)
+}
+
+/// [`open_model`] with the weight matrices held in `layout`.
+pub(crate) fn open_model_as(
+    path: &std::path::Path,
+    layout: phi3_model::WeightLayout,
+) -> anyhow::Result<phi3_model::Model> {
     use std::io::IsTerminal;
     let files = phi3_formats::ModelFiles::open(path)?;
     let total = phi3_model::Model::tensor_bytes(&files);
     if total < 256 << 20 || !std::io::stderr().is_terminal() {
-        return Ok(phi3_model::Model::from_files(files)?);
+        return Ok(phi3_model::Model::load(files, layout, &|_| {})?);
     }
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
         indicatif::ProgressStyle::with_template("loading {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let model = phi3_model::Model::from_files_with_progress(files, &|n| bar.inc(n));
+    let model = phi3_model::Model::load(files, layout, &|n| bar.inc(n));
     bar.finish_and_clear();
     Ok(model?)
 }

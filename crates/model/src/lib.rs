@@ -21,3 +21,4 @@ pub use forward::Scratch;
 pub use model::{Model, SourceFormat};
 pub use rope::RopeTable;
 pub use session::{feed_many, KvType, RopePolicy, Session, SessionOptions};
+pub use weights::WeightLayout;

@@ -6,7 +6,7 @@ use phi3_formats::{DType, ModelFiles};
 
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::weights::Weights;
+use crate::weights::{WeightLayout, Weights};
 
 /// Where a model came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,10 +48,16 @@ impl Model {
     /// As `from_files`, reporting the bytes of each weight matrix once it
     /// has been checked (every quant block's scale is read).
     pub fn from_files_with_progress(files: ModelFiles, progress: &dyn Fn(u64)) -> Result<Model> {
+        Self::load(files, WeightLayout::ForKernels, progress)
+    }
+
+    /// Loads `files` with the weight matrices held in `layout`, reporting
+    /// progress as [`Model::from_files_with_progress`] does.
+    pub fn load(files: ModelFiles, layout: WeightLayout, progress: &dyn Fn(u64)) -> Result<Model> {
         match files {
             ModelFiles::Gguf(g) => {
                 let config = ModelConfig::from_gguf(&g)?;
-                let weights = Weights::from_gguf(&config, &g, progress)?;
+                let weights = Weights::from_gguf(&config, &g, layout, progress)?;
                 let mut eos = Vec::new();
                 for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"] {
                     if let Some(id) = g.get(key).and_then(|v| v.as_u64()) {
@@ -75,7 +81,7 @@ impl Model {
             }
             ModelFiles::HuggingFace(hf) => {
                 let config = ModelConfig::from_hf_json(&hf.config, &hf.dir.join("config.json"))?;
-                let weights = Weights::from_hf(&config, &hf, progress)?;
+                let weights = Weights::from_hf(&config, &hf, layout, progress)?;
                 let eos_value = hf
                     .generation_config
                     .as_ref()

@@ -205,17 +205,30 @@ pub fn layer_name(pattern: &str, layer: usize) -> String {
 /// Called with the bytes of each matrix once it is checked (for progress bars).
 pub type Progress<'a> = &'a dyn Fn(u64);
 
+/// How the weight matrices are held once loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightLayout {
+    /// Repacked where this CPU's kernels read another layout faster (Q4_0
+    /// as panels of 16 rows, `Linear::repack`): for running the model.
+    #[default]
+    ForKernels,
+    /// As the file stores them (only mapped): for reading the weights back,
+    /// as `phi3 convert` does, without the memory and time of repacking.
+    AsStored,
+}
+
 impl Weights {
-    pub fn from_gguf(cfg: &ModelConfig, gguf: &GgufFile, progress: Progress) -> Result<Weights> {
-        bind(cfg, &gguf.path, &GGUF_NAMES, |n| gguf.tensor(n), progress)
+    pub fn from_gguf(cfg: &ModelConfig, gguf: &GgufFile, layout: WeightLayout, progress: Progress) -> Result<Weights> {
+        bind(cfg, &gguf.path, &GGUF_NAMES, |n| gguf.tensor(n), layout, progress)
     }
 
-    pub fn from_hf(cfg: &ModelConfig, folder: &HfFolder, progress: Progress) -> Result<Weights> {
+    pub fn from_hf(cfg: &ModelConfig, folder: &HfFolder, layout: WeightLayout, progress: Progress) -> Result<Weights> {
         bind(
             cfg,
             &folder.dir,
             &HF_NAMES,
             |n| folder.weights.tensor(n).cloned(),
+            layout,
             progress,
         )
     }
@@ -226,6 +239,7 @@ fn bind(
     path: &Path,
     names: &NameMap,
     get: impl Fn(&str) -> Option<Tensor>,
+    layout: WeightLayout,
     progress: Progress,
 ) -> Result<Weights> {
     let fetch = |name: &str, shape: &[usize]| -> Result<Tensor> {
@@ -284,8 +298,9 @@ fn bind(
     let h = cfg.hidden_size;
     // matrices used in products are repacked; the embedding only when it is
     // also the output matrix (tied): otherwise it is only read row by row
-    let embed = linear(names.embed, cfg.vocab_size, h, cfg.tie_word_embeddings)?;
-    let matrix = |name: &str, rows: usize, cols: usize| linear(name, rows, cols, true);
+    let for_kernels = layout == WeightLayout::ForKernels;
+    let embed = linear(names.embed, cfg.vocab_size, h, for_kernels && cfg.tie_word_embeddings)?;
+    let matrix = |name: &str, rows: usize, cols: usize| linear(name, rows, cols, for_kernels);
     let mut layers = Vec::with_capacity(cfg.num_layers);
     for l in 0..cfg.num_layers {
         let n = |p: &str| layer_name(p, l);

@@ -69,6 +69,19 @@ fn quantized_models_match_their_dequantized_run_and_stay_near_the_reference() {
                     let packable = phi3_kernels::quant::q4_0_panels::can_pack(lin.rows, lin.cols);
                     assert_eq!(lin.panels.is_some(), phi3_kernels::packs_q4_0() && packable);
                 }
+                // loaded to be read back (`phi3 convert`), nothing is repacked
+                // and the matrices are the file's bytes
+                let files = phi3_formats::ModelFiles::open(&qpath).unwrap();
+                let stored = Model::load(files, phi3_model::WeightLayout::AsStored, &|_| {}).unwrap();
+                let s = &stored.weights.layers[0];
+                for (lin, kept) in [
+                    (&s.qkv, &l.qkv),
+                    (&s.down, &l.down),
+                    (&stored.weights.lm_head, &q.weights.lm_head),
+                ] {
+                    assert!(lin.panels.is_none());
+                    assert_eq!(lin.tensor.bytes(), kept.tensor.bytes());
+                }
             }
             let fpath = dir.path().join(format!("{name}-{dtype}-deq.gguf"));
             write_gguf(&q, &fpath, DType::F32).unwrap();
