@@ -111,19 +111,8 @@ pub fn attend(q: &[f32], segments: &[KvSegment], scale: f32, out: &mut [f32]) {
         for seg in segments {
             push_scores(q, seg, scale, scores, row);
         }
-        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-        let mut denom = 0f32;
-        for s in scores.iter_mut() {
-            let e = (*s - max).exp();
-            // Weights under f32's smallest normal (2⁻¹²⁶) are flushed to
-            // zero: each moves an output by under 2⁻¹²⁶·|v| (below 10⁻³³ for
-            // f16-stored values), nothing beside the maximum key's weight of
-            // 1, while multiplying by a subnormal costs a microcode assist
-            // of about a hundred cycles per value (pp512 on random weights,
-            // whose scores spread widely, ran 1.35× slower for it).
-            *s = if e < f32::MIN_POSITIVE { 0.0 } else { e };
-            denom += *s;
-        }
+        // exp(s − max), the far ones flushed to zero (`softmax_weights`)
+        let denom = crate::softmax_weights::weights(scores);
         out.fill(0.0);
         // a slice of the output at a time, kept in registers across the keys
         for part in (0..dim).step_by(VALUE_SLICE) {

@@ -18,6 +18,7 @@ mod panel_matmul;
 pub mod pool;
 pub mod quant;
 pub mod simd;
+pub mod softmax_weights;
 
 pub use matmul::{matmul, WeightRef};
 pub use panel_matmul::packs_q4_0;
