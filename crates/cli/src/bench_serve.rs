@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
-use phi3_eval::load::{run_load, table, LoadOptions};
+use phi3_eval::load::{run_load, table, LoadOptions, LoadResult, Rounds};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -42,6 +42,11 @@ pub struct Args {
     threads: Option<usize>,
     #[arg(long)]
     api_key: Option<String>,
+    /// Measure the whole --streams list this many times, alternating, and
+    /// report each figure's median: the machine's speed drifts from minute
+    /// to minute, and alternating rounds expose every stream count to it alike.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -98,8 +103,8 @@ fn start_server(args: &Args, model: &std::path::Path) -> Result<(ServerProcess, 
 }
 
 pub fn main(args: Args) -> Result<()> {
-    if args.streams.contains(&0) || args.requests == 0 || args.max_tokens == 0 {
-        bail!("--streams, --requests and --max-tokens must be at least 1");
+    if args.streams.contains(&0) || args.requests == 0 || args.max_tokens == 0 || args.rounds == 0 {
+        bail!("--streams, --requests, --max-tokens and --rounds must be at least 1");
     }
     let (_server, url) = match &args.url {
         Some(u) => (None, u.clone()),
@@ -119,36 +124,54 @@ pub fn main(args: Args) -> Result<()> {
             (Some(server), url)
         }
     };
-    let mut results = Vec::new();
+    // by_streams[i]: every round of args.streams[i]
+    let mut by_streams: Vec<Vec<LoadResult>> = vec![Vec::new(); args.streams.len()];
     let mut warmed = false;
-    for &streams in &args.streams {
-        let opts = LoadOptions {
-            url: url.clone(),
-            api_key: args.api_key.clone(),
-            streams,
-            requests_per_stream: args.requests,
-            max_tokens: args.max_tokens,
-            prompt: PROMPT.to_string(),
-            ban_tokens: PHI3_STOP_IDS.to_vec(),
-        };
-        if !warmed {
-            phi3_eval::load::warm_up(&opts)?;
-            warmed = true;
-        }
-        eprintln!("{streams} concurrent streams ...");
-        let r = run_load(&opts)?;
-        if let Some(e) = r.errors.first() {
-            bail!(
-                "{} of {} requests failed, the first with: {e}",
-                r.errors.len(),
-                r.errors.len() + r.requests
+    for round in 0..args.rounds {
+        for (i, &streams) in args.streams.iter().enumerate() {
+            let opts = LoadOptions {
+                url: url.clone(),
+                api_key: args.api_key.clone(),
+                streams,
+                requests_per_stream: args.requests,
+                max_tokens: args.max_tokens,
+                prompt: PROMPT.to_string(),
+                ban_tokens: PHI3_STOP_IDS.to_vec(),
+                round,
+            };
+            if !warmed {
+                phi3_eval::load::warm_up(&opts)?;
+                warmed = true;
+            }
+            eprintln!(
+                "round {} of {}: {streams} concurrent streams ...",
+                round + 1,
+                args.rounds
             );
+            let r = run_load(&opts)?;
+            if let Some(e) = r.errors.first() {
+                bail!(
+                    "{} of {} requests failed, the first with: {e}",
+                    r.errors.len(),
+                    r.errors.len() + r.requests
+                );
+            }
+            by_streams[i].push(r);
         }
-        results.push(r);
     }
+    let results: Vec<Rounds> = by_streams.into_iter().map(Rounds::of).collect();
     if args.json {
-        crate::print_stdout(&format!("{}\n", serde_json::to_string_pretty(&results)?))
-    } else {
-        crate::print_stdout(&table(&results))
+        return crate::print_stdout(&format!("{}\n", serde_json::to_string_pretty(&results)?));
     }
+    let mut text = String::new();
+    if args.rounds > 1 {
+        for round in 0..args.rounds {
+            let each: Vec<LoadResult> = results.iter().map(|r| r.rounds[round].clone()).collect();
+            text.push_str(&format!("round {}:\n\n{}\n", round + 1, table(&each)));
+        }
+        text.push_str(&format!("median of {} rounds:\n\n", args.rounds));
+    }
+    let medians: Vec<LoadResult> = results.into_iter().map(|r| r.median).collect();
+    text.push_str(&table(&medians));
+    crate::print_stdout(&text)
 }

@@ -412,7 +412,7 @@ fn bench_serve_measures_concurrent_streams() {
             "-n",
             "5",
         ])
-        .args(["--ctx", "256", "--json"])
+        .args(["--ctx", "256", "--rounds", "3", "--json"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -426,5 +426,14 @@ fn bench_serve_measures_concurrent_streams() {
         assert_eq!(r["completion_tokens"], streams * 2 * 5);
         assert!(r["aggregate_tokens_per_second"].as_f64().unwrap() > 0.0);
         assert!(r["ttft_median_seconds"].as_f64().unwrap() > 0.0);
+        // every round kept, the top-level figures their medians
+        let rounds = r["rounds"].as_array().unwrap();
+        assert_eq!(rounds.len(), 3);
+        let mut wall: Vec<f64> = rounds.iter().map(|x| x["wall_seconds"].as_f64().unwrap()).collect();
+        wall.sort_by(f64::total_cmp);
+        assert_eq!(r["wall_seconds"].as_f64().unwrap(), wall[1]);
+        for x in rounds {
+            assert_eq!(x["completion_tokens"], streams * 2 * 5);
+        }
     }
 }

@@ -27,6 +27,10 @@ pub struct LoadOptions {
     /// Token ids banned through logit_bias (the stop tokens, so that a
     /// random-weight model generates exactly `max_tokens`).
     pub ban_tokens: Vec<u32>,
+    /// Which round of a repeated measurement this is (from 0): rounds after
+    /// the first number their prompts too, so none is served from the
+    /// cache an earlier round left.
+    pub round: usize,
 }
 
 /// One request as a client saw it.
@@ -71,7 +75,10 @@ fn one_request(opts: &LoadOptions, n: usize) -> Result<RequestTiming, String> {
         "model": "bench",
         // numbered per run and per stream count, so that no prompt repeats one
         // the server has cached from an earlier run
-        "messages": [{"role": "user", "content": format!("Request {n} of {}. {}", opts.streams, opts.prompt)}],
+        "messages": [{"role": "user", "content": match opts.round {
+            0 => format!("Request {n} of {}. {}", opts.streams, opts.prompt),
+            round => format!("Round {round}. Request {n} of {}. {}", opts.streams, opts.prompt),
+        }}],
         "max_tokens": opts.max_tokens,
         "temperature": 0,
         "logit_bias": bias,
@@ -178,6 +185,39 @@ pub fn run_load(opts: &LoadOptions) -> Result<LoadResult, EvalError> {
         decode_aggregate_tokens_per_second: stream_decode * opts.streams as f64,
         errors,
     })
+}
+
+/// One stream count measured over several rounds: each figure the median
+/// over the rounds (`median` fields at the top level), and every round.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rounds {
+    #[serde(flatten)]
+    pub median: LoadResult,
+    pub rounds: Vec<LoadResult>,
+}
+
+impl Rounds {
+    /// The medians of `rounds` (all of the same stream count).
+    pub fn of(rounds: Vec<LoadResult>) -> Rounds {
+        assert!(!rounds.is_empty(), "at least one round");
+        let median = |f: fn(&LoadResult) -> f64| {
+            let mut v: Vec<f64> = rounds.iter().map(f).collect();
+            percentile(&mut v, 0.5)
+        };
+        let median = LoadResult {
+            streams: rounds[0].streams,
+            requests: median(|r| r.requests as f64) as usize,
+            wall_seconds: median(|r| r.wall_seconds),
+            completion_tokens: median(|r| r.completion_tokens as f64) as usize,
+            aggregate_tokens_per_second: median(|r| r.aggregate_tokens_per_second),
+            ttft_median_seconds: median(|r| r.ttft_median_seconds),
+            ttft_p90_seconds: median(|r| r.ttft_p90_seconds),
+            stream_decode_tokens_per_second: median(|r| r.stream_decode_tokens_per_second),
+            decode_aggregate_tokens_per_second: median(|r| r.decode_aggregate_tokens_per_second),
+            errors: rounds.iter().flat_map(|r| r.errors.clone()).collect(),
+        };
+        Rounds { median, rounds }
+    }
 }
 
 /// A table of results, with each row's throughput relative to the first.
