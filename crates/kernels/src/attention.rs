@@ -39,7 +39,16 @@ impl KvType {
     pub fn round_trip(self, v: &mut [f32]) {
         match self {
             KvType::F32 => {}
-            KvType::F16 => v.iter_mut().for_each(|x| *x = f16::from_f32(*x).to_f32()),
+            KvType::F16 => {
+                // by slices (F16C where present), the same rounding as one at a time
+                use half::slice::HalfFloatSliceExt;
+                let mut half = [f16::ZERO; 64];
+                for chunk in v.chunks_mut(64) {
+                    let half = &mut half[..chunk.len()];
+                    half.convert_from_f32_slice(chunk);
+                    half.convert_to_f32_slice(chunk);
+                }
+            }
             KvType::Q8_0 => {
                 let mut q = vec![0u8; QuantKind::Q8_0.row_bytes(v.len())];
                 QuantKind::Q8_0.quantize(v, &mut q).expect("Q8_0 has a quantizer");
@@ -720,6 +729,28 @@ mod tests {
         ];
         attend(&q, &parts, 0.2, &mut mixed);
         assert_eq!(stored, mixed);
+    }
+
+    /// The f16 round trip by slices rounds every value as one at a time
+    /// does (nearest even; subnormals, overflow to infinity, the tail of
+    /// a row that is not a multiple of the slice width).
+    #[test]
+    fn f16_round_trip_by_slices_rounds_as_one_value_at_a_time() {
+        let mut v: Vec<f32> = (0..1000u32)
+            .map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761) >> 1) * if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        v.extend([0.0, -0.0, 65504.0, 65520.0, 1e-8, 6.0e-8, 2.9802322e-8, f32::INFINITY]);
+        for len in [v.len(), 63, 64, 65, 1] {
+            let mut got = v[..len].to_vec();
+            KvType::F16.round_trip(&mut got);
+            for (g, &x) in got.iter().zip(&v[..len]) {
+                let want = f16::from_f32(x).to_f32();
+                assert!(
+                    g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                    "{x}: {g} vs {want}"
+                );
+            }
+        }
     }
 
     /// The sixteen-lane value sums give the eight-lane ones' bits (each

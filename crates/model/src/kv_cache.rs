@@ -7,6 +7,7 @@
 //! holds the whole context.
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use phi3_kernels::attention::{KvRows, KvSegment, KvType};
 use phi3_kernels::quant::QuantKind;
 
@@ -34,11 +35,9 @@ impl Store {
     fn put(&mut self, at: usize, src: &[f32]) {
         match self {
             Store::F32(v) => v[at..at + src.len()].copy_from_slice(src),
-            Store::F16(v) => {
-                for (d, s) in v[at..at + src.len()].iter_mut().zip(src) {
-                    *d = f16::from_f32(*s);
-                }
-            }
+            // the slice conversion uses F16C where present: the same
+            // round-to-nearest-even as one value at a time
+            Store::F16(v) => v[at..at + src.len()].convert_from_f32_slice(src),
             Store::Q8_0(v) => {
                 let start = at / 32 * 34;
                 QuantKind::Q8_0
