@@ -269,7 +269,7 @@ fn bind(
                 dtype: other.to_string(),
             })?),
         };
-        progress(tensor.bytes().len() as u64);
+        let bytes = tensor.bytes().len() as u64;
         let mut m = Linear::new(rows, cols, tensor);
         // a NaN or infinite block scale would poison every output it touches;
         // repacking checks the scales as it reads them (the weights are then
@@ -285,6 +285,7 @@ fn bind(
                 name: name.to_string(),
             });
         }
+        progress(bytes);
         Ok(m)
     };
     let vector = |name: &str, len: usize| -> Result<Vec<f32>> {
