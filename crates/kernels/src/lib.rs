@@ -10,6 +10,7 @@ pub mod activation;
 pub mod aligned;
 pub mod attention;
 pub mod dot;
+pub mod exp;
 #[cfg(target_arch = "x86_64")]
 mod float_matmul;
 pub mod matmul;
