@@ -39,8 +39,8 @@ pub fn exp(x: f32) -> f32 {
     if x > INFINITE_ABOVE {
         return f32::INFINITY;
     }
-    // as the SIMD path's ordered comparison: false for a NaN
-    if !(x >= FLUSH_BELOW) {
+    // a NaN too, as the SIMD path's ordered comparison leaves it out
+    if x < FLUSH_BELOW || x.is_nan() {
         return 0.0;
     }
     let n = x.mul_add(LOG2E, ROUNDER) - ROUNDER;
