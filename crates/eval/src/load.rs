@@ -220,6 +220,39 @@ impl Rounds {
     }
 }
 
+/// Each stream count's throughput against the first's within each round
+/// (the two measured minutes apart, not an hour), and the median of those
+/// paired ratios: the figure to compare with a target, where the machine's
+/// speed drifts between rounds.
+pub fn paired_ratios(results: &[Rounds]) -> String {
+    let Some(first) = results.first() else {
+        return String::new();
+    };
+    let mut s = String::from(
+        "| streams | wall ratio per round | median | decode ratio per round | median |\n|---:|---|---:|---|---:|\n",
+    );
+    for r in results {
+        let ratios = |f: fn(&LoadResult) -> f64| -> (String, f64) {
+            let mut v: Vec<f64> = r
+                .rounds
+                .iter()
+                .zip(&first.rounds)
+                .map(|(x, base)| f(x) / f(base))
+                .collect();
+            let list = v.iter().map(|x| format!("{x:.2}×")).collect::<Vec<_>>().join(", ");
+            (list, percentile(&mut v, 0.5))
+        };
+        let (wall, wall_median) = ratios(|x| x.aggregate_tokens_per_second);
+        let (decode, decode_median) = ratios(|x| x.decode_aggregate_tokens_per_second);
+        s.push_str(&format!(
+            "| {} | {wall} | {wall_median:.2}× | {decode} | {decode_median:.2}× |\n",
+            r.median.streams
+        ));
+    }
+    s.push('\n');
+    s
+}
+
 /// A table of results, with each row's throughput relative to the first.
 pub fn table(results: &[LoadResult]) -> String {
     let mut s = String::from(
@@ -244,4 +277,42 @@ pub fn table(results: &[LoadResult]) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(streams: usize, aggregate: f64, decode: f64) -> LoadResult {
+        LoadResult {
+            streams,
+            requests: streams,
+            wall_seconds: 1.0,
+            completion_tokens: 64 * streams,
+            aggregate_tokens_per_second: aggregate,
+            ttft_median_seconds: 1.0,
+            ttft_p90_seconds: 1.0,
+            stream_decode_tokens_per_second: decode / streams as f64,
+            decode_aggregate_tokens_per_second: decode,
+            errors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ratios_are_paired_within_each_round() {
+        // the machine twice as fast in round 2, half as fast in round 3:
+        // each round's own ratios are 3.5, 2.0, 3.0 (median 3.0), while the
+        // ratio of the medians would be 28 / 8 = 3.5
+        let one = Rounds::of(vec![result(1, 8.0, 10.0), result(1, 16.0, 20.0), result(1, 4.0, 5.0)]);
+        let four = Rounds::of(vec![
+            result(4, 28.0, 30.0),
+            result(4, 32.0, 40.0),
+            result(4, 12.0, 15.0),
+        ]);
+        assert_eq!(one.median.aggregate_tokens_per_second, 8.0);
+        assert_eq!(four.median.aggregate_tokens_per_second, 28.0);
+        let text = paired_ratios(&[one, four]);
+        let row = text.lines().find(|l| l.starts_with("| 4 |")).unwrap();
+        assert_eq!(row, "| 4 | 3.50×, 2.00×, 3.00× | 3.00× | 3.00×, 2.00×, 3.00× | 3.00× |");
+    }
 }
