@@ -171,12 +171,11 @@ pub fn main(args: Args) -> Result<()> {
         }
         text.push_str(&format!("median of {} rounds:\n\n", args.rounds));
     }
-    let paired = phi3_eval::load::paired_ratios(&results);
-    let medians: Vec<LoadResult> = results.into_iter().map(|r| r.median).collect();
+    let medians: Vec<LoadResult> = results.iter().map(|r| r.median.clone()).collect();
     text.push_str(&table(&medians));
     if args.rounds > 1 {
         text.push_str("\neach row against the first row of the same round:\n\n");
-        text.push_str(&paired);
+        text.push_str(&phi3_eval::load::paired_ratios(&results));
     }
     crate::print_stdout(&text)
 }

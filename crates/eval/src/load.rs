@@ -73,8 +73,8 @@ fn one_request(opts: &LoadOptions, n: usize) -> Result<RequestTiming, String> {
     let bias: serde_json::Map<String, Value> = opts.ban_tokens.iter().map(|id| (id.to_string(), json!(-100))).collect();
     let body = json!({
         "model": "bench",
-        // numbered per run and per stream count, so that no prompt repeats one
-        // the server has cached from an earlier run
+        // numbered per request, stream count and round, so that no prompt
+        // repeats one the server has cached from an earlier run
         "messages": [{"role": "user", "content": match opts.round {
             0 => format!("Request {n} of {}. {}", opts.streams, opts.prompt),
             round => format!("Round {round}. Request {n} of {}. {}", opts.streams, opts.prompt),

@@ -40,7 +40,7 @@ unsafe fn swiglu16(gate: &[f32], up: &[f32], out: &mut [f32]) {
     let n = out.len();
     let one = _mm512_set1_ps(1.0);
     for i in (0..n).step_by(16) {
-        let mask = ((1u32 << (n - i).min(16)) - 1) as __mmask16;
+        let mask = crate::simd::tail_mask16(n - i);
         let g = _mm512_maskz_loadu_ps(mask, gate.as_ptr().add(i));
         let u = _mm512_maskz_loadu_ps(mask, up.as_ptr().add(i));
         let e = crate::exp::x86::exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));

@@ -69,7 +69,7 @@ mod x86 {
     pub(super) unsafe fn weights16(scores: &mut [f32]) -> f32 {
         let n = scores.len();
         let p = scores.as_mut_ptr();
-        let mask_at = |i: usize| -> __mmask16 { ((1u32 << (n - i).min(LANES)) - 1) as __mmask16 };
+        let mask_at = |i: usize| crate::simd::tail_mask16(n - i);
         let low = _mm512_set1_ps(f32::NEG_INFINITY);
         let mut m = low;
         for i in (0..n).step_by(LANES) {
