@@ -186,7 +186,7 @@ pub fn forward_many(model: &Model, seqs: &mut [SequenceInput], s: &mut Scratch, 
             let past_from = lo.max(cache.first_held()).min(start);
             let batch_from = r.first + (lo.max(start) - start); // first visible row of this batch
             let kvh = head / cfg.group_size();
-            let [a, b] = cache.segments(l, kvh, d, past_from);
+            let [a, b] = cache.segments(l, kvh, past_from);
             let from = (kvh * t + batch_from) * d;
             let current = KvSegment {
                 keys: KvRows::F32(&k_batch[from..]),

@@ -74,7 +74,8 @@ impl<'m> Session<'m> {
         let mut cache = KvCache::new(
             cfg.num_layers,
             capacity,
-            cfg.num_kv_heads * cfg.head_dim,
+            cfg.num_kv_heads,
+            cfg.head_dim,
             options.kv_type,
         );
         cache.table = initial_table(model, &options);
