@@ -66,27 +66,46 @@ pub(crate) fn matmul_panels(w: &[u8], n: usize, k: usize, x: &[f32], t: usize, o
     let out_ptr = SendPtr(out.as_mut_ptr());
     let tokens_ref = &tokens;
     for_row_ranges(n / ROWS, n * k * t, &|panels| {
+        #[cfg(target_arch = "x86_64")]
+        if kernel == Kernel::Amx {
+            // the token tiles by groups that stay in L2, each group taken
+            // by every panel of the task before the next
+            let tiles = t.div_ceil(ROWS);
+            let groups = tiles.div_ceil(crate::simd::amx_panels::tiles_per_group(blocks));
+            let per_group = tiles.div_ceil(groups);
+            B_TILES.with(|buf| {
+                let buf = &mut buf.borrow_mut();
+                for first in (0..tiles).step_by(per_group) {
+                    for p in panels.clone() {
+                        // SAFETY: AMX was found usable (`simd::amx`) on a CPU
+                        // with the VNNI level's AVX-512; each task owns its
+                        // panels' rows of `out` (t · n floats), which
+                        // outlives the pool run.
+                        unsafe {
+                            crate::simd::amx_panels::panel(
+                                w[p * panel_len..(p + 1) * panel_len].as_ptr(),
+                                k,
+                                tokens_ref,
+                                first..(first + per_group).min(tiles),
+                                out_ptr.get(),
+                                n,
+                                p * ROWS,
+                                buf,
+                            )
+                        }
+                    }
+                }
+            });
+            return;
+        }
         for p in panels {
             let panel = &w[p * panel_len..(p + 1) * panel_len];
             let row0 = p * ROWS;
             match kernel {
-                // SAFETY: AMX was found usable (`simd::amx`) on a CPU with
-                // the VNNI level's AVX-512; each task owns its panels' rows
-                // of `out` (t · n floats), which outlives the pool run.
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Amx => B_TILES.with(|buf| unsafe {
-                    crate::simd::amx_panels::panel(
-                        panel.as_ptr(),
-                        k,
-                        tokens_ref,
-                        out_ptr.get(),
-                        n,
-                        row0,
-                        &mut buf.borrow_mut(),
-                    )
-                }),
-                // SAFETY: the VNNI level has AVX-512 F/BW/VNNI and FMA; rows
-                // of `out` as above.
+                Kernel::Amx => unreachable!("taken above, by groups of tokens"),
+                // SAFETY: the VNNI level has AVX-512 F/BW/VNNI and FMA; each
+                // task owns its panels' rows of `out`, as above.
                 #[cfg(target_arch = "x86_64")]
                 Kernel::Vnni => unsafe {
                     crate::simd::vnni_panels::panel(panel.as_ptr(), k, tokens_ref, out_ptr.get(), n, row0)

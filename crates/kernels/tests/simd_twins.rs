@@ -662,13 +662,25 @@ fn q4_0_panel_products_equal_their_twin_for_every_batch_size() {
     use phi3_kernels::quant::q4_0_panels::{dot_scalar, pack, packed_bytes, panel_bytes, PanelTokens, ROWS};
     use phi3_kernels::WeightRef;
     let mut rng = Lcg(57);
-    // 35 blocks: two of the AMX kernel's 32-block chunks, the last one odd
-    for (n, k) in [(16usize, 32usize), (48, 96), (32, 544), (32, 1120)] {
+    let batches = [1usize, 2, 4, 7, 8, 9, 16, 17, 47, 48, 50, 64];
+    // 35 blocks: two of the AMX kernel's 32-block chunks, the last one odd;
+    // 1024 blocks: two token tiles per group on AMX (`tiles_per_group`), so
+    // 48-64 tokens take two groups, the last one partial
+    let shapes = [
+        (16usize, 32usize, &batches[..]),
+        (48, 96, &batches[..]),
+        (32, 544, &batches[..]),
+        (32, 1120, &batches[..]),
+        (32, 32768, &batches[9..]),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(phi3_kernels::simd::amx_panels::tiles_per_group(1024), 2);
+    for (n, k, batches) in shapes {
         let w32: Vec<f32> = (0..n * k).map(|_| rng.f32() * 2.0).collect();
         let w = quantize(QuantKind::Q4_0, &w32);
         let mut packed = vec![0u8; packed_bytes(n, k)];
         assert!(pack(&w, n, k, &mut packed), "finite scales");
-        for t in [1usize, 2, 4, 7, 8, 9, 16, 17, 47, 48, 50, 64] {
+        for &t in batches {
             let x: Vec<f32> = (0..t * k).map(|_| rng.f32()).collect();
             let mut out = vec![0f32; t * n];
             phi3_kernels::matmul(WeightRef::Q4_0Panels { k, bytes: &packed }, n, k, &x, t, &mut out);
