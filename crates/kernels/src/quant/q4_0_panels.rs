@@ -169,16 +169,26 @@ impl PanelTokens {
         self.values.resize(padded * blocks * 32, 0);
         self.neg_corr.resize(padded * blocks, 0);
         self.scales.resize(padded * blocks, 0.0);
-        let table = f16_table();
-        for (i, xb) in xq.chunks_exact(q8_0::BYTES).enumerate() {
-            let at = self.at(i / blocks, i % blocks);
-            let values = &mut self.values[32 * at..32 * (at + 1)];
-            for (v, &b) in values.iter_mut().zip(&xb[2..]) {
-                *v = b as i8;
-            }
-            self.neg_corr[at] = -8 * values.iter().map(|&v| v as i32).sum::<i32>();
-            self.scales[at] = table[u16::from_le_bytes([xb[0], xb[1]]) as usize];
+        if t <= ROWS {
+            return prepare_tile(xq, blocks, &mut self.values, &mut self.neg_corr, &mut self.scales);
         }
+        // each tile of 16 tokens is one run of entries of its own: the
+        // tiles of a prompt are prepared over the pool
+        let entries = ROWS * blocks;
+        let mut tiles: Vec<_> = self
+            .values
+            .chunks_exact_mut(32 * entries)
+            .zip(self.neg_corr.chunks_exact_mut(entries))
+            .zip(self.scales.chunks_exact_mut(entries))
+            .map(|((values, neg_corr), scales)| (values, neg_corr, scales))
+            .collect();
+        let row_bytes = blocks * q8_0::BYTES;
+        crate::pool::global().for_each_part(&mut tiles, 1, &|tile, part| {
+            let (values, neg_corr, scales) = &mut part[0];
+            let first = tile * ROWS;
+            let rows = &xq[first * row_bytes..(first + ROWS).min(t) * row_bytes];
+            prepare_tile(rows, blocks, values, neg_corr, scales);
+        });
     }
 
     /// Where token `m`'s block `b` lies (in entries: 32 values, or one
@@ -191,6 +201,21 @@ impl PanelTokens {
     pub fn block(&self, m: usize, b: usize) -> &[i8] {
         let at = self.at(m, b);
         &self.values[32 * at..32 * (at + 1)]
+    }
+}
+
+/// One tile's entries (`PanelTokens::at` within the tile) from its up to
+/// 16 Q8_0 rows.
+fn prepare_tile(rows: &[u8], blocks: usize, values: &mut [i8], neg_corr: &mut [i32], scales: &mut [f32]) {
+    let table = f16_table();
+    for (i, xb) in rows.chunks_exact(q8_0::BYTES).enumerate() {
+        let at = (i % blocks) * ROWS + i / blocks;
+        let values = &mut values[32 * at..32 * (at + 1)];
+        for (v, &b) in values.iter_mut().zip(&xb[2..]) {
+            *v = b as i8;
+        }
+        neg_corr[at] = -8 * values.iter().map(|&v| v as i32).sum::<i32>();
+        scales[at] = table[u16::from_le_bytes([xb[0], xb[1]]) as usize];
     }
 }
 
