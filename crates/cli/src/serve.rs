@@ -51,6 +51,11 @@ pub struct Args {
     /// Prompt tokens processed per step, shared by the slots that are reading prompts.
     #[arg(long, default_value_t = 512)]
     batch_tokens: usize,
+    /// Milliseconds an idle server waits, once a request arrives, for more
+    /// to start with it (requests sent together then read their prompts in
+    /// one step); 0 starts at once.
+    #[arg(long, default_value_t = 20)]
+    batch_wait_ms: u64,
     /// The model name clients see (default: the file or folder name).
     #[arg(long)]
     alias: Option<String>,
@@ -114,6 +119,7 @@ pub fn main(args: Args) -> Result<()> {
                 kv_type,
             },
             step_tokens: args.batch_tokens,
+            gather: std::time::Duration::from_millis(args.batch_wait_ms),
         },
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
     };

@@ -37,6 +37,12 @@ pub struct SchedulerConfig {
     pub session: SessionOptions,
     /// Prompt tokens prefilled per step, across slots.
     pub step_tokens: usize,
+    /// How long an idle scheduler waits, once a request arrives, for more
+    /// to fill its free slots before it starts: requests sent together then
+    /// read their prompts in one step (one pass over the weights, the
+    /// prompt kernels at their most efficient) instead of the first alone
+    /// and the rest after it. Zero starts at once.
+    pub gather: std::time::Duration,
 }
 
 /// Where a request's events go: returns false once nobody listens (the
@@ -298,6 +304,9 @@ fn run(model: &Model, tokenizer: &Tokenizer, config: SchedulerConfig, shared: &S
                 q.stats.cancelled += (before - q.waiting.len()) as u64;
                 let running = slots.iter().filter(|s| s.active.is_some()).count();
                 let free = slots.len() - running;
+                if running == 0 && !q.waiting.is_empty() {
+                    q = gather(q, free, config.gather, shared);
+                }
                 let take = free.min(q.waiting.len());
                 let arrived: Vec<Job> = q.waiting.drain(..take).collect();
                 q.active = running + arrived.len();
@@ -331,6 +340,26 @@ fn run(model: &Model, tokenizer: &Tokenizer, config: SchedulerConfig, shared: &S
             scratch = Scratch::default();
         }
     }
+}
+
+/// Waits, with nothing running, until `free` requests wait, the scheduler
+/// shuts down, or `window` has passed since the call (see
+/// [`SchedulerConfig::gather`]).
+fn gather<'q>(
+    mut q: std::sync::MutexGuard<'q, Queue>,
+    free: usize,
+    window: std::time::Duration,
+    shared: &'q Shared,
+) -> std::sync::MutexGuard<'q, Queue> {
+    let deadline = std::time::Instant::now() + window;
+    while q.waiting.len() < free && !q.shutting_down {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        q = shared.wake.wait_timeout(q, left).unwrap_or_else(|e| e.into_inner()).0;
+    }
+    q
 }
 
 fn cancelled(job: &Job) -> bool {

@@ -6,6 +6,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::model_with_vocab;
 use phi3_formats::GgufFile;
@@ -42,11 +43,16 @@ fn session_options() -> SessionOptions {
 }
 
 fn scheduler(f: &Fixture, slots: usize, queue: usize, step_tokens: usize) -> Scheduler {
+    gathering_scheduler(f, slots, queue, step_tokens, Duration::ZERO)
+}
+
+fn gathering_scheduler(f: &Fixture, slots: usize, queue: usize, step_tokens: usize, gather: Duration) -> Scheduler {
     let config = SchedulerConfig {
         slots,
         queue,
         session: session_options(),
         step_tokens,
+        gather,
     };
     Scheduler::start(f.model.clone(), f.tok.clone(), config).unwrap()
 }
@@ -192,6 +198,79 @@ fn concurrent_requests_get_the_answers_they_get_alone() {
         assert_eq!(got.finish, want, "request {k}");
     }
     assert_eq!(s.load(), (0, 0));
+}
+
+/// Each request's events into one channel, in the order they happened:
+/// (request, 'S'tarted / 'T'oken / 'F'inished).
+fn tagged_job(f: &Fixture, text: &str, n: usize, tx: &std::sync::mpsc::Sender<(usize, char)>) -> Job {
+    let tx = tx.clone();
+    Job {
+        prompt: prompt(f, text),
+        sampler: sampling(0),
+        options: options(3, &[]),
+        logprobs: None,
+        sink: Box::new(move |e| {
+            let tag = match e {
+                Event::Started { .. } => 'S',
+                Event::Token { .. } => 'T',
+                Event::Finished { .. } => 'F',
+                Event::Failed(why) => panic!("failed: {why}"),
+            };
+            tx.send((n, tag)).is_ok()
+        }),
+    }
+}
+
+#[test]
+fn requests_sent_together_start_in_one_step() {
+    let f = fixture();
+    // a window far longer than the test: the idle scheduler starts as soon
+    // as its three slots are taken, not when the window ends
+    let sched = gathering_scheduler(&f, 3, 4, 512, Duration::from_secs(30));
+    let (tx, rx) = channel();
+    let start = Instant::now();
+    sched.submit(tagged_job(&f, "The first", 0, &tx)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    sched.submit(tagged_job(&f, "The second one", 1, &tx)).unwrap();
+    sched.submit(tagged_job(&f, "And a third", 2, &tx)).unwrap();
+    drop(tx);
+    let events: Vec<(usize, char)> = rx.iter().collect();
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "it did not wait out the window"
+    );
+    assert_eq!(events.iter().filter(|e| e.1 == 'F').count(), 3);
+    let first_token = events.iter().position(|e| e.1 == 'T').unwrap();
+    let started: Vec<usize> = events[..first_token]
+        .iter()
+        .filter(|e| e.1 == 'S')
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(started, [0, 1, 2], "all three began before any token: {events:?}");
+}
+
+#[test]
+fn a_lone_request_waits_no_longer_than_the_window() {
+    let f = fixture();
+    let window = Duration::from_millis(300);
+    let sched = gathering_scheduler(&f, 2, 4, 512, window);
+    let (tx, rx) = channel();
+    let start = Instant::now();
+    sched.submit(tagged_job(&f, "Alone", 0, &tx)).unwrap();
+    drop(tx);
+    let events: Vec<(usize, char)> = rx.iter().collect();
+    let took = start.elapsed();
+    assert_eq!(events.last(), Some(&(0, 'F')));
+    assert!(took >= window, "it gave others the window ({took:?})");
+    assert!(took < window + Duration::from_secs(10), "{took:?}");
+    // a scheduler with no window starts the same request at once
+    let sched = scheduler(&f, 2, 4, 512);
+    let (tx, rx) = channel();
+    let start = Instant::now();
+    sched.submit(tagged_job(&f, "Alone", 0, &tx)).unwrap();
+    drop(tx);
+    assert_eq!(rx.iter().last(), Some((0, 'F')));
+    assert!(start.elapsed() < took, "no window: no wait");
 }
 
 #[test]
