@@ -244,7 +244,7 @@ fn matmul_amx(kind: QuantKind, w: &[u8], n: usize, k: usize, xq: &[u8], t: usize
         _ => amx::prepare_tile(xq, t, blocks, tile, part),
     });
     let panels = n.div_ceil(amx::TILE);
-    let tasks = (pool.threads() * 4).min(panels);
+    let tasks = pool.tasks_for(panels);
     let chunk = panels.div_ceil(tasks.max(1));
     let out_ptr = SendPtr(out.as_mut_ptr());
     pool.run(tasks, &|task| {
@@ -302,11 +302,11 @@ pub(crate) fn prepare_token_tiles(tokens: &mut [u8], per_tile: usize, prepare: &
     });
 }
 
-/// Splits weight rows `0..n` into a few ranges per pool thread and runs
+/// Splits weight rows `0..n` into `pool::TASKS_PER_THREAD` ranges per pool thread and runs
 /// `f` on each; `work` (multiply-adds) below ~32k runs inline.
 pub(crate) fn for_row_ranges(n: usize, work: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
     let pool = crate::pool::global();
-    let tasks = if work < 1 << 15 { 1 } else { (pool.threads() * 4).min(n) };
+    let tasks = if work < 1 << 15 { 1 } else { pool.tasks_for(n) };
     let chunk = n.div_ceil(tasks.max(1));
     pool.run(tasks, &|task| f(task * chunk..((task + 1) * chunk).min(n)));
 }

@@ -65,7 +65,7 @@ pub fn pack(w: &[u8], n: usize, k: usize, out: &mut [u8]) -> bool {
     assert_eq!(w.len(), n * row_bytes, "Q4_0 matrix size");
     assert_eq!(out.len(), packed_bytes(n, k), "panel buffer size");
     let (panels, len) = (n / ROWS, panel_bytes(k));
-    let tasks = (crate::pool::global().threads() * 4).min(panels);
+    let tasks = crate::pool::global().tasks_for(panels);
     let chunk = panels.div_ceil(tasks);
     let out_ptr = crate::matmul::SendPtr(out.as_mut_ptr());
     let non_finite = std::sync::atomic::AtomicBool::new(false);
