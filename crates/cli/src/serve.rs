@@ -66,6 +66,9 @@ pub struct Args {
     threads: Option<usize>,
 }
 
+/// Longest `--batch-wait-ms`: a lone request waits this long before it starts.
+const MAX_BATCH_WAIT_MS: u64 = 10_000;
+
 pub fn main(args: Args) -> Result<()> {
     if let Some(t) = args.threads {
         if t == 0 {
@@ -75,6 +78,12 @@ pub fn main(args: Args) -> Result<()> {
     }
     if args.parallel == 0 || args.max_tokens == 0 || args.batch_tokens == 0 {
         bail!("--parallel, --max-tokens and --batch-tokens must be at least 1");
+    }
+    if args.batch_wait_ms > MAX_BATCH_WAIT_MS {
+        bail!(
+            "--batch-wait-ms {} is too long: at most {MAX_BATCH_WAIT_MS} (a few tens of milliseconds gather requests sent together)",
+            args.batch_wait_ms
+        );
     }
     let max_body = parse_size(&args.max_body)
         .with_context(|| format!("--max-body {}: expected a size such as 1M", args.max_body))?;

@@ -262,6 +262,7 @@ fn user_errors_are_clear_and_exit_non_zero() {
             "--kv-type",
         ),
         (vec!["inspect", m, "--ctx", "0"], "--ctx"),
+        (vec!["serve", "-m", m, "--batch-wait-ms", "20000"], "--batch-wait-ms"),
     ];
     for (args, needle) in cases {
         let o = phi3(&args);

@@ -8,7 +8,9 @@
 use phi3_kernels::quant::{q4_0_panels, QuantKind};
 use phi3_kernels::{matmul, WeightRef};
 use std::time::Instant;
+
 fn main() {
+    let threads = phi3_kernels::pool::global().threads() as f64;
     let t: usize = std::env::args().nth(1).map_or(300, |a| a.parse().unwrap());
     // qkv, o, gate_up, down
     for (n, k) in [(9216usize, 3072usize), (3072, 3072), (16384, 3072), (3072, 8192)] {
@@ -29,10 +31,10 @@ fn main() {
         }
         let tiles = (t.div_ceil(16) * n / 16 * k / 32) as f64;
         println!(
-            "{n}x{k} t={t}: {:.1} ms, {:.1} ns per 16x16x32 block (2 threads: {:.1} per core), {:.0} GMAC/s",
+            "{n}x{k} t={t}: {:.1} ms, {:.1} ns per 16x16x32 block ({threads} threads: {:.1} per thread), {:.0} GMAC/s",
             best * 1e3,
             best / tiles * 1e9,
-            2.0 * best / tiles * 1e9,
+            threads * best / tiles * 1e9,
             (n * k * t) as f64 / best / 1e9
         );
     }

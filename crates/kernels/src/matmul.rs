@@ -195,21 +195,10 @@ pub(crate) fn quantize_rows(act: crate::quant::dot::Activations, x: &[f32], k: u
     let xrow = act.row_bytes(k);
     let mut xq = QUANTIZED.with(|q| std::mem::take(&mut *q.borrow_mut()));
     xq.resize(t * xrow, 0);
-    if t < PARALLEL_ROWS {
-        for (xi, qi) in x.chunks_exact(k).zip(xq.chunks_exact_mut(xrow)) {
-            act.quantize(xi, qi);
-        }
-    } else {
-        // a prompt's rows over the pool (each row on its own: same bytes)
-        crate::pool::global().for_each_part(&mut xq, xrow, &|i, qi| act.quantize(&x[i * k..(i + 1) * k], qi));
-    }
+    // a prompt's rows over the pool (each row on its own: same bytes)
+    crate::pool::global().for_each_row(&mut xq, xrow, &|i, qi| act.quantize(&x[i * k..(i + 1) * k], qi));
     xq
 }
-
-/// Activation rows from which their quantization (and preparation for a
-/// kernel) is shared out over the pool: a prompt's otherwise ran on one
-/// thread while the others waited.
-pub(crate) const PARALLEL_ROWS: usize = 8;
 
 /// Returns the buffer of [`quantize_rows`] to this thread for the next product.
 pub(crate) fn keep_quantized(xq: Vec<u8>) {

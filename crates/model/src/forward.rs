@@ -32,23 +32,11 @@ pub struct Scratch {
     act: Vec<f32>,
 }
 
-/// Rows from which the per-row work between the products (norms, rotary
-/// embedding, activation, residual adds) is shared out over the pool: a
-/// prompt's rows otherwise ran on one thread while the others waited (~15%
-/// of a 300-token prefill); a few decode rows are not worth waking them for.
-const PARALLEL_ROWS: usize = 8;
-
 /// Calls `f(i, row)` for every row `i` of `data` (rows of `width` values),
-/// over the pool once there are [`PARALLEL_ROWS`] rows. Each row's result
-/// depends on that row alone, so the bits are the same either way.
+/// a prompt's rows over the pool (`ThreadPool::for_each_row`). Each row's
+/// result depends on that row alone, so the bits are the same either way.
 fn each_row(data: &mut [f32], width: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
-    if data.len() < PARALLEL_ROWS * width {
-        for (i, row) in data.chunks_exact_mut(width).enumerate() {
-            f(i, row);
-        }
-    } else {
-        phi3_kernels::pool::global().for_each_part(data, width, f);
-    }
+    phi3_kernels::pool::global().for_each_row(data, width, f);
 }
 
 /// Most rotary frequencies (half the rotary dimensions) of any model.

@@ -110,6 +110,20 @@ impl Store {
     }
 }
 
+/// `data` as `[outer][inner]` chunks of `chunk` bytes, returned as
+/// `[inner][outer]` (a layer's head-by-head bytes position by position,
+/// and back).
+fn swap_order(data: &[u8], outer: usize, inner: usize, chunk: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    for i in 0..inner {
+        for o in 0..outer {
+            let at = (o * inner + i) * chunk;
+            out.extend_from_slice(&data[at..at + chunk]);
+        }
+    }
+    out
+}
+
 #[derive(Debug, Clone)]
 pub struct KvCache {
     /// Slots per layer.
@@ -214,20 +228,10 @@ impl KvCache {
     /// position's values together whatever the layout in memory).
     pub fn layer_bytes(&self) -> Vec<Vec<u8>> {
         let (heads, chunk) = (self.width / self.head_dim, self.slot_bytes());
-        let by_position = |stored: Vec<u8>| -> Vec<u8> {
-            let mut out = Vec::with_capacity(stored.len());
-            for slot in 0..self.capacity {
-                for head in 0..heads {
-                    let at = (head * self.capacity + slot) * chunk;
-                    out.extend_from_slice(&stored[at..at + chunk]);
-                }
-            }
-            out
-        };
         self.keys
             .iter()
             .chain(&self.values)
-            .map(|s| by_position(s.bytes()))
+            .map(|s| swap_order(&s.bytes(), heads, self.capacity, chunk))
             .collect()
     }
 
@@ -242,16 +246,7 @@ impl KvCache {
         if layers.iter().any(|b| b.len() != expected) {
             return false;
         }
-        let by_head = |saved: &Vec<u8>| -> Vec<u8> {
-            let mut out = Vec::with_capacity(saved.len());
-            for head in 0..heads {
-                for slot in 0..self.capacity {
-                    let at = (slot * heads + head) * chunk;
-                    out.extend_from_slice(&saved[at..at + chunk]);
-                }
-            }
-            out
-        };
+        let by_head = |saved: &Vec<u8>| swap_order(saved, self.capacity, heads, chunk);
         let (k, v) = layers.split_at(self.keys.len());
         let ok = self.keys.iter_mut().zip(k).all(|(s, b)| s.restore(&by_head(b)))
             && self.values.iter_mut().zip(v).all(|(s, b)| s.restore(&by_head(b)));

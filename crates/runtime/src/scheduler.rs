@@ -351,9 +351,9 @@ fn gather<'q>(
     window: std::time::Duration,
     shared: &'q Shared,
 ) -> std::sync::MutexGuard<'q, Queue> {
-    let deadline = std::time::Instant::now() + window;
+    let start = std::time::Instant::now();
     while q.waiting.len() < free && !q.shutting_down {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left = window.saturating_sub(start.elapsed());
         if left.is_zero() {
             break;
         }

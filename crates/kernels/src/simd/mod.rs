@@ -436,9 +436,6 @@ pub fn dot_tile(kind: QuantKind, w_rows: &[&[u8]], x_rows: &[&[u8]], out: &mut [
     }
 }
 
-/// Calls the tile kernel `$tile::<R, C>(w, x, out, row0)` for `x.len()`
-/// (1-4) activation rows and a whole tile of 4 weight rows, or single rows
-/// one at a time: the per-pair arithmetic is the same in every instance.
 /// The mask of the 16-lane step that starts with `left` values still to
 /// go: all lanes, or the first `left` of them at a row's end.
 #[cfg(target_arch = "x86_64")]
@@ -447,6 +444,9 @@ pub(crate) fn tail_mask16(left: usize) -> std::arch::x86_64::__mmask16 {
     ((1u32 << left.min(16)) - 1) as std::arch::x86_64::__mmask16
 }
 
+/// Calls the tile kernel `$tile::<R, C>(w, x, out, row0)` for `x.len()`
+/// (1-4) activation rows and a whole tile of 4 weight rows, or single rows
+/// one at a time: the per-pair arithmetic is the same in every instance.
 #[cfg(target_arch = "x86_64")]
 macro_rules! tile_shapes {
     ($tile:ident, $w:expr, $x:expr, $out:expr) => {{
