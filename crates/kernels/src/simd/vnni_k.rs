@@ -132,6 +132,7 @@ unsafe fn tile_q45_k<const Q5: bool, const R: usize, const C: usize>(
     for c in 0..C {
         assert_eq!(x[c].len(), blocks * q8_k::BYTES, "activation superblocks");
     }
+    let to_l2 = super::prefetch_to_l2();
     let table = f16_table();
     let half = |p: *const u8| table[u16::from_le_bytes([*p, *p.add(1)]) as usize];
     let nibble = _mm512_set1_epi8(0x0F);
@@ -142,9 +143,9 @@ unsafe fn tile_q45_k<const Q5: bool, const R: usize, const C: usize>(
         let xb = x_blocks::<C>(x, b);
         for r in 0..R {
             let wb = w[r].as_ptr().add(b * super_bytes);
-            _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(R * row_bytes) as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(R * row_bytes + 64) as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(R * row_bytes + 128) as *const i8);
+            for line in 0..3 {
+                super::prefetch_line(wb.wrapping_add(R * row_bytes + 64 * line), to_l2);
+            }
             // Q5_K: the fifth bits, bit j of byte l for weight 32j + l, in both halves
             let qh = if Q5 {
                 _mm512_broadcast_i64x4(_mm256_loadu_si256(wb.add(16) as *const __m256i))
@@ -377,6 +378,7 @@ unsafe fn tile_sixteen<K: SixteenSubBlocks, const R: usize, const C: usize>(
     for c in 0..C {
         assert_eq!(x[c].len(), blocks * q8_k::BYTES, "activation superblocks");
     }
+    let to_l2 = super::prefetch_to_l2();
     let table = f16_table();
     let idx: [__m512i; 4] = std::array::from_fn(|m| index(&Q6_K_SCALE_INDEX[m]));
     let mut acc = [[0f32; C]; R];
@@ -385,7 +387,7 @@ unsafe fn tile_sixteen<K: SixteenSubBlocks, const R: usize, const C: usize>(
         for r in 0..R {
             let wb = w[r].as_ptr().add(b * K::BYTES);
             for line in 0..K::BYTES.div_ceil(64) {
-                _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(R * row_bytes + 64 * line) as *const i8);
+                super::prefetch_line(wb.wrapping_add(R * row_bytes + 64 * line), to_l2);
             }
             let d = table[u16::from_le_bytes([*wb.add(K::D_AT), *wb.add(K::D_AT + 1)]) as usize];
             let sc_bytes = K::scales(wb);

@@ -17,8 +17,10 @@ use crate::quant::q4_0_panels::{scales_at, PanelTokens, BLOCK_CODES, ROWS};
 
 /// How far ahead of the block being multiplied its panel is fetched (16
 /// blocks). Measured on Phi-3-mini Q4_0 decode steps (`batchdecode`, 2
-/// threads): 1 KiB ahead 117-118 ms for one sequence, 162-164 ms for four;
-/// 4 KiB 106-108 and 154; 512 bytes or 8-16 KiB were slower.
+/// threads, Sapphire Rapids, L1 prefetches): 1 KiB ahead 117-118 ms for one
+/// sequence, 162-164 ms for four; 4 KiB 106-108 and 154; 512 bytes or 8-16
+/// KiB were slower. On Zen 4 with L2 prefetches (`simd::prefetch_to_l2`)
+/// 4-6 KiB were best, 2 KiB slower (`batchbench q4_0-panels`).
 const PREFETCH_AHEAD: usize = 4096;
 
 /// Most tokens per pass over a panel (their accumulators stay in registers).
@@ -51,13 +53,14 @@ unsafe fn pass<const C: usize>(
     let neg_corr: [*const i32; C] = std::array::from_fn(|c| x.neg_corr.as_ptr().add(at[c]));
     let dx: [*const f32; C] = std::array::from_fn(|c| x.scales.as_ptr().add(at[c]));
     let mut acc = [_mm512_setzero_ps(); C];
+    let to_l2 = super::prefetch_to_l2();
     for b in 0..blocks {
         let codes = panel.add(b * BLOCK_CODES);
         // the codes a few blocks on (past the panel's end: the next panel's,
         // also read next); a prefetch never faults
         let ahead = codes.wrapping_add(PREFETCH_AHEAD);
         for line in 0..BLOCK_CODES / 64 {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
+            super::prefetch_line(ahead.wrapping_add(64 * line), to_l2);
         }
         let v: [__m512i; 4] = std::array::from_fn(|j| _mm512_loadu_si512(codes.add(64 * j) as *const __m512i));
         let lo = v.map(|v| _mm512_and_si512(v, nibble));

@@ -488,6 +488,7 @@ unsafe fn tile<B: GroupedBlock, const R: usize, const C: usize>(
     }
     let wp: [*const u8; R] = std::array::from_fn(|r| w[r].as_ptr());
     let xp: [*const u8; C] = std::array::from_fn(|c| x[c].as_ptr());
+    let to_l2 = super::prefetch_to_l2();
     // Row after row, each row's groups in order: only this row's C
     // accumulators live across the groups, so they stay in registers (the
     // activation groups are reloaded from L1 per row). Each pair's chain of
@@ -502,7 +503,7 @@ unsafe fn tile<B: GroupedBlock, const R: usize, const C: usize>(
             // hardware prefetcher to ramp up on each). A prefetch never faults.
             let ahead = p.wrapping_add(R * row_bytes);
             for line in (0..group_bytes).step_by(64) {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8);
+                super::prefetch_line(ahead.wrapping_add(line), to_l2);
             }
             let (q, dw, mw) = B::unpack(p, row_bytes - at);
             for c in 0..C {
