@@ -2,8 +2,8 @@
 //! threads), the weights streaming from memory: what a decode step of 1-4
 //! sequences costs per layer matrix, against the bytes read.
 //!
-//! `cargo run --release -p phi3-kernels --example batchbench [q4_0|q8_0|q4_k|q4_0-panels]`
-//! (`q4_0-panels`: Q4_0 repacked into panels of 16 rows, as the model
+//! `cargo run --release -p phi3-kernels --example batchbench [q4_0|q8_0|q4_k|q4_0-panels|q4_k-panels]`
+//! (`q4_0-panels`, `q4_k-panels`: repacked into panels of 16 rows, as the model
 //! loader does on the VNNI level).
 
 use std::time::Instant;
@@ -13,10 +13,10 @@ use phi3_kernels::{matmul, WeightRef};
 
 fn main() {
     let arg = std::env::args().nth(1).unwrap_or_default();
-    let panels = arg == "q4_0-panels";
+    let panels = arg.ends_with("-panels");
     let kind = match arg.as_str() {
         "q8_0" => QuantKind::Q8_0,
-        "q4_k" => QuantKind::Q4K,
+        "q4_k" | "q4_k-panels" => QuantKind::Q4K,
         _ => QuantKind::Q4_0,
     };
     // a layer's four matrices, repeated so the set (~0.4 GB for Q4_0) is far larger than the caches
@@ -30,6 +30,14 @@ fn main() {
                 .collect();
             let mut w = vec![0u8; kind.row_bytes(k) * n];
             kind.quantize(&w32, &mut w).unwrap();
+            if panels && kind == QuantKind::Q4K {
+                let mut p = vec![0u8; phi3_kernels::quant::q4_k_panels::packed_bytes(n, k)];
+                assert!(
+                    phi3_kernels::quant::q4_k_panels::pack(&w, n, k, &mut p),
+                    "finite scales"
+                );
+                return (n, k, p);
+            }
             if panels {
                 let mut p = vec![0u8; phi3_kernels::quant::q4_0_panels::packed_bytes(n, k)];
                 assert!(
@@ -49,7 +57,9 @@ fn main() {
             for (n, k, w) in &mats {
                 let x: Vec<f32> = (0..t * k).map(|i| (i % 7) as f32 / 7.0).collect();
                 let mut out = vec![0f32; t * n];
-                let weights = if panels {
+                let weights = if panels && kind == QuantKind::Q4K {
+                    WeightRef::Q4KPanels { k: *k, bytes: w }
+                } else if panels {
                     WeightRef::Q4_0Panels { k: *k, bytes: w }
                 } else {
                     WeightRef::Quant(kind, w)

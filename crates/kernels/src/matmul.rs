@@ -20,6 +20,12 @@ pub enum WeightRef<'a> {
         k: usize,
         bytes: &'a [u8],
     },
+    /// Q4_K rows of `k` weights repacked into panels of 16
+    /// (`quant::q4_k_panels`).
+    Q4KPanels {
+        k: usize,
+        bytes: &'a [u8],
+    },
 }
 
 impl WeightRef<'_> {
@@ -32,6 +38,9 @@ impl WeightRef<'_> {
             WeightRef::Quant(kind, b) => b.len() / kind.block_bytes() * kind.block_len(),
             WeightRef::Q4_0Panels { k, bytes } => {
                 bytes.len() / crate::quant::q4_0_panels::panel_bytes(*k) * crate::quant::q4_0_panels::ROWS * k
+            }
+            WeightRef::Q4KPanels { k, bytes } => {
+                bytes.len() / crate::quant::q4_k_panels::panel_bytes(*k) * crate::quant::q4_k_panels::ROWS * k
             }
         }
     }
@@ -63,6 +72,10 @@ impl WeightRef<'_> {
                 crate::quant::q4_0_panels::dequantize_row(bytes, k, r, &mut buf[..k]);
                 &buf[..k]
             }
+            WeightRef::Q4KPanels { bytes, .. } => {
+                crate::quant::q4_k_panels::dequantize_row(bytes, k, r, &mut buf[..k]);
+                &buf[..k]
+            }
         }
     }
 }
@@ -76,6 +89,9 @@ pub fn matmul(w: WeightRef, n: usize, k: usize, x: &[f32], t: usize, out: &mut [
     assert_eq!(out.len(), t * n, "output size");
     if let WeightRef::Q4_0Panels { bytes, .. } = w {
         return crate::panel_matmul::matmul_panels(bytes, n, k, x, t, out);
+    }
+    if let WeightRef::Q4KPanels { bytes, .. } = w {
+        return crate::panel_matmul::matmul_q4_k_panels(bytes, n, k, x, t, out);
     }
     if let WeightRef::Quant(kind, bytes) = w {
         if let Some(act) = crate::quant::dot::activations_for(kind) {

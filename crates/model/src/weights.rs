@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 use phi3_formats::{DType, GgufFile, HfFolder, Tensor};
-use phi3_kernels::quant::{q4_0_panels, QuantKind};
+use phi3_kernels::quant::{q4_0_panels, q4_k_panels, QuantKind};
 use phi3_kernels::WeightRef;
 
 use crate::config::ModelConfig;
@@ -18,8 +18,9 @@ pub struct Linear {
     pub rows: usize,
     pub cols: usize,
     pub tensor: Tensor,
-    /// The Q4_0 rows repacked into panels of 16 ([`Linear::repack`]), which
-    /// the products then read instead of `tensor`.
+    /// The Q4_0 or Q4_K rows (as `tensor.dtype` says) repacked into panels
+    /// of 16 ([`Linear::repack`]), which the products then read instead of
+    /// `tensor`.
     pub panels: Option<Arc<PanelMemory>>,
 }
 
@@ -73,25 +74,33 @@ impl Linear {
         }
     }
 
-    /// Repacks a Q4_0 matrix into panels of 16 rows where this CPU's kernels
-    /// read them (`phi3_kernels::packs_q4_0`; the layout is explained in
-    /// `phi3_kernels::quant::q4_0_panels`), then drops the file's pages of
-    /// it from memory, so the weights are held once. Other matrices, and
-    /// shapes panels cannot hold, stay as they are. The block scales are
-    /// checked on the way (see [`Repacked`]).
+    /// Repacks a Q4_0 or Q4_K matrix into panels of 16 rows where this
+    /// CPU's kernels read them (`phi3_kernels::packs_q4_0`, `packs_q4_k`;
+    /// the layouts are explained in `phi3_kernels::quant::q4_0_panels` and
+    /// `q4_k_panels`), then drops the file's pages of it from memory, so the
+    /// weights are held once. Other matrices, and shapes panels cannot
+    /// hold, stay as they are. The scales are checked on the way (see
+    /// [`Repacked`]).
     pub fn repack(&mut self) -> Repacked {
-        if self.tensor.dtype != DType::Q4_0
-            || !phi3_kernels::packs_q4_0()
-            || !q4_0_panels::can_pack(self.rows, self.cols)
-            || self.panels.is_some()
-        {
+        let (rows, cols) = (self.rows, self.cols);
+        type Pack = fn(&[u8], usize, usize, &mut [u8]) -> bool;
+        let (bytes, pack): (usize, Pack) = match self.tensor.dtype {
+            DType::Q4_0 if phi3_kernels::packs_q4_0() && q4_0_panels::can_pack(rows, cols) => {
+                (q4_0_panels::packed_bytes(rows, cols), q4_0_panels::pack)
+            }
+            DType::Q4K if phi3_kernels::packs_q4_k() && q4_k_panels::can_pack(rows, cols) => {
+                (q4_k_panels::packed_bytes(rows, cols), q4_k_panels::pack)
+            }
+            _ => return Repacked::Unchanged,
+        };
+        if self.panels.is_some() {
             return Repacked::Unchanged;
         }
         // without the memory, the file's layout serves as well (if slower)
-        let Ok(mut panels) = PanelMemory::new(q4_0_panels::packed_bytes(self.rows, self.cols)) else {
+        let Ok(mut panels) = PanelMemory::new(bytes) else {
             return Repacked::Unchanged;
         };
-        if !q4_0_panels::pack(self.tensor.bytes(), self.rows, self.cols, &mut panels.0) {
+        if !pack(self.tensor.bytes(), rows, cols, &mut panels.0) {
             return Repacked::NonFiniteScales;
         }
         self.tensor.release_pages();
@@ -102,9 +111,10 @@ impl Linear {
     /// The elements as a typed slice over the file mapping (or the panels).
     pub fn weight_ref(&self) -> WeightRef<'_> {
         if let Some(panels) = &self.panels {
-            return WeightRef::Q4_0Panels {
-                k: self.cols,
-                bytes: panels.as_slice(),
+            let (k, bytes) = (self.cols, panels.as_slice());
+            return match self.tensor.dtype {
+                DType::Q4K => WeightRef::Q4KPanels { k, bytes },
+                _ => WeightRef::Q4_0Panels { k, bytes },
             };
         }
         let b = self.tensor.bytes();
@@ -134,6 +144,7 @@ impl Linear {
                 kind.dequantize(&b[r * rb..(r + 1) * rb], out);
             }
             WeightRef::Q4_0Panels { k, bytes } => q4_0_panels::dequantize_row(bytes, k, r, out),
+            WeightRef::Q4KPanels { k, bytes } => q4_k_panels::dequantize_row(bytes, k, r, out),
         }
     }
 }
@@ -209,7 +220,7 @@ pub type Progress<'a> = &'a dyn Fn(u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightLayout {
     /// Repacked where this CPU's kernels read another layout faster (Q4_0
-    /// as panels of 16 rows, `Linear::repack`): for running the model.
+    /// and Q4_K as panels of 16 rows, `Linear::repack`): for running the model.
     #[default]
     ForKernels,
     /// As the file stores them (only mapped): for reading the weights back,

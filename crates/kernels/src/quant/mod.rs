@@ -10,6 +10,7 @@ pub mod q4_0;
 pub mod q4_0_panels;
 pub mod q4_1;
 pub mod q4_k;
+pub mod q4_k_panels;
 pub mod q5_0;
 pub mod q5_1;
 pub mod q5_k;

@@ -539,6 +539,8 @@ mod neon_tiles;
 #[cfg(target_arch = "x86_64")]
 mod vnni_k;
 #[cfg(target_arch = "x86_64")]
+pub mod vnni_k_panels;
+#[cfg(target_arch = "x86_64")]
 pub mod vnni_panels;
 #[cfg(target_arch = "x86_64")]
 mod vnni_q4_0;

@@ -1,0 +1,214 @@
+//! Q4_K weights repacked at load time into panels of 16 rows, and their
+//! scalar twin: the Q4_0 panels' idea (`quant::q4_0_panels`) for the
+//! K-quant that most Phi-3 GGUF files use (Q4_K_M).
+//!
+//! Why: the file-layout kernels (`simd::vnni_k`) hold one row's weights
+//! across the lanes of a register, so each superblock's sums must be
+//! gathered across lanes before they can be scaled, per (row, token) pair;
+//! with several tokens that costs more than the multiply-adds
+//! (`batchbench q4_k` on Zen 4: 4 tokens 35 ms against 15 for one). In a
+//! panel the 16 rows of a superblock are interleaved four code bytes at a
+//! time, so a `vpdpbusd` with the token's four activation bytes broadcast
+//! leaves each row's sum in its own lane, and the sub-block scales,
+//! minimums and superblock scales are vectors over the rows. The bytes are
+//! the file's, moved: a panel is exactly as large as its 16 rows.
+//!
+//! Layout of one superblock of a panel (2304 bytes, 36 cache lines; the
+//! panel is its superblocks back to back):
+//! - bytes 0..2048, the codes: for chunk c (0..4) and vector v (0..8), at
+//!   512c + 64v + 4r, row r's code bytes 32c + 4v..32c + 4v + 4 (their low
+//!   nibbles are weights 4v..4v + 4 of sub-block 2c, their high nibbles the
+//!   same weights of sub-block 2c + 1);
+//! - 2048..2080 the 16 rows' f16 d, 2080..2112 their f16 dmin;
+//! - 2112..2304 the packed 6-bit scales and minimums, 12 bytes per row as
+//!   three 32-bit words: word i of row r at 2112 + 64i + 4r.
+//!
+//! The arithmetic of a (row, token) pair is the file layout's twin
+//! `quant::dot::dot_q4_k_q8_k_blockwise_scalar`, bit for bit: per
+//! superblock the exact integers dot = Σ_j sc_j·Σ q·x and mins = Σ_j m_j ·
+//! (bsum_2j + bsum_2j+1), then `acc = fma(dot, d·dx, acc)` and `acc =
+//! fma(mins, (−dmin)·dx, acc)`. So a matrix gives the same bits as panels
+//! or in the file's layout, on every kernel.
+
+use super::{q4_k, q8_k};
+
+/// Rows per panel (the lanes of a 512-bit vector of i32).
+pub const ROWS: usize = 16;
+
+/// Weights per superblock.
+pub const SUPER: usize = 256;
+
+/// Bytes of one superblock of a panel.
+pub const SUPER_BYTES: usize = ROWS * q4_k::BYTES;
+
+/// Offset of the codes' end (the f16 d of the 16 rows) in a superblock.
+pub const D_AT: usize = 2048;
+/// Offset of the f16 dmin of the 16 rows.
+pub const DMIN_AT: usize = 2080;
+/// Offset of the packed scale words (three vectors of 16 words).
+pub const SCALES_AT: usize = 2112;
+
+/// Whether an `n × k` Q4_K matrix can be held as panels.
+pub fn can_pack(n: usize, k: usize) -> bool {
+    n > 0 && n.is_multiple_of(ROWS) && k > 0 && k.is_multiple_of(SUPER)
+}
+
+/// Bytes of one panel of rows of `k` weights (a multiple of 64).
+pub fn panel_bytes(k: usize) -> usize {
+    k / SUPER * SUPER_BYTES
+}
+
+/// Bytes of an `n × k` matrix as panels (the file's size).
+pub fn packed_bytes(n: usize, k: usize) -> usize {
+    n / ROWS * panel_bytes(k)
+}
+
+/// Repacks the `n × k` Q4_K matrix `w` (file layout) into panels in `out`
+/// ([`packed_bytes`] long), panels shared out over the pool. Returns
+/// whether every d and dmin is finite (the check `QuantKind::scales_finite`
+/// makes, done here on the way, so that loading reads the weights once).
+#[must_use = "a matrix with a NaN or infinite scale must be refused"]
+pub fn pack(w: &[u8], n: usize, k: usize, out: &mut [u8]) -> bool {
+    assert!(can_pack(n, k), "{n} × {k} Q4_K cannot be held as panels");
+    let row_bytes = k / SUPER * q4_k::BYTES;
+    assert_eq!(w.len(), n * row_bytes, "Q4_K matrix size");
+    assert_eq!(out.len(), packed_bytes(n, k), "panel buffer size");
+    let len = panel_bytes(k);
+    let non_finite = std::sync::atomic::AtomicBool::new(false);
+    crate::pool::global().for_each_row(out, len, &|p, panel| {
+        if !pack_panel(&w[p * ROWS * row_bytes..(p + 1) * ROWS * row_bytes], k, panel) {
+            non_finite.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    !non_finite.into_inner()
+}
+
+/// Repacks 16 rows (file layout) into one panel; returns whether every d
+/// and dmin is finite.
+pub fn pack_panel(rows: &[u8], k: usize, panel: &mut [u8]) -> bool {
+    let (supers, row_bytes) = (k / SUPER, k / SUPER * q4_k::BYTES);
+    assert!(
+        rows.len() >= ROWS * row_bytes && panel.len() >= panel_bytes(k),
+        "panel sizes"
+    );
+    let mut finite = true;
+    for (b, sb) in panel.chunks_exact_mut(SUPER_BYTES).take(supers).enumerate() {
+        for r in 0..ROWS {
+            let block = &rows[r * row_bytes + b * q4_k::BYTES..][..q4_k::BYTES];
+            finite &= super::half_bits_finite(u16::from_le_bytes([block[0], block[1]]))
+                && super::half_bits_finite(u16::from_le_bytes([block[2], block[3]]));
+            sb[D_AT + 2 * r..][..2].copy_from_slice(&block[0..2]);
+            sb[DMIN_AT + 2 * r..][..2].copy_from_slice(&block[2..4]);
+            for i in 0..3 {
+                sb[SCALES_AT + 64 * i + 4 * r..][..4].copy_from_slice(&block[4 + 4 * i..][..4]);
+            }
+            for c in 0..4 {
+                for v in 0..8 {
+                    sb[512 * c + 64 * v + 4 * r..][..4].copy_from_slice(&block[16 + 32 * c + 4 * v..][..4]);
+                }
+            }
+        }
+    }
+    finite
+}
+
+/// Superblock `b` of row `r` (0..16) of a panel, in the file's 144-byte layout.
+fn file_block(panel: &[u8], r: usize, b: usize, block: &mut [u8]) {
+    let sb = &panel[b * SUPER_BYTES..][..SUPER_BYTES];
+    block[0..2].copy_from_slice(&sb[D_AT + 2 * r..][..2]);
+    block[2..4].copy_from_slice(&sb[DMIN_AT + 2 * r..][..2]);
+    for i in 0..3 {
+        block[4 + 4 * i..][..4].copy_from_slice(&sb[SCALES_AT + 64 * i + 4 * r..][..4]);
+    }
+    for c in 0..4 {
+        for v in 0..8 {
+            block[16 + 32 * c + 4 * v..][..4].copy_from_slice(&sb[512 * c + 64 * v + 4 * r..][..4]);
+        }
+    }
+}
+
+/// Row `r` (0..16) of a panel back in the file's Q4_K layout.
+pub fn unpack_row(panel: &[u8], k: usize, r: usize, out: &mut [u8]) {
+    for (b, block) in out.chunks_exact_mut(q4_k::BYTES).take(k / SUPER).enumerate() {
+        file_block(panel, r, b, block);
+    }
+}
+
+/// Row `row` of a packed `n × k` matrix as f32 (embedding lookups, the
+/// float fallback).
+pub fn dequantize_row(packed: &[u8], k: usize, row: usize, out: &mut [f32]) {
+    let panel = &packed[row / ROWS * panel_bytes(k)..][..panel_bytes(k)];
+    let mut block = [0u8; q4_k::BYTES];
+    for (b, o) in out.chunks_exact_mut(SUPER).take(k / SUPER).enumerate() {
+        file_block(panel, row % ROWS, b, &mut block);
+        q4_k::dequantize(&block, o);
+    }
+}
+
+/// Scalar twin of the panel kernel: row `r` (0..16) of `panel` times the
+/// Q8_K activation row `x` (module doc: the file layout's twin on the row
+/// as the file held it).
+pub fn dot_scalar(panel: &[u8], k: usize, r: usize, x: &[u8]) -> f32 {
+    let supers = k / SUPER;
+    assert_eq!(x.len(), supers * q8_k::BYTES, "Q8_K activation row");
+    let mut row = vec![0u8; supers * q4_k::BYTES];
+    unpack_row(panel, k, r, &mut row);
+    super::dot::dot_q4_k_q8_k_blockwise_scalar(&row, x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::QuantKind;
+
+    fn random_q4_k(n: usize, k: usize, seed: u32) -> Vec<u8> {
+        let x: Vec<f32> = (0..n * k)
+            .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5)
+            .collect();
+        let mut w = vec![0u8; QuantKind::Q4K.row_bytes(k) * n];
+        QuantKind::Q4K.quantize(&x, &mut w).expect("Q4_K quantizes");
+        w
+    }
+
+    #[test]
+    fn panels_hold_the_rows_unchanged() {
+        let (n, k) = (32, 512);
+        let w = random_q4_k(n, k, 5);
+        let mut packed = vec![0u8; packed_bytes(n, k)];
+        assert!(pack(&w, n, k, &mut packed), "finite scales");
+        assert_eq!(packed.len(), w.len(), "a panel is its rows' size");
+        let row_bytes = QuantKind::Q4K.row_bytes(k);
+        let mut back = vec![0u8; row_bytes];
+        let (mut want, mut got) = (vec![0f32; k], vec![0f32; k]);
+        for row in 0..n {
+            unpack_row(&packed[row / ROWS * panel_bytes(k)..], k, row % ROWS, &mut back);
+            assert_eq!(back, w[row * row_bytes..(row + 1) * row_bytes], "row {row}");
+            QuantKind::Q4K.dequantize(&w[row * row_bytes..(row + 1) * row_bytes], &mut want);
+            dequantize_row(&packed, k, row, &mut got);
+            assert_eq!(want, got, "row {row}");
+        }
+        assert!(can_pack(16, 256) && !can_pack(8, 256) && !can_pack(16, 128));
+    }
+
+    #[test]
+    fn packing_finds_a_non_finite_d_or_dmin_in_any_row_and_superblock() {
+        let (n, k) = (32, 512);
+        let w = random_q4_k(n, k, 9);
+        let mut packed = vec![0u8; packed_bytes(n, k)];
+        assert!(pack(&w, n, k, &mut packed));
+        for (row, block, field, bad) in [
+            (0, 0, 0, half::f16::NAN),
+            (31, 1, 2, half::f16::INFINITY),
+            (17, 0, 2, half::f16::NEG_INFINITY),
+        ] {
+            let mut w = w.clone();
+            let at = (row * k / 256 + block) * q4_k::BYTES + field;
+            w[at..at + 2].copy_from_slice(&bad.to_le_bytes());
+            assert!(
+                !pack(&w, n, k, &mut packed),
+                "row {row} superblock {block} field {field}"
+            );
+            assert!(!QuantKind::Q4K.scales_finite(&w));
+        }
+    }
+}
