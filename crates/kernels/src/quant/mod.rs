@@ -348,3 +348,15 @@ pub(crate) fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
         )
     }
 }
+
+/// A random `n × k` matrix quantized to `kind` (deterministic per `seed`),
+/// for the layouts' unit tests.
+#[cfg(test)]
+pub(crate) fn random_matrix(kind: QuantKind, n: usize, k: usize, seed: u32) -> Vec<u8> {
+    let x: Vec<f32> = (0..n * k)
+        .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5)
+        .collect();
+    let mut w = vec![0u8; kind.row_bytes(k) * n];
+    kind.quantize(&x, &mut w).expect("quantizes");
+    w
+}

@@ -245,14 +245,7 @@ mod tests {
     use super::*;
 
     fn random_q4_0(n: usize, k: usize, seed: u32) -> Vec<u8> {
-        let x: Vec<f32> = (0..n * k)
-            .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5)
-            .collect();
-        let mut w = vec![0u8; n * k / 32 * q4_0::BYTES];
-        for (xb, wb) in x.chunks_exact(32).zip(w.chunks_exact_mut(q4_0::BYTES)) {
-            q4_0::quantize(xb, wb);
-        }
-        w
+        crate::quant::random_matrix(crate::quant::QuantKind::Q4_0, n, k, seed)
     }
 
     #[test]

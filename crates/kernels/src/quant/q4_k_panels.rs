@@ -162,12 +162,7 @@ mod tests {
     use crate::quant::QuantKind;
 
     fn random_q4_k(n: usize, k: usize, seed: u32) -> Vec<u8> {
-        let x: Vec<f32> = (0..n * k)
-            .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5)
-            .collect();
-        let mut w = vec![0u8; QuantKind::Q4K.row_bytes(k) * n];
-        QuantKind::Q4K.quantize(&x, &mut w).expect("Q4_K quantizes");
-        w
+        crate::quant::random_matrix(QuantKind::Q4K, n, k, seed)
     }
 
     #[test]
