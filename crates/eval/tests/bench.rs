@@ -124,21 +124,27 @@ fn k_quant_models_run_on_the_integer_path_close_to_their_dequantized_copy() {
             s.feed(&ids, Logits::All).unwrap()
         };
         let (a, b) = (run(&q), run(&f));
-        if dtype == DType::Q4K {
-            // where the kernels read Q4_K as panels every matrix is held so,
-            // and gives the file layout's logits bit for bit (one arithmetic)
+        if matches!(dtype, DType::Q4K | DType::Q6K) {
+            // where the kernels read Q4_K and Q6_K as panels every matrix is
+            // held so, and gives the file layout's logits bit for bit (one
+            // arithmetic)
             let l = &q.weights.layers[0];
             for lin in [&l.qkv, &l.o_proj, &l.gate_up, &l.down] {
-                assert_eq!(lin.panels.is_some(), phi3_kernels::packs_q4_k(), "{}", lin.tensor.name);
+                assert_eq!(
+                    lin.panels.is_some(),
+                    phi3_kernels::packs_k_quants(),
+                    "{}",
+                    lin.tensor.name
+                );
             }
             let files = phi3_formats::ModelFiles::open(&qpath).unwrap();
             let stored = Model::load(files, phi3_model::WeightLayout::AsStored, &|_| {}).unwrap();
             assert!(stored.weights.layers[0].down.panels.is_none());
             #[cfg(target_arch = "x86_64")]
-            let own_q4_k = phi3_kernels::simd::isa() == phi3_kernels::simd::Isa::Avx2;
+            let own_arithmetic = phi3_kernels::simd::isa() == phi3_kernels::simd::Isa::Avx2;
             #[cfg(not(target_arch = "x86_64"))]
-            let own_q4_k = false;
-            if !own_q4_k {
+            let own_arithmetic = false;
+            if !own_arithmetic {
                 let as_stored = run(&stored);
                 assert!(a.iter().zip(&as_stored).all(|(x, y)| x.to_bits() == y.to_bits()));
             }

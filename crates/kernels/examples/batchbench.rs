@@ -2,13 +2,16 @@
 //! threads), the weights streaming from memory: what a decode step of 1-4
 //! sequences costs per layer matrix, against the bytes read.
 //!
-//! `cargo run --release -p phi3-kernels --example batchbench [q4_0|q8_0|q4_k|q4_0-panels|q4_k-panels]`
-//! (`q4_0-panels`, `q4_k-panels`: repacked into panels of 16 rows, as the model
+//! `cargo run --release -p phi3-kernels --example batchbench [q4_0|q8_0|q4_k|q6_k|q4_0-panels|q4_k-panels|q6_k-panels]`
+//! (`…-panels`: repacked into panels of 16 rows, as the model
 //! loader does on the VNNI level).
 
 use std::time::Instant;
 
-use phi3_kernels::quant::QuantKind;
+use phi3_kernels::quant::{self, QuantKind};
+
+type Pack = fn(&[u8], usize, usize, &mut [u8]) -> bool;
+type Size = fn(usize, usize) -> usize;
 use phi3_kernels::{matmul, WeightRef};
 
 fn main() {
@@ -17,6 +20,7 @@ fn main() {
     let kind = match arg.as_str() {
         "q8_0" => QuantKind::Q8_0,
         "q4_k" | "q4_k-panels" => QuantKind::Q4K,
+        "q6_k" | "q6_k-panels" => QuantKind::Q6K,
         _ => QuantKind::Q4_0,
     };
     // a layer's four matrices, repeated so the set (~0.4 GB for Q4_0) is far larger than the caches
@@ -30,20 +34,23 @@ fn main() {
                 .collect();
             let mut w = vec![0u8; kind.row_bytes(k) * n];
             kind.quantize(&w32, &mut w).unwrap();
-            if panels && kind == QuantKind::Q4K {
-                let mut p = vec![0u8; phi3_kernels::quant::q4_k_panels::packed_bytes(n, k)];
-                assert!(
-                    phi3_kernels::quant::q4_k_panels::pack(&w, n, k, &mut p),
-                    "finite scales"
-                );
-                return (n, k, p);
-            }
             if panels {
-                let mut p = vec![0u8; phi3_kernels::quant::q4_0_panels::packed_bytes(n, k)];
-                assert!(
-                    phi3_kernels::quant::q4_0_panels::pack(&w, n, k, &mut p),
-                    "finite scales"
-                );
+                let packed = match kind {
+                    QuantKind::Q4K => (
+                        quant::q4_k_panels::packed_bytes as Size,
+                        quant::q4_k_panels::pack as Pack,
+                    ),
+                    QuantKind::Q6K => (
+                        quant::q6_k_panels::packed_bytes as Size,
+                        quant::q6_k_panels::pack as Pack,
+                    ),
+                    _ => (
+                        quant::q4_0_panels::packed_bytes as Size,
+                        quant::q4_0_panels::pack as Pack,
+                    ),
+                };
+                let mut p = vec![0u8; packed.0(n, k)];
+                assert!(packed.1(&w, n, k, &mut p), "finite scales");
                 return (n, k, p);
             }
             (n, k, w)
@@ -57,12 +64,19 @@ fn main() {
             for (n, k, w) in &mats {
                 let x: Vec<f32> = (0..t * k).map(|i| (i % 7) as f32 / 7.0).collect();
                 let mut out = vec![0f32; t * n];
-                let weights = if panels && kind == QuantKind::Q4K {
-                    WeightRef::Q4KPanels { k: *k, bytes: w }
-                } else if panels {
-                    WeightRef::Q4_0Panels { k: *k, bytes: w }
-                } else {
-                    WeightRef::Quant(kind, w)
+                let weights = match kind {
+                    QuantKind::Q4K if panels => WeightRef::KPanels {
+                        quant: quant::KPanels::Q4K,
+                        k: *k,
+                        bytes: w,
+                    },
+                    QuantKind::Q6K if panels => WeightRef::KPanels {
+                        quant: quant::KPanels::Q6K,
+                        k: *k,
+                        bytes: w,
+                    },
+                    _ if panels => WeightRef::Q4_0Panels { k: *k, bytes: w },
+                    _ => WeightRef::Quant(kind, w),
                 };
                 matmul(weights, *n, *k, &x, t, &mut out);
             }

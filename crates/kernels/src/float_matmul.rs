@@ -151,7 +151,7 @@ fn widen_row(w: WeightRef, j: usize, k: usize, row: &mut [f32]) {
             kind.dequantize(&b[j * rb..(j + 1) * rb], row);
         }
         WeightRef::Q4_0Panels { bytes, .. } => crate::quant::q4_0_panels::dequantize_row(bytes, k, j, row),
-        WeightRef::Q4KPanels { bytes, .. } => crate::quant::q4_k_panels::dequantize_row(bytes, k, j, row),
+        WeightRef::KPanels { quant, bytes, .. } => quant.dequantize_row(bytes, k, j, row),
     }
 }
 

@@ -22,4 +22,4 @@ pub mod simd;
 pub mod softmax_weights;
 
 pub use matmul::{matmul, WeightRef};
-pub use panel_matmul::{packs_q4_0, packs_q4_k};
+pub use panel_matmul::{packs_k_quants, packs_q4_0};

@@ -20,9 +20,10 @@ pub enum WeightRef<'a> {
         k: usize,
         bytes: &'a [u8],
     },
-    /// Q4_K rows of `k` weights repacked into panels of 16
-    /// (`quant::q4_k_panels`).
-    Q4KPanels {
+    /// Q4_K or Q6_K rows of `k` weights repacked into panels of 16
+    /// (`quant::q4_k_panels`, `quant::q6_k_panels`).
+    KPanels {
+        quant: crate::quant::KPanels,
         k: usize,
         bytes: &'a [u8],
     },
@@ -39,9 +40,7 @@ impl WeightRef<'_> {
             WeightRef::Q4_0Panels { k, bytes } => {
                 bytes.len() / crate::quant::q4_0_panels::panel_bytes(*k) * crate::quant::q4_0_panels::ROWS * k
             }
-            WeightRef::Q4KPanels { k, bytes } => {
-                bytes.len() / crate::quant::q4_k_panels::panel_bytes(*k) * crate::quant::q4_k_panels::ROWS * k
-            }
+            WeightRef::KPanels { quant, k, bytes } => bytes.len() / quant.panel_bytes(*k) * 16 * k,
         }
     }
 
@@ -72,8 +71,8 @@ impl WeightRef<'_> {
                 crate::quant::q4_0_panels::dequantize_row(bytes, k, r, &mut buf[..k]);
                 &buf[..k]
             }
-            WeightRef::Q4KPanels { bytes, .. } => {
-                crate::quant::q4_k_panels::dequantize_row(bytes, k, r, &mut buf[..k]);
+            WeightRef::KPanels { quant, bytes, .. } => {
+                quant.dequantize_row(bytes, k, r, &mut buf[..k]);
                 &buf[..k]
             }
         }
@@ -90,8 +89,8 @@ pub fn matmul(w: WeightRef, n: usize, k: usize, x: &[f32], t: usize, out: &mut [
     if let WeightRef::Q4_0Panels { bytes, .. } = w {
         return crate::panel_matmul::matmul_panels(bytes, n, k, x, t, out);
     }
-    if let WeightRef::Q4KPanels { bytes, .. } = w {
-        return crate::panel_matmul::matmul_q4_k_panels(bytes, n, k, x, t, out);
+    if let WeightRef::KPanels { quant, bytes, .. } = w {
+        return crate::panel_matmul::matmul_k_panels(quant, bytes, n, k, x, t, out);
     }
     if let WeightRef::Quant(kind, bytes) = w {
         if let Some(act) = crate::quant::dot::activations_for(kind) {

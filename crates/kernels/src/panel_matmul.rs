@@ -6,12 +6,14 @@
 //! the scalar twin. The three give the same bits (module doc of
 //! `q4_0_panels`), so a token's result never depends on its batch.
 //!
-//! Q4_K weights held as panels (`quant::q4_k_panels`, where [`packs_q4_k`]
-//! says so) go the same way with Q8_K activations, read in place.
+//! Q4_K and Q6_K weights held as panels (`quant::q4_k_panels`,
+//! `q6_k_panels`, where [`packs_k_quants`] says so) go the same way with
+//! Q8_K activations, read in place.
 
 use crate::matmul::{for_row_ranges, keep_quantized, quantize_rows, SendPtr};
 use crate::quant::dot::Activations;
 use crate::quant::q4_0_panels::{dot_scalar, packed_bytes, panel_bytes, PanelTokens, ROWS};
+use crate::quant::KPanels;
 
 /// Whether Q4_0 matrices should be repacked into panels on this CPU: where
 /// the VNNI level runs (its panel kernel is the reason for the layout),
@@ -26,47 +28,51 @@ pub fn packs_q4_0() -> bool {
     false
 }
 
-/// Whether Q4_K matrices should be repacked into panels on this CPU: where
-/// the VNNI level runs without AMX (with AMX, prompts run on `simd::amx_k`,
-/// which reads the file's layout), unless `PHI3_Q4_K_PANELS=off` keeps the
-/// file's layout (for comparisons).
-pub fn packs_q4_k() -> bool {
+/// Whether Q4_K and Q6_K matrices should be repacked into panels on this
+/// CPU: where the VNNI level runs without AMX (with AMX, prompts run on
+/// `simd::amx_k`, which reads the file's layout), unless
+/// `PHI3_K_PANELS=off` keeps the file's layout (for comparisons).
+pub fn packs_k_quants() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         crate::simd::isa() == crate::simd::Isa::Avx512Vnni
             && !crate::simd::amx()
-            && std::env::var("PHI3_Q4_K_PANELS").as_deref() != Ok("off")
+            && std::env::var("PHI3_K_PANELS").as_deref() != Ok("off")
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
 
-/// `out = x · Wᵀ` for the `n × k` Q4_K matrix `w` held as panels.
-pub(crate) fn matmul_q4_k_panels(w: &[u8], n: usize, k: usize, x: &[f32], t: usize, out: &mut [f32]) {
-    use crate::quant::q4_k_panels;
-    assert!(q4_k_panels::can_pack(n, k), "{n} × {k} Q4_K panels");
-    assert_eq!(w.len(), q4_k_panels::packed_bytes(n, k), "panel bytes");
+/// `out = x · Wᵀ` for the `n × k` K-quant matrix `w` held as panels.
+pub(crate) fn matmul_k_panels(quant: KPanels, w: &[u8], n: usize, k: usize, x: &[f32], t: usize, out: &mut [f32]) {
+    assert!(
+        n.is_multiple_of(ROWS) && k.is_multiple_of(256),
+        "{n} × {k} K-quant panels"
+    );
+    let panel_len = quant.panel_bytes(k);
+    assert_eq!(w.len(), n / ROWS * panel_len, "panel bytes");
     let xq = quantize_rows(Activations::Q8K, x, k, t);
     let xrow = Activations::Q8K.row_bytes(k);
-    let panel_len = q4_k_panels::panel_bytes(k);
     let out_ptr = SendPtr(out.as_mut_ptr());
     let vnni = kernel(1) != Kernel::Scalar;
     let xq_ref = &xq;
-    for_row_ranges(n / q4_k_panels::ROWS, n * k * t, &|panels| {
+    for_row_ranges(n / ROWS, n * k * t, &|panels| {
         for p in panels {
             let panel = &w[p * panel_len..(p + 1) * panel_len];
-            let row0 = p * q4_k_panels::ROWS;
+            let row0 = p * ROWS;
             #[cfg(target_arch = "x86_64")]
             if vnni {
                 // SAFETY: the VNNI level has AVX-512 F/BW/VNNI and FMA; each
                 // task owns its panels' rows of `out` (t · n floats), which
                 // outlives the pool run.
-                unsafe { crate::simd::vnni_k_panels::panel(panel.as_ptr(), k, xq_ref, t, out_ptr.get(), n, row0) };
+                unsafe {
+                    crate::simd::vnni_k_panels::panel(quant, panel.as_ptr(), k, xq_ref, t, out_ptr.get(), n, row0)
+                };
                 continue;
             }
-            for r in 0..q4_k_panels::ROWS {
+            for r in 0..ROWS {
                 for m in 0..t {
-                    let v = q4_k_panels::dot_scalar(panel, k, r, &xq_ref[m * xrow..(m + 1) * xrow]);
+                    let v = quant.dot_scalar(panel, k, r, &xq_ref[m * xrow..(m + 1) * xrow]);
                     // SAFETY: disjoint panels (rows) per task.
                     unsafe { *out_ptr.get().add(m * n + row0 + r) = v };
                 }

@@ -716,63 +716,68 @@ fn q4_0_panel_products_equal_their_twin_for_every_batch_size() {
     }
 }
 
-/// Q4_K weights repacked into panels (`quant::q4_k_panels`), through whole
-/// products for batch sizes on either side of the VNNI kernel's 8-token
-/// passes: every element is the panel twin bit for bit (the VNNI kernel,
-/// or the twin itself on the lesser levels), and so the file layout's
-/// product too (same arithmetic; but for the AVX2 level's own Q4_K
-/// arithmetic, where panels are never made), so a token's result depends
-/// neither on its batch nor on the layout. Superblock scales and minimums are drawn
-/// over their whole ranges (6-bit fields up to 63, both signs of the
-/// activations' 16-value sums).
+/// Q4_K and Q6_K weights repacked into panels (`quant::q4_k_panels`,
+/// `q6_k_panels`), through whole products for batch sizes on either side
+/// of the VNNI kernels' 8-token passes: every element is the panel twin bit
+/// for bit (the VNNI kernels, or the twin itself on the lesser levels), and
+/// so the file layout's product too (same arithmetic; but for the AVX2
+/// level's own Q4_K and Q6_K arithmetic, where panels are never made), so
+/// a token's result depends neither on its batch nor on the layout. Codes
+/// and sub-block scales (and Q4_K's minimums) are random bytes, so every
+/// value of every field occurs, both signs of Q6_K's scales included.
 #[test]
-fn q4_k_panel_products_equal_the_file_layout_for_every_batch_size() {
+fn k_quant_panel_products_equal_the_file_layout_for_every_batch_size() {
     use phi3_kernels::quant::dot::Activations;
-    use phi3_kernels::quant::q4_k_panels::{dot_scalar, pack, packed_bytes, panel_bytes, ROWS};
+    use phi3_kernels::quant::{q4_k_panels, q6_k_panels, KPanels};
     use phi3_kernels::WeightRef;
     let mut rng = Lcg(91);
     #[cfg(target_arch = "x86_64")]
     let avx2_alone = phi3_kernels::simd::isa() == phi3_kernels::simd::Isa::Avx2;
     #[cfg(not(target_arch = "x86_64"))]
     let avx2_alone = false;
-    for (n, k) in [(16usize, 256usize), (48, 768), (32, 3072)] {
-        let mut w = quantize(QuantKind::Q4K, &(0..n * k).map(|_| rng.f32() * 2.0).collect::<Vec<_>>());
-        // random packed scale bytes and codes, so every 6-bit field and
-        // nibble value occurs (the quantizer leaves many small)
-        for block in w.chunks_exact_mut(144) {
-            for b in &mut block[4..] {
-                *b = rng.next() as u8;
+    type Pack = fn(&[u8], usize, usize, &mut [u8]) -> bool;
+    // (panels, type, random bytes of each superblock, packer)
+    let types: [(KPanels, QuantKind, std::ops::Range<usize>, Pack); 2] = [
+        (KPanels::Q4K, QuantKind::Q4K, 4..144, q4_k_panels::pack),
+        (KPanels::Q6K, QuantKind::Q6K, 0..208, q6_k_panels::pack),
+    ];
+    for (quant, kind, random, pack) in types {
+        for (n, k) in [(16usize, 256usize), (48, 768), (32, 3072)] {
+            let mut w = quantize(kind, &(0..n * k).map(|_| rng.f32() * 2.0).collect::<Vec<_>>());
+            for block in w.chunks_exact_mut(kind.block_bytes()) {
+                for b in &mut block[random.clone()] {
+                    *b = rng.next() as u8;
+                }
             }
-        }
-        let mut packed = vec![0u8; packed_bytes(n, k)];
-        assert!(pack(&w, n, k, &mut packed), "finite scales");
-        for t in [1usize, 2, 3, 4, 5, 7, 8, 9, 16, 17] {
-            let x: Vec<f32> = (0..t * k).map(|_| rng.f32()).collect();
-            let mut out = vec![0f32; t * n];
-            phi3_kernels::matmul(WeightRef::Q4KPanels { k, bytes: &packed }, n, k, &x, t, &mut out);
-            let mut file_layout = vec![0f32; t * n];
-            phi3_kernels::matmul(WeightRef::Quant(QuantKind::Q4K, &w), n, k, &x, t, &mut file_layout);
-            let xrow = Activations::Q8K.row_bytes(k);
-            let mut xq = vec![0u8; t * xrow];
-            for (xi, qi) in x.chunks_exact(k).zip(xq.chunks_exact_mut(xrow)) {
-                Activations::Q8K.quantize(xi, qi);
-            }
-            for m in 0..t {
-                for row in 0..n {
-                    let panel = &packed[row / ROWS * panel_bytes(k)..][..panel_bytes(k)];
-                    let want = dot_scalar(panel, k, row % ROWS, &xq[m * xrow..(m + 1) * xrow]);
-                    let (got, other) = (out[m * n + row], file_layout[m * n + row]);
-                    assert_eq!(
-                        got.to_bits(),
-                        want.to_bits(),
-                        "n {n} k {k} t {t} ({m},{row}): {got} vs {want}"
-                    );
-                    if !avx2_alone {
-                        assert_eq!(
-                            got.to_bits(),
-                            other.to_bits(),
-                            "n {n} k {k} t {t} ({m},{row}): {got} vs file layout {other}"
-                        );
+            let mut packed = vec![0u8; n / 16 * quant.panel_bytes(k)];
+            assert!(pack(&w, n, k, &mut packed), "finite scales");
+            let panel_bytes = quant.panel_bytes(k);
+            for t in [1usize, 2, 3, 4, 5, 7, 8, 9, 16, 17] {
+                let x: Vec<f32> = (0..t * k).map(|_| rng.f32()).collect();
+                let mut out = vec![0f32; t * n];
+                let panels = WeightRef::KPanels {
+                    quant,
+                    k,
+                    bytes: &packed,
+                };
+                phi3_kernels::matmul(panels, n, k, &x, t, &mut out);
+                let mut file_layout = vec![0f32; t * n];
+                phi3_kernels::matmul(WeightRef::Quant(kind, &w), n, k, &x, t, &mut file_layout);
+                let xrow = Activations::Q8K.row_bytes(k);
+                let mut xq = vec![0u8; t * xrow];
+                for (xi, qi) in x.chunks_exact(k).zip(xq.chunks_exact_mut(xrow)) {
+                    Activations::Q8K.quantize(xi, qi);
+                }
+                for m in 0..t {
+                    for row in 0..n {
+                        let panel = &packed[row / 16 * panel_bytes..][..panel_bytes];
+                        let want = quant.dot_scalar(panel, k, row % 16, &xq[m * xrow..(m + 1) * xrow]);
+                        let (got, other) = (out[m * n + row], file_layout[m * n + row]);
+                        let at = format!("{kind:?} n {n} k {k} t {t} ({m},{row})");
+                        assert_eq!(got.to_bits(), want.to_bits(), "{at}: {got} vs {want}");
+                        if !avx2_alone {
+                            assert_eq!(got.to_bits(), other.to_bits(), "{at}: {got} vs file layout {other}");
+                        }
                     }
                 }
             }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 use phi3_formats::{DType, GgufFile, HfFolder, Tensor};
-use phi3_kernels::quant::{q4_0_panels, q4_k_panels, QuantKind};
+use phi3_kernels::quant::{q4_0_panels, q4_k_panels, q6_k_panels, KPanels, QuantKind};
 use phi3_kernels::WeightRef;
 
 use crate::config::ModelConfig;
@@ -18,7 +18,7 @@ pub struct Linear {
     pub rows: usize,
     pub cols: usize,
     pub tensor: Tensor,
-    /// The Q4_0 or Q4_K rows (as `tensor.dtype` says) repacked into panels
+    /// The Q4_0, Q4_K or Q6_K rows (as `tensor.dtype` says) repacked into panels
     /// of 16 ([`Linear::repack`]), which the products then read instead of
     /// `tensor`.
     pub panels: Option<Arc<PanelMemory>>,
@@ -74,10 +74,10 @@ impl Linear {
         }
     }
 
-    /// Repacks a Q4_0 or Q4_K matrix into panels of 16 rows where this
-    /// CPU's kernels read them (`phi3_kernels::packs_q4_0`, `packs_q4_k`;
-    /// the layouts are explained in `phi3_kernels::quant::q4_0_panels` and
-    /// `q4_k_panels`), then drops the file's pages of it from memory, so the
+    /// Repacks a Q4_0, Q4_K or Q6_K matrix into panels of 16 rows where
+    /// this CPU's kernels read them (`phi3_kernels::packs_q4_0`,
+    /// `packs_k_quants`; the layouts are explained in
+    /// `phi3_kernels::quant::q4_0_panels`, `q4_k_panels` and `q6_k_panels`), then drops the file's pages of it from memory, so the
     /// weights are held once. Other matrices, and shapes panels cannot
     /// hold, stay as they are. The scales are checked on the way (see
     /// [`Repacked`]).
@@ -88,8 +88,11 @@ impl Linear {
             DType::Q4_0 if phi3_kernels::packs_q4_0() && q4_0_panels::can_pack(rows, cols) => {
                 (q4_0_panels::packed_bytes(rows, cols), q4_0_panels::pack)
             }
-            DType::Q4K if phi3_kernels::packs_q4_k() && q4_k_panels::can_pack(rows, cols) => {
+            DType::Q4K if phi3_kernels::packs_k_quants() && q4_k_panels::can_pack(rows, cols) => {
                 (q4_k_panels::packed_bytes(rows, cols), q4_k_panels::pack)
+            }
+            DType::Q6K if phi3_kernels::packs_k_quants() && q6_k_panels::can_pack(rows, cols) => {
+                (q6_k_panels::packed_bytes(rows, cols), q6_k_panels::pack)
             }
             _ => return Repacked::Unchanged,
         };
@@ -113,7 +116,16 @@ impl Linear {
         if let Some(panels) = &self.panels {
             let (k, bytes) = (self.cols, panels.as_slice());
             return match self.tensor.dtype {
-                DType::Q4K => WeightRef::Q4KPanels { k, bytes },
+                DType::Q4K => WeightRef::KPanels {
+                    quant: KPanels::Q4K,
+                    k,
+                    bytes,
+                },
+                DType::Q6K => WeightRef::KPanels {
+                    quant: KPanels::Q6K,
+                    k,
+                    bytes,
+                },
                 _ => WeightRef::Q4_0Panels { k, bytes },
             };
         }
@@ -144,7 +156,7 @@ impl Linear {
                 kind.dequantize(&b[r * rb..(r + 1) * rb], out);
             }
             WeightRef::Q4_0Panels { k, bytes } => q4_0_panels::dequantize_row(bytes, k, r, out),
-            WeightRef::Q4KPanels { k, bytes } => q4_k_panels::dequantize_row(bytes, k, r, out),
+            WeightRef::KPanels { quant, k, bytes } => quant.dequantize_row(bytes, k, r, out),
         }
     }
 }
@@ -220,7 +232,7 @@ pub type Progress<'a> = &'a dyn Fn(u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightLayout {
     /// Repacked where this CPU's kernels read another layout faster (Q4_0
-    /// and Q4_K as panels of 16 rows, `Linear::repack`): for running the model.
+    /// Q4_K and Q6_K as panels of 16 rows, `Linear::repack`): for running the model.
     #[default]
     ForKernels,
     /// As the file stores them (only mapped): for reading the weights back,

@@ -1,6 +1,8 @@
-//! AVX-512 VNNI kernel for Q4_K panels (`quant::q4_k_panels`) × Q8_K
-//! tokens: 16 weight rows at a time, one row per 32-bit lane.
+//! AVX-512 VNNI kernels for Q4_K and Q6_K panels (`quant::q4_k_panels`,
+//! `quant::q6_k_panels`) × Q8_K tokens: 16 weight rows at a time, one row
+//! per 32-bit lane.
 //!
+//! Q4_K:
 //! Per sub-block of 32 weights, eight code vectors (the low or the high
 //! nibbles of a chunk's eight vectors) each hold four weights of all 16
 //! rows; for each token, eight `vpdpbusd` against the token's activation
@@ -12,11 +14,18 @@
 //! as the twin (`quant::dot::dot_q4_k_q8_k_blockwise_scalar`) does, two
 //! fused multiply-adds per superblock and token, bit for bit. No lane
 //! shuffles and no sums across lanes.
+//!
+//! Q6_K: the same with sub-blocks of 16 (four `vpdpbusd` and one `vpmulld`
+//! by the rows' signed scales each), the 6-bit codes put together from the
+//! `ql` nibbles and `qh` fields of four weights of all 16 rows at a time;
+//! the −32 offset as −32·Σ_i sc_i·bsum_i, eight `vpdpwssd` per superblock
+//! and token; then the twin's (`dot_q6_k_q8_k_blockwise_scalar`) one fused
+//! multiply-add.
 
 use std::arch::x86_64::*;
 
 use crate::quant::q4_k_panels::{DMIN_AT, D_AT, SCALES_AT, SUPER_BYTES};
-use crate::quant::q8_k;
+use crate::quant::{q6_k_panels, q8_k, KPanels};
 
 /// How far ahead of the superblock being multiplied its panel is fetched
 /// (as the Q4_0 panels: `vnni_panels::PREFETCH_AHEAD`).
@@ -142,31 +151,149 @@ unsafe fn pass<const C: usize>(
     }
 }
 
+/// Byte `i` (0..4) of each lane of `v`, sign-extended to the lane.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn signed_byte(v: __m512i, i: usize) -> __m512i {
+    _mm512_srai_epi32::<24>(_mm512_sllv_epi32(v, _mm512_set1_epi32(24 - 8 * i as i32)))
+}
+
+/// Q6_K: rows of one panel × tokens `m0..m0 + C` of `x`, as [`pass`].
+///
+/// # Safety
+/// As [`pass`], `panel` a Q6_K panel of `supers` superblocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pass_q6_k<const C: usize>(
+    panel: *const u8,
+    supers: usize,
+    x: &[u8],
+    row_bytes: usize,
+    m0: usize,
+    out: *mut f32,
+    n: usize,
+    row0: usize,
+) {
+    use q6_k_panels::{QH_AT, SCALES_AT, SUPER_BYTES};
+    let (low4, high2) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
+    let ds = panel.add(supers * SUPER_BYTES);
+    let xs: [*const u8; C] = std::array::from_fn(|c| x.as_ptr().add((m0 + c) * row_bytes));
+    let to_l2 = super::prefetch_to_l2();
+    let mut acc = [_mm512_setzero_ps(); C];
+    for b in 0..supers {
+        let sb = panel.add(b * SUPER_BYTES);
+        let xb: [*const u8; C] = std::array::from_fn(|c| xs[c].add(b * q8_k::BYTES));
+        let scales = |q: usize| _mm512_loadu_si512(sb.add(SCALES_AT + 64 * q) as *const __m512i);
+        let mut total = [_mm512_setzero_si512(); C];
+        for h in 0..2 {
+            for a in 0..4 {
+                // eight steps per superblock, seven lines each: the 52 lines
+                // of the superblock ahead
+                let ahead = sb.wrapping_add(PREFETCH_AHEAD + 448 * (4 * h + a));
+                for line in 0..7 {
+                    super::prefetch_line(ahead.wrapping_add(64 * line), to_l2);
+                }
+                // weights 128h + 32a + 4g..+4 of the 16 rows (g in 0..8)
+                let codes: [__m512i; 8] = std::array::from_fn(|g| {
+                    let ql = _mm512_loadu_si512(sb.add(1024 * h + 64 * (8 * (a % 2) + g)) as *const __m512i);
+                    let low = _mm512_and_si512(if a < 2 { ql } else { _mm512_srli_epi16::<4>(ql) }, low4);
+                    let qh = _mm512_loadu_si512(sb.add(QH_AT + 512 * h + 64 * g) as *const __m512i);
+                    // bits 2a, 2a + 1 of each byte to bits 4, 5
+                    let high = match a {
+                        0 => _mm512_slli_epi16::<4>(qh),
+                        1 => _mm512_slli_epi16::<2>(qh),
+                        2 => qh,
+                        _ => _mm512_srli_epi16::<2>(qh),
+                    };
+                    _mm512_or_si512(low, _mm512_and_si512(high, high2))
+                });
+                for half in 0..2 {
+                    let i = 8 * h + 2 * a + half;
+                    let sc = signed_byte(scales(i / 4), i % 4);
+                    for c in 0..C {
+                        let xv = xb[c].add(4 + 16 * i);
+                        let mut s = _mm512_setzero_si512();
+                        for q in 0..4 {
+                            let x4 = _mm512_set1_epi32((xv.add(4 * q) as *const i32).read_unaligned());
+                            s = _mm512_dpbusd_epi32(s, codes[4 * half + q], x4);
+                        }
+                        total[c] = _mm512_add_epi32(total[c], _mm512_mullo_epi32(s, sc));
+                    }
+                }
+            }
+        }
+        // sc_2p and sc_2p+1 as the i16 halves of a lane: vpdpwssd against
+        // (bsum_2p, bsum_2p+1) gives Σ_i sc_i·bsum_i
+        let pairs: [__m512i; 8] = std::array::from_fn(|p| {
+            let (lo, hi) = (
+                signed_byte(scales(p / 2), 2 * p % 4),
+                signed_byte(scales(p / 2), 2 * p % 4 + 1),
+            );
+            _mm512_or_si512(
+                _mm512_and_si512(lo, _mm512_set1_epi32(0xFFFF)),
+                _mm512_slli_epi32::<16>(hi),
+            )
+        });
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(ds.add(32 * b) as *const __m256i));
+        for c in 0..C {
+            let mut offsets = _mm512_setzero_si512();
+            for (p, &pair) in pairs.iter().enumerate() {
+                let sums = _mm512_set1_epi32((xb[c].add(260 + 4 * p) as *const i32).read_unaligned());
+                offsets = _mm512_dpwssd_epi32(offsets, pair, sums);
+            }
+            let t = _mm512_sub_epi32(total[c], _mm512_slli_epi32::<5>(offsets));
+            let dx = _mm512_set1_ps((xb[c] as *const f32).read_unaligned());
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(d, dx), acc[c]);
+        }
+    }
+    for (c, a) in acc.iter().enumerate() {
+        _mm512_storeu_ps(out.add((m0 + c) * n + row0), *a);
+    }
+}
+
 /// Rows `row0..row0 + 16` of the product (their panel at `panel`, `k`
-/// weights a row) for all `t` tokens of `x` (Q8_K rows back to back):
-/// `out[m · n + row0 + r]`.
+/// weights a row, of type `quant`) for all `t` tokens of `x` (Q8_K rows
+/// back to back): `out[m · n + row0 + r]`.
 ///
 /// # Safety
 /// As [`pass`], for all `t` tokens.
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn panel(panel: *const u8, k: usize, x: &[u8], t: usize, out: *mut f32, n: usize, row0: usize) {
+pub unsafe fn panel(
+    quant: KPanels,
+    panel: *const u8,
+    k: usize,
+    x: &[u8],
+    t: usize,
+    out: *mut f32,
+    n: usize,
+    row0: usize,
+) {
     let supers = k / crate::quant::q4_k_panels::SUPER;
     let row_bytes = supers * q8_k::BYTES;
     debug_assert_eq!(x.len(), t * row_bytes);
-    let mut m0 = 0;
-    while m0 < t {
-        let c = (t - m0).min(MAX_TOKENS);
-        match c {
-            1 => pass::<1>(panel, supers, x, row_bytes, m0, out, n, row0),
-            2 => pass::<2>(panel, supers, x, row_bytes, m0, out, n, row0),
-            3 => pass::<3>(panel, supers, x, row_bytes, m0, out, n, row0),
-            4 => pass::<4>(panel, supers, x, row_bytes, m0, out, n, row0),
-            5 => pass::<5>(panel, supers, x, row_bytes, m0, out, n, row0),
-            6 => pass::<6>(panel, supers, x, row_bytes, m0, out, n, row0),
-            7 => pass::<7>(panel, supers, x, row_bytes, m0, out, n, row0),
-            _ => pass::<8>(panel, supers, x, row_bytes, m0, out, n, row0),
-        }
-        m0 += c;
+    macro_rules! passes {
+        ($pass:ident) => {{
+            let mut m0 = 0;
+            while m0 < t {
+                let c = (t - m0).min(MAX_TOKENS);
+                match c {
+                    1 => $pass::<1>(panel, supers, x, row_bytes, m0, out, n, row0),
+                    2 => $pass::<2>(panel, supers, x, row_bytes, m0, out, n, row0),
+                    3 => $pass::<3>(panel, supers, x, row_bytes, m0, out, n, row0),
+                    4 => $pass::<4>(panel, supers, x, row_bytes, m0, out, n, row0),
+                    5 => $pass::<5>(panel, supers, x, row_bytes, m0, out, n, row0),
+                    6 => $pass::<6>(panel, supers, x, row_bytes, m0, out, n, row0),
+                    7 => $pass::<7>(panel, supers, x, row_bytes, m0, out, n, row0),
+                    _ => $pass::<8>(panel, supers, x, row_bytes, m0, out, n, row0),
+                }
+                m0 += c;
+            }
+        }};
+    }
+    match quant {
+        KPanels::Q4K => passes!(pass),
+        KPanels::Q6K => passes!(pass_q6_k),
     }
 }
