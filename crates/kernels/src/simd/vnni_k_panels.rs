@@ -188,10 +188,11 @@ unsafe fn pass_q6_k<const C: usize>(
         let mut total = [_mm512_setzero_si512(); C];
         for h in 0..2 {
             for a in 0..4 {
-                // eight steps per superblock, seven lines each: the 52 lines
-                // of the superblock ahead
-                let ahead = sb.wrapping_add(PREFETCH_AHEAD + 448 * (4 * h + a));
-                for line in 0..7 {
+                // eight steps per superblock, seven lines each (four the
+                // last): the 52 lines of the superblock ahead
+                let ahead = sb.wrapping_add(PREFETCH_AHEAD);
+                let step = 4 * h + a;
+                for line in 7 * step..(7 * step + 7).min(SUPER_BYTES / 64) {
                     super::prefetch_line(ahead.wrapping_add(64 * line), to_l2);
                 }
                 // weights 128h + 32a + 4g..+4 of the 16 rows (g in 0..8)
