@@ -4,6 +4,7 @@
 //! for the types with a simple reference quantizer, quantization.
 
 pub mod dot;
+mod k_panels;
 pub mod q2_k;
 pub mod q3_k;
 pub mod q4_0;
@@ -21,38 +22,7 @@ pub mod q8_k;
 
 use half::f16;
 
-/// The K-quants held as panels of 16 rows (`q4_k_panels`, `q6_k_panels`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KPanels {
-    Q4K,
-    Q6K,
-}
-
-impl KPanels {
-    /// Bytes of one panel of rows of `k` weights.
-    pub fn panel_bytes(self, k: usize) -> usize {
-        match self {
-            KPanels::Q4K => q4_k_panels::panel_bytes(k),
-            KPanels::Q6K => q6_k_panels::panel_bytes(k),
-        }
-    }
-
-    /// Row `row` of a packed matrix as f32.
-    pub fn dequantize_row(self, packed: &[u8], k: usize, row: usize, out: &mut [f32]) {
-        match self {
-            KPanels::Q4K => q4_k_panels::dequantize_row(packed, k, row, out),
-            KPanels::Q6K => q6_k_panels::dequantize_row(packed, k, row, out),
-        }
-    }
-
-    /// The scalar twin of the panel kernels (row `r` of `panel` × Q8_K row `x`).
-    pub fn dot_scalar(self, panel: &[u8], k: usize, r: usize, x: &[u8]) -> f32 {
-        match self {
-            KPanels::Q4K => q4_k_panels::dot_scalar(panel, k, r, x),
-            KPanels::Q6K => q6_k_panels::dot_scalar(panel, k, r, x),
-        }
-    }
-}
+pub use k_panels::KPanels;
 
 /// The block-quantized types phi3 computes with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

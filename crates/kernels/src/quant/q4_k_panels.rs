@@ -30,7 +30,7 @@
 //! fma(mins, (−dmin)·dx, acc)`. So a matrix gives the same bits as panels
 //! or in the file's layout, on every kernel.
 
-use super::{q4_k, q8_k};
+use super::q4_k;
 
 /// Rows per panel (the lanes of a 512-bit vector of i32).
 pub const ROWS: usize = 16;
@@ -113,7 +113,7 @@ pub fn pack_panel(rows: &[u8], k: usize, panel: &mut [u8]) -> bool {
 }
 
 /// Superblock `b` of row `r` (0..16) of a panel, in the file's 144-byte layout.
-fn file_block(panel: &[u8], r: usize, b: usize, block: &mut [u8]) {
+pub(super) fn file_block(panel: &[u8], _k: usize, r: usize, b: usize, block: &mut [u8]) {
     let sb = &panel[b * SUPER_BYTES..][..SUPER_BYTES];
     block[0..2].copy_from_slice(&sb[D_AT + 2 * r..][..2]);
     block[2..4].copy_from_slice(&sb[DMIN_AT + 2 * r..][..2]);
@@ -127,39 +127,10 @@ fn file_block(panel: &[u8], r: usize, b: usize, block: &mut [u8]) {
     }
 }
 
-/// Row `r` (0..16) of a panel back in the file's Q4_K layout.
-pub fn unpack_row(panel: &[u8], k: usize, r: usize, out: &mut [u8]) {
-    for (b, block) in out.chunks_exact_mut(q4_k::BYTES).take(k / SUPER).enumerate() {
-        file_block(panel, r, b, block);
-    }
-}
-
-/// Row `row` of a packed `n × k` matrix as f32 (embedding lookups, the
-/// float fallback).
-pub fn dequantize_row(packed: &[u8], k: usize, row: usize, out: &mut [f32]) {
-    let panel = &packed[row / ROWS * panel_bytes(k)..][..panel_bytes(k)];
-    let mut block = [0u8; q4_k::BYTES];
-    for (b, o) in out.chunks_exact_mut(SUPER).take(k / SUPER).enumerate() {
-        file_block(panel, row % ROWS, b, &mut block);
-        q4_k::dequantize(&block, o);
-    }
-}
-
-/// Scalar twin of the panel kernel: row `r` (0..16) of `panel` times the
-/// Q8_K activation row `x` (module doc: the file layout's twin on the row
-/// as the file held it).
-pub fn dot_scalar(panel: &[u8], k: usize, r: usize, x: &[u8]) -> f32 {
-    let supers = k / SUPER;
-    assert_eq!(x.len(), supers * q8_k::BYTES, "Q8_K activation row");
-    let mut row = vec![0u8; supers * q4_k::BYTES];
-    unpack_row(panel, k, r, &mut row);
-    super::dot::dot_q4_k_q8_k_blockwise_scalar(&row, x)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::QuantKind;
+    use crate::quant::{KPanels, QuantKind};
 
     fn random_q4_k(n: usize, k: usize, seed: u32) -> Vec<u8> {
         crate::quant::random_matrix(QuantKind::Q4K, n, k, seed)
@@ -176,10 +147,10 @@ mod tests {
         let mut back = vec![0u8; row_bytes];
         let (mut want, mut got) = (vec![0f32; k], vec![0f32; k]);
         for row in 0..n {
-            unpack_row(&packed[row / ROWS * panel_bytes(k)..], k, row % ROWS, &mut back);
+            KPanels::Q4K.unpack_row(&packed[row / ROWS * panel_bytes(k)..], k, row % ROWS, &mut back);
             assert_eq!(back, w[row * row_bytes..(row + 1) * row_bytes], "row {row}");
             QuantKind::Q4K.dequantize(&w[row * row_bytes..(row + 1) * row_bytes], &mut want);
-            dequantize_row(&packed, k, row, &mut got);
+            KPanels::Q4K.dequantize_row(&packed, k, row, &mut got);
             assert_eq!(want, got, "row {row}");
         }
         assert!(can_pack(16, 256) && !can_pack(8, 256) && !can_pack(16, 128));

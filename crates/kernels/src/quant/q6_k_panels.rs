@@ -20,7 +20,7 @@
 //! bit for bit: per superblock the exact integer Σ_i sc_i·(Σ q·x −
 //! 32·bsum_i), then `acc = fma(total, d·dx, acc)`.
 
-use super::{q6_k, q8_k};
+use super::q6_k;
 
 /// Rows per panel (the lanes of a 512-bit vector of i32).
 pub const ROWS: usize = 16;
@@ -110,7 +110,7 @@ pub fn pack_panel(rows: &[u8], k: usize, panel: &mut [u8]) -> bool {
 }
 
 /// Superblock `b` of row `r` (0..16) of a panel, in the file's 210-byte layout.
-fn file_block(panel: &[u8], k: usize, r: usize, b: usize, block: &mut [u8]) {
+pub(super) fn file_block(panel: &[u8], k: usize, r: usize, b: usize, block: &mut [u8]) {
     let sb = &panel[b * SUPER_BYTES..][..SUPER_BYTES];
     for (from, to) in runs() {
         block[from..from + 4].copy_from_slice(&sb[to + 4 * r..][..4]);
@@ -118,39 +118,10 @@ fn file_block(panel: &[u8], k: usize, r: usize, b: usize, block: &mut [u8]) {
     block[208..210].copy_from_slice(&panel[d_at(k) + 32 * b + 2 * r..][..2]);
 }
 
-/// Row `r` (0..16) of a panel back in the file's Q6_K layout.
-pub fn unpack_row(panel: &[u8], k: usize, r: usize, out: &mut [u8]) {
-    for (b, block) in out.chunks_exact_mut(q6_k::BYTES).take(k / SUPER).enumerate() {
-        file_block(panel, k, r, b, block);
-    }
-}
-
-/// Row `row` of a packed `n × k` matrix as f32 (embedding lookups, the
-/// float fallback).
-pub fn dequantize_row(packed: &[u8], k: usize, row: usize, out: &mut [f32]) {
-    let panel = &packed[row / ROWS * panel_bytes(k)..][..panel_bytes(k)];
-    let mut block = [0u8; q6_k::BYTES];
-    for (b, o) in out.chunks_exact_mut(SUPER).take(k / SUPER).enumerate() {
-        file_block(panel, k, row % ROWS, b, &mut block);
-        q6_k::dequantize(&block, o);
-    }
-}
-
-/// Scalar twin of the panel kernel: row `r` (0..16) of `panel` times the
-/// Q8_K activation row `x` (the file layout's twin on the row as the file
-/// held it).
-pub fn dot_scalar(panel: &[u8], k: usize, r: usize, x: &[u8]) -> f32 {
-    let supers = k / SUPER;
-    assert_eq!(x.len(), supers * q8_k::BYTES, "Q8_K activation row");
-    let mut row = vec![0u8; supers * q6_k::BYTES];
-    unpack_row(panel, k, r, &mut row);
-    super::dot::dot_q6_k_q8_k_blockwise_scalar(&row, x)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::QuantKind;
+    use crate::quant::{KPanels, QuantKind};
 
     #[test]
     fn panels_hold_the_rows_unchanged() {
@@ -164,10 +135,10 @@ mod tests {
         let mut back = vec![0u8; row_bytes];
         let (mut want, mut got) = (vec![0f32; k], vec![0f32; k]);
         for row in 0..n {
-            unpack_row(&packed[row / ROWS * panel_bytes(k)..], k, row % ROWS, &mut back);
+            KPanels::Q6K.unpack_row(&packed[row / ROWS * panel_bytes(k)..], k, row % ROWS, &mut back);
             assert_eq!(back, w[row * row_bytes..(row + 1) * row_bytes], "row {row}");
             QuantKind::Q6K.dequantize(&w[row * row_bytes..(row + 1) * row_bytes], &mut want);
-            dequantize_row(&packed, k, row, &mut got);
+            KPanels::Q6K.dequantize_row(&packed, k, row, &mut got);
             assert_eq!(want, got, "row {row}");
         }
         // every byte of a superblock but d has one place in the panel

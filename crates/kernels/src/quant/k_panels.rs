@@ -1,0 +1,77 @@
+//! What the K-quant panel layouts (`q4_k_panels`, `q6_k_panels`) share:
+//! which type a packed matrix holds, and the row work every layout does
+//! the same way (back to the file's layout, to f32, the scalar twin).
+
+use super::{dot, q4_k_panels, q6_k, q6_k_panels, q8_k, QuantKind};
+
+/// Rows per panel and weights per superblock, the same in both layouts.
+const ROWS: usize = q4_k_panels::ROWS;
+const SUPER: usize = q4_k_panels::SUPER;
+const _: () = assert!(q6_k_panels::ROWS == ROWS && q6_k_panels::SUPER == SUPER);
+
+/// The K-quants held as panels of 16 rows (`q4_k_panels`, `q6_k_panels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KPanels {
+    Q4K,
+    Q6K,
+}
+
+impl KPanels {
+    /// Bytes of one panel of rows of `k` weights.
+    pub fn panel_bytes(self, k: usize) -> usize {
+        match self {
+            KPanels::Q4K => q4_k_panels::panel_bytes(k),
+            KPanels::Q6K => q6_k_panels::panel_bytes(k),
+        }
+    }
+
+    fn kind(self) -> QuantKind {
+        match self {
+            KPanels::Q4K => QuantKind::Q4K,
+            KPanels::Q6K => QuantKind::Q6K,
+        }
+    }
+
+    /// Superblock `b` of row `r` (0..16) of a panel in the file's layout.
+    fn file_block(self, panel: &[u8], k: usize, r: usize, b: usize, block: &mut [u8]) {
+        match self {
+            KPanels::Q4K => q4_k_panels::file_block(panel, k, r, b, block),
+            KPanels::Q6K => q6_k_panels::file_block(panel, k, r, b, block),
+        }
+    }
+
+    /// Row `r` (0..16) of a panel back in the file's layout.
+    pub fn unpack_row(self, panel: &[u8], k: usize, r: usize, out: &mut [u8]) {
+        let bytes = self.kind().block_bytes();
+        for (b, block) in out.chunks_exact_mut(bytes).take(k / SUPER).enumerate() {
+            self.file_block(panel, k, r, b, block);
+        }
+    }
+
+    /// Row `row` of a packed `n × k` matrix as f32 (embedding lookups, the
+    /// float fallback).
+    pub fn dequantize_row(self, packed: &[u8], k: usize, row: usize, out: &mut [f32]) {
+        let len = self.panel_bytes(k);
+        let panel = &packed[row / ROWS * len..][..len];
+        let mut block = [0u8; q6_k::BYTES];
+        let block = &mut block[..self.kind().block_bytes()];
+        for (b, o) in out.chunks_exact_mut(SUPER).take(k / SUPER).enumerate() {
+            self.file_block(panel, k, row % ROWS, b, block);
+            self.kind().dequantize(block, o);
+        }
+    }
+
+    /// Scalar twin of the panel kernels: row `r` (0..16) of `panel` times
+    /// the Q8_K activation row `x`, the file layout's twin
+    /// (`dot::dot_q4_k_q8_k_blockwise_scalar`, `dot_q6_k_q8_k_blockwise_scalar`)
+    /// on the row as the file held it.
+    pub fn dot_scalar(self, panel: &[u8], k: usize, r: usize, x: &[u8]) -> f32 {
+        assert_eq!(x.len(), k / SUPER * q8_k::BYTES, "Q8_K activation row");
+        let mut row = vec![0u8; k / SUPER * self.kind().block_bytes()];
+        self.unpack_row(panel, k, r, &mut row);
+        match self {
+            KPanels::Q4K => dot::dot_q4_k_q8_k_blockwise_scalar(&row, x),
+            KPanels::Q6K => dot::dot_q6_k_q8_k_blockwise_scalar(&row, x),
+        }
+    }
+}
