@@ -103,7 +103,7 @@ fn k_quant_models_run_on_the_integer_path_close_to_their_dequantized_copy() {
     // a small config whose rows are whole 256-weight superblocks
     let cfg = wide_config();
     let dir = tempfile::tempdir().unwrap();
-    for dtype in [DType::Q4K, DType::Q6K, DType::Q4_0, DType::Q8_0] {
+    for dtype in [DType::Q4K, DType::Q5K, DType::Q6K, DType::Q4_0, DType::Q8_0] {
         let qpath = dir.path().join(format!("{dtype}.gguf"));
         synthesize_config(&cfg, "k", dtype, &qpath).unwrap();
         let q = Model::open(&qpath).unwrap();
@@ -124,8 +124,8 @@ fn k_quant_models_run_on_the_integer_path_close_to_their_dequantized_copy() {
             s.feed(&ids, Logits::All).unwrap()
         };
         let (a, b) = (run(&q), run(&f));
-        if matches!(dtype, DType::Q4K | DType::Q6K) {
-            // where the kernels read Q4_K and Q6_K as panels every matrix is
+        if matches!(dtype, DType::Q4K | DType::Q5K | DType::Q6K) {
+            // where the kernels read the K-quants as panels every matrix is
             // held so, and gives the file layout's logits bit for bit (one
             // arithmetic)
             let l = &q.weights.layers[0];

@@ -2,7 +2,7 @@
 //! threads), the weights streaming from memory: what a decode step of 1-4
 //! sequences costs per layer matrix, against the bytes read.
 //!
-//! `cargo run --release -p phi3-kernels --example batchbench [q4_0|q8_0|q4_k|q6_k|q4_0-panels|q4_k-panels|q6_k-panels]`
+//! `cargo run --release -p phi3-kernels --example batchbench [q4_0|q8_0|q4_k|q5_k|q6_k|q4_0-panels|q4_k-panels|q5_k-panels|q6_k-panels]`
 //! (`…-panels`: repacked into panels of 16 rows, as the model
 //! loader does on the VNNI level).
 
@@ -20,6 +20,7 @@ fn main() {
     let kind = match arg.as_str() {
         "q8_0" => QuantKind::Q8_0,
         "q4_k" | "q4_k-panels" => QuantKind::Q4K,
+        "q5_k" | "q5_k-panels" => QuantKind::Q5K,
         "q6_k" | "q6_k-panels" => QuantKind::Q6K,
         _ => QuantKind::Q4_0,
     };
@@ -39,6 +40,10 @@ fn main() {
                     QuantKind::Q4K => (
                         quant::q4_k_panels::packed_bytes as Size,
                         quant::q4_k_panels::pack as Pack,
+                    ),
+                    QuantKind::Q5K => (
+                        quant::q4_k_panels::q5_packed_bytes as Size,
+                        quant::q4_k_panels::pack_q5_k as Pack,
                     ),
                     QuantKind::Q6K => (
                         quant::q6_k_panels::packed_bytes as Size,
@@ -67,6 +72,11 @@ fn main() {
                 let weights = match kind {
                     QuantKind::Q4K if panels => WeightRef::KPanels {
                         quant: quant::KPanels::Q4K,
+                        k: *k,
+                        bytes: w,
+                    },
+                    QuantKind::Q5K if panels => WeightRef::KPanels {
+                        quant: quant::KPanels::Q5K,
                         k: *k,
                         bytes: w,
                     },

@@ -716,7 +716,7 @@ fn q4_0_panel_products_equal_their_twin_for_every_batch_size() {
     }
 }
 
-/// Q4_K and Q6_K weights repacked into panels (`quant::q4_k_panels`,
+/// Q4_K, Q5_K and Q6_K weights repacked into panels (`quant::q4_k_panels`,
 /// `q6_k_panels`), through whole products for batch sizes on either side
 /// of the VNNI kernels' 8-token passes: every element is the panel twin bit
 /// for bit (the VNNI kernels, or the twin itself on the lesser levels), and
@@ -737,8 +737,9 @@ fn k_quant_panel_products_equal_the_file_layout_for_every_batch_size() {
     let avx2_alone = false;
     type Pack = fn(&[u8], usize, usize, &mut [u8]) -> bool;
     // (panels, type, random bytes of each superblock, packer)
-    let types: [(KPanels, QuantKind, std::ops::Range<usize>, Pack); 2] = [
+    let types: [(KPanels, QuantKind, std::ops::Range<usize>, Pack); 3] = [
         (KPanels::Q4K, QuantKind::Q4K, 4..144, q4_k_panels::pack),
+        (KPanels::Q5K, QuantKind::Q5K, 4..176, q4_k_panels::pack_q5_k),
         (KPanels::Q6K, QuantKind::Q6K, 0..208, q6_k_panels::pack),
     ];
     for (quant, kind, random, pack) in types {

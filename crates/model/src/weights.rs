@@ -18,7 +18,7 @@ pub struct Linear {
     pub rows: usize,
     pub cols: usize,
     pub tensor: Tensor,
-    /// The Q4_0, Q4_K or Q6_K rows (as `tensor.dtype` says) repacked into panels
+    /// The Q4_0, Q4_K, Q5_K or Q6_K rows (as `tensor.dtype` says) repacked into panels
     /// of 16 ([`Linear::repack`]), which the products then read instead of
     /// `tensor`.
     pub panels: Option<Arc<PanelMemory>>,
@@ -74,7 +74,7 @@ impl Linear {
         }
     }
 
-    /// Repacks a Q4_0, Q4_K or Q6_K matrix into panels of 16 rows where
+    /// Repacks a Q4_0, Q4_K, Q5_K or Q6_K matrix into panels of 16 rows where
     /// this CPU's kernels read them (`phi3_kernels::packs_q4_0`,
     /// `packs_k_quants`; the layouts are explained in
     /// `phi3_kernels::quant::q4_0_panels`, `q4_k_panels` and `q6_k_panels`), then drops the file's pages of it from memory, so the
@@ -90,6 +90,9 @@ impl Linear {
             }
             DType::Q4K if phi3_kernels::packs_k_quants() && q4_k_panels::can_pack(rows, cols) => {
                 (q4_k_panels::packed_bytes(rows, cols), q4_k_panels::pack)
+            }
+            DType::Q5K if phi3_kernels::packs_k_quants() && q4_k_panels::can_pack(rows, cols) => {
+                (q4_k_panels::q5_packed_bytes(rows, cols), q4_k_panels::pack_q5_k)
             }
             DType::Q6K if phi3_kernels::packs_k_quants() && q6_k_panels::can_pack(rows, cols) => {
                 (q6_k_panels::packed_bytes(rows, cols), q6_k_panels::pack)
@@ -118,6 +121,11 @@ impl Linear {
             return match self.tensor.dtype {
                 DType::Q4K => WeightRef::KPanels {
                     quant: KPanels::Q4K,
+                    k,
+                    bytes,
+                },
+                DType::Q5K => WeightRef::KPanels {
+                    quant: KPanels::Q5K,
                     k,
                     bytes,
                 },
@@ -232,7 +240,8 @@ pub type Progress<'a> = &'a dyn Fn(u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightLayout {
     /// Repacked where this CPU's kernels read another layout faster (Q4_0
-    /// Q4_K and Q6_K as panels of 16 rows, `Linear::repack`): for running the model.
+    /// the K-quants Q4_K, Q5_K and Q6_K as panels of 16 rows, `Linear::repack`):
+    /// for running the model.
     #[default]
     ForKernels,
     /// As the file stores them (only mapped): for reading the weights back,

@@ -9,10 +9,13 @@ const ROWS: usize = q4_k_panels::ROWS;
 const SUPER: usize = q4_k_panels::SUPER;
 const _: () = assert!(q6_k_panels::ROWS == ROWS && q6_k_panels::SUPER == SUPER);
 
-/// The K-quants held as panels of 16 rows (`q4_k_panels`, `q6_k_panels`).
+/// The K-quants held as panels of 16 rows (`q4_k_panels` for Q4_K and
+/// Q5_K, `q6_k_panels`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KPanels {
     Q4K,
+    /// In the Q4_K layout, with the fifth bits after each superblock.
+    Q5K,
     Q6K,
 }
 
@@ -21,6 +24,7 @@ impl KPanels {
     pub fn panel_bytes(self, k: usize) -> usize {
         match self {
             KPanels::Q4K => q4_k_panels::panel_bytes(k),
+            KPanels::Q5K => q4_k_panels::q5_panel_bytes(k),
             KPanels::Q6K => q6_k_panels::panel_bytes(k),
         }
     }
@@ -28,6 +32,7 @@ impl KPanels {
     fn kind(self) -> QuantKind {
         match self {
             KPanels::Q4K => QuantKind::Q4K,
+            KPanels::Q5K => QuantKind::Q5K,
             KPanels::Q6K => QuantKind::Q6K,
         }
     }
@@ -35,7 +40,8 @@ impl KPanels {
     /// Superblock `b` of row `r` (0..16) of a panel in the file's layout.
     fn file_block(self, panel: &[u8], k: usize, r: usize, b: usize, block: &mut [u8]) {
         match self {
-            KPanels::Q4K => q4_k_panels::file_block(panel, k, r, b, block),
+            KPanels::Q4K => q4_k_panels::file_block::<false>(panel, r, b, block),
+            KPanels::Q5K => q4_k_panels::file_block::<true>(panel, r, b, block),
             KPanels::Q6K => q6_k_panels::file_block(panel, k, r, b, block),
         }
     }
@@ -63,7 +69,7 @@ impl KPanels {
 
     /// Scalar twin of the panel kernels: row `r` (0..16) of `panel` times
     /// the Q8_K activation row `x`, the file layout's twin
-    /// (`dot::dot_q4_k_q8_k_blockwise_scalar`, `dot_q6_k_q8_k_blockwise_scalar`)
+    /// (`dot::dot_q{4,5,6}_k_q8_k_blockwise_scalar`)
     /// on the row as the file held it.
     pub fn dot_scalar(self, panel: &[u8], k: usize, r: usize, x: &[u8]) -> f32 {
         assert_eq!(x.len(), k / SUPER * q8_k::BYTES, "Q8_K activation row");
@@ -71,6 +77,7 @@ impl KPanels {
         self.unpack_row(panel, k, r, &mut row);
         match self {
             KPanels::Q4K => dot::dot_q4_k_q8_k_blockwise_scalar(&row, x),
+            KPanels::Q5K => dot::dot_q5_k_q8_k_blockwise_scalar(&row, x),
             KPanels::Q6K => dot::dot_q6_k_q8_k_blockwise_scalar(&row, x),
         }
     }

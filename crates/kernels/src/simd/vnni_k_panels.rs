@@ -1,6 +1,6 @@
-//! AVX-512 VNNI kernels for Q4_K and Q6_K panels (`quant::q4_k_panels`,
-//! `quant::q6_k_panels`) × Q8_K tokens: 16 weight rows at a time, one row
-//! per 32-bit lane.
+//! AVX-512 VNNI kernels for Q4_K, Q5_K and Q6_K panels
+//! (`quant::q4_k_panels`, `quant::q6_k_panels`) × Q8_K tokens: 16 weight
+//! rows at a time, one row per 32-bit lane.
 //!
 //! Q4_K:
 //! Per sub-block of 32 weights, eight code vectors (the low or the high
@@ -13,7 +13,8 @@
 //! m_j as a pair of equal i16s against the token's two 16-value sums. Then,
 //! as the twin (`quant::dot::dot_q4_k_q8_k_blockwise_scalar`) does, two
 //! fused multiply-adds per superblock and token, bit for bit. No lane
-//! shuffles and no sums across lanes.
+//! shuffles and no sums across lanes. Q5_K: the same, each code vector
+//! with its fifth bits put in from the superblock's `qh` vectors.
 //!
 //! Q6_K: the same with sub-blocks of 16 (four `vpdpbusd` and one `vpmulld`
 //! by the rows' signed scales each), the 6-bit codes put together from the
@@ -24,7 +25,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::quant::q4_k_panels::{DMIN_AT, D_AT, SCALES_AT, SUPER_BYTES};
+use crate::quant::q4_k_panels::{DMIN_AT, D_AT, Q5_SUPER_BYTES, QH_AT, SCALES_AT, SUPER_BYTES};
 use crate::quant::{q6_k_panels, q8_k, KPanels};
 
 /// How far ahead of the superblock being multiplied its panel is fetched
@@ -57,7 +58,7 @@ unsafe fn field(lo: __m512i, hi: __m512i, j: usize) -> __m512i {
 #[inline]
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn pass<const C: usize>(
+unsafe fn pass<const Q5: bool, const C: usize>(
     panel: *const u8,
     supers: usize,
     x: &[u8],
@@ -68,6 +69,8 @@ unsafe fn pass<const C: usize>(
     row0: usize,
 ) {
     let nibble = _mm512_set1_epi8(0x0F);
+    let fifth = _mm512_set1_epi8(0x10);
+    let super_bytes = if Q5 { Q5_SUPER_BYTES } else { SUPER_BYTES };
     let (low6, low4, top2) = (
         _mm512_set1_epi32(0x3F3F_3F3F),
         _mm512_set1_epi32(0x0F0F_0F0F),
@@ -77,7 +80,7 @@ unsafe fn pass<const C: usize>(
     let to_l2 = super::prefetch_to_l2();
     let mut acc = [_mm512_setzero_ps(); C];
     for b in 0..supers {
-        let sb = panel.add(b * SUPER_BYTES);
+        let sb = panel.add(b * super_bytes);
         let xb: [*const u8; C] = std::array::from_fn(|c| xs[c].add(b * q8_k::BYTES));
         // the rows' packed scale words, unpacked as `q4_k_scales_mins_x86`
         // does for one row: bytes of sc_0..3, sc_4..7, m_0..3, m_4..7
@@ -96,10 +99,11 @@ unsafe fn pass<const C: usize>(
         let mut dot = [_mm512_setzero_si512(); C];
         for chunk in 0..4 {
             let codes_at = sb.add(512 * chunk);
-            // nine lines per chunk: the four chunks fetch the 36 lines of
-            // the superblock ahead
-            let ahead = sb.wrapping_add(PREFETCH_AHEAD + 576 * chunk);
-            for line in 0..9 {
+            // a quarter of the superblock ahead per chunk (nine lines of
+            // Q4_K's 36, eleven of Q5_K's 44)
+            let quarter = super_bytes / 4;
+            let ahead = sb.wrapping_add(PREFETCH_AHEAD + quarter * chunk);
+            for line in 0..quarter / 64 {
                 super::prefetch_line(ahead.wrapping_add(64 * line), to_l2);
             }
             for half in 0..2 {
@@ -111,7 +115,17 @@ unsafe fn pass<const C: usize>(
                     } else {
                         _mm512_srli_epi16::<4>(packed)
                     };
-                    _mm512_and_si512(shifted, nibble)
+                    if !Q5 {
+                        return _mm512_and_si512(shifted, nibble);
+                    }
+                    // bit j of each qh byte to bit 4
+                    let qh = _mm512_loadu_si512(sb.add(QH_AT + 64 * v) as *const __m512i);
+                    let bit = if j <= 4 {
+                        _mm512_sll_epi16(qh, _mm_cvtsi32_si128(4 - j as i32))
+                    } else {
+                        _mm512_srl_epi16(qh, _mm_cvtsi32_si128(j as i32 - 4))
+                    };
+                    nibble_or(shifted, _mm512_and_si512(bit, fifth), nibble)
                 });
                 let sc = field(sc_lo, sc_hi, j);
                 for c in 0..C {
@@ -149,6 +163,49 @@ unsafe fn pass<const C: usize>(
     for (c, a) in acc.iter().enumerate() {
         _mm512_storeu_ps(out.add((m0 + c) * n + row0), *a);
     }
+}
+
+/// `(a & mask) | b` in one instruction (the codes' low nibbles from `a`,
+/// their high bits `b`, already masked).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn nibble_or(a: __m512i, b: __m512i, mask: __m512i) -> __m512i {
+    // truth table of (a & c) | b, bit (a·4 + b·2 + c)
+    _mm512_ternarylogic_epi32::<0xEC>(a, b, mask)
+}
+
+/// [`pass`] for Q4_K.
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pass_q4_k<const C: usize>(
+    panel: *const u8,
+    supers: usize,
+    x: &[u8],
+    row_bytes: usize,
+    m0: usize,
+    out: *mut f32,
+    n: usize,
+    row0: usize,
+) {
+    pass::<false, C>(panel, supers, x, row_bytes, m0, out, n, row0)
+}
+
+/// [`pass`] for Q5_K.
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pass_q5_k<const C: usize>(
+    panel: *const u8,
+    supers: usize,
+    x: &[u8],
+    row_bytes: usize,
+    m0: usize,
+    out: *mut f32,
+    n: usize,
+    row0: usize,
+) {
+    pass::<true, C>(panel, supers, x, row_bytes, m0, out, n, row0)
 }
 
 /// Byte `i` (0..4) of each lane of `v`, sign-extended to the lane.
@@ -198,7 +255,7 @@ unsafe fn pass_q6_k<const C: usize>(
                 // weights 128h + 32a + 4g..+4 of the 16 rows (g in 0..8)
                 let codes: [__m512i; 8] = std::array::from_fn(|g| {
                     let ql = _mm512_loadu_si512(sb.add(1024 * h + 64 * (8 * (a % 2) + g)) as *const __m512i);
-                    let low = _mm512_and_si512(if a < 2 { ql } else { _mm512_srli_epi16::<4>(ql) }, low4);
+                    let low = if a < 2 { ql } else { _mm512_srli_epi16::<4>(ql) };
                     let qh = _mm512_loadu_si512(sb.add(QH_AT + 512 * h + 64 * g) as *const __m512i);
                     // bits 2a, 2a + 1 of each byte to bits 4, 5
                     let high = match a {
@@ -207,7 +264,7 @@ unsafe fn pass_q6_k<const C: usize>(
                         2 => qh,
                         _ => _mm512_srli_epi16::<2>(qh),
                     };
-                    _mm512_or_si512(low, _mm512_and_si512(high, high2))
+                    nibble_or(low, _mm512_and_si512(high, high2), low4)
                 });
                 for half in 0..2 {
                     let i = 8 * h + 2 * a + half;
@@ -294,7 +351,8 @@ pub unsafe fn panel(
         }};
     }
     match quant {
-        KPanels::Q4K => passes!(pass),
+        KPanels::Q4K => passes!(pass_q4_k),
+        KPanels::Q5K => passes!(pass_q5_k),
         KPanels::Q6K => passes!(pass_q6_k),
     }
 }
