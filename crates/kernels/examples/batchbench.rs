@@ -9,9 +9,6 @@
 use std::time::Instant;
 
 use phi3_kernels::quant::{self, QuantKind};
-
-type Pack = fn(&[u8], usize, usize, &mut [u8]) -> bool;
-type Size = fn(usize, usize) -> usize;
 use phi3_kernels::{matmul, WeightRef};
 
 fn main() {
@@ -35,27 +32,14 @@ fn main() {
                 .collect();
             let mut w = vec![0u8; kind.row_bytes(k) * n];
             kind.quantize(&w32, &mut w).unwrap();
+            if let Some(quant) = quant::KPanels::of(kind).filter(|_| panels) {
+                let mut p = vec![0u8; quant.packed_bytes(n, k)];
+                assert!(quant.pack(&w, n, k, &mut p), "finite scales");
+                return (n, k, p);
+            }
             if panels {
-                let packed = match kind {
-                    QuantKind::Q4K => (
-                        quant::q4_k_panels::packed_bytes as Size,
-                        quant::q4_k_panels::pack as Pack,
-                    ),
-                    QuantKind::Q5K => (
-                        quant::q4_k_panels::q5_packed_bytes as Size,
-                        quant::q4_k_panels::pack_q5_k as Pack,
-                    ),
-                    QuantKind::Q6K => (
-                        quant::q6_k_panels::packed_bytes as Size,
-                        quant::q6_k_panels::pack as Pack,
-                    ),
-                    _ => (
-                        quant::q4_0_panels::packed_bytes as Size,
-                        quant::q4_0_panels::pack as Pack,
-                    ),
-                };
-                let mut p = vec![0u8; packed.0(n, k)];
-                assert!(packed.1(&w, n, k, &mut p), "finite scales");
+                let mut p = vec![0u8; quant::q4_0_panels::packed_bytes(n, k)];
+                assert!(quant::q4_0_panels::pack(&w, n, k, &mut p), "finite scales");
                 return (n, k, p);
             }
             (n, k, w)
@@ -69,22 +53,8 @@ fn main() {
             for (n, k, w) in &mats {
                 let x: Vec<f32> = (0..t * k).map(|i| (i % 7) as f32 / 7.0).collect();
                 let mut out = vec![0f32; t * n];
-                let weights = match kind {
-                    QuantKind::Q4K if panels => WeightRef::KPanels {
-                        quant: quant::KPanels::Q4K,
-                        k: *k,
-                        bytes: w,
-                    },
-                    QuantKind::Q5K if panels => WeightRef::KPanels {
-                        quant: quant::KPanels::Q5K,
-                        k: *k,
-                        bytes: w,
-                    },
-                    QuantKind::Q6K if panels => WeightRef::KPanels {
-                        quant: quant::KPanels::Q6K,
-                        k: *k,
-                        bytes: w,
-                    },
+                let weights = match quant::KPanels::of(kind) {
+                    Some(quant) if panels => WeightRef::KPanels { quant, k: *k, bytes: w },
                     _ if panels => WeightRef::Q4_0Panels { k: *k, bytes: w },
                     _ => WeightRef::Quant(kind, w),
                 };

@@ -20,8 +20,8 @@ pub enum WeightRef<'a> {
         k: usize,
         bytes: &'a [u8],
     },
-    /// Q4_K or Q6_K rows of `k` weights repacked into panels of 16
-    /// (`quant::q4_k_panels`, `quant::q6_k_panels`).
+    /// Q4_K, Q5_K or Q6_K rows of `k` weights repacked into panels of 16
+    /// (`quant::KPanels`).
     KPanels {
         quant: crate::quant::KPanels,
         k: usize,
@@ -40,7 +40,9 @@ impl WeightRef<'_> {
             WeightRef::Q4_0Panels { k, bytes } => {
                 bytes.len() / crate::quant::q4_0_panels::panel_bytes(*k) * crate::quant::q4_0_panels::ROWS * k
             }
-            WeightRef::KPanels { quant, k, bytes } => bytes.len() / quant.panel_bytes(*k) * 16 * k,
+            WeightRef::KPanels { quant, k, bytes } => {
+                bytes.len() / quant.panel_bytes(*k) * crate::quant::KPanels::ROWS * k
+            }
         }
     }
 

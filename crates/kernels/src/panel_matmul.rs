@@ -6,9 +6,9 @@
 //! the scalar twin. The three give the same bits (module doc of
 //! `q4_0_panels`), so a token's result never depends on its batch.
 //!
-//! Q4_K and Q6_K weights held as panels (`quant::q4_k_panels`,
-//! `q6_k_panels`, where [`packs_k_quants`] says so) go the same way with
-//! Q8_K activations, read in place.
+//! Q4_K, Q5_K and Q6_K weights held as panels (`quant::KPanels`, where
+//! [`packs_k_quants`] says so) go the same way with Q8_K activations, read
+//! in place.
 
 use crate::matmul::{for_row_ranges, keep_quantized, quantize_rows, SendPtr};
 use crate::quant::dot::Activations;
@@ -28,7 +28,7 @@ pub fn packs_q4_0() -> bool {
     false
 }
 
-/// Whether Q4_K and Q6_K matrices should be repacked into panels on this
+/// Whether Q4_K, Q5_K and Q6_K matrices should be repacked into panels on this
 /// CPU: where the VNNI level runs without AMX (with AMX, prompts run on
 /// `simd::amx_k`, which reads the file's layout), unless
 /// `PHI3_K_PANELS=off` keeps the file's layout (for comparisons).
@@ -45,21 +45,19 @@ pub fn packs_k_quants() -> bool {
 
 /// `out = x · Wᵀ` for the `n × k` K-quant matrix `w` held as panels.
 pub(crate) fn matmul_k_panels(quant: KPanels, w: &[u8], n: usize, k: usize, x: &[f32], t: usize, out: &mut [f32]) {
-    assert!(
-        n.is_multiple_of(ROWS) && k.is_multiple_of(256),
-        "{n} × {k} K-quant panels"
-    );
+    assert!(KPanels::can_pack(n, k), "{n} × {k} K-quant panels");
+    assert_eq!(w.len(), quant.packed_bytes(n, k), "panel bytes");
     let panel_len = quant.panel_bytes(k);
-    assert_eq!(w.len(), n / ROWS * panel_len, "panel bytes");
     let xq = quantize_rows(Activations::Q8K, x, k, t);
     let xrow = Activations::Q8K.row_bytes(k);
     let out_ptr = SendPtr(out.as_mut_ptr());
-    let vnni = kernel(1) != Kernel::Scalar;
+    #[cfg(target_arch = "x86_64")]
+    let vnni = crate::simd::isa() == crate::simd::Isa::Avx512Vnni;
     let xq_ref = &xq;
-    for_row_ranges(n / ROWS, n * k * t, &|panels| {
+    for_row_ranges(n / KPanels::ROWS, n * k * t, &|panels| {
         for p in panels {
             let panel = &w[p * panel_len..(p + 1) * panel_len];
-            let row0 = p * ROWS;
+            let row0 = p * KPanels::ROWS;
             #[cfg(target_arch = "x86_64")]
             if vnni {
                 // SAFETY: the VNNI level has AVX-512 F/BW/VNNI and FMA; each
@@ -70,7 +68,7 @@ pub(crate) fn matmul_k_panels(quant: KPanels, w: &[u8], n: usize, k: usize, x: &
                 };
                 continue;
             }
-            for r in 0..ROWS {
+            for r in 0..KPanels::ROWS {
                 for m in 0..t {
                     let v = quant.dot_scalar(panel, k, r, &xq_ref[m * xrow..(m + 1) * xrow]);
                     // SAFETY: disjoint panels (rows) per task.
@@ -79,7 +77,6 @@ pub(crate) fn matmul_k_panels(quant: KPanels, w: &[u8], n: usize, k: usize, x: &
             }
         }
     });
-    let _ = vnni;
     keep_quantized(xq);
 }
 

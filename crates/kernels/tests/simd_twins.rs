@@ -728,21 +728,16 @@ fn q4_0_panel_products_equal_their_twin_for_every_batch_size() {
 #[test]
 fn k_quant_panel_products_equal_the_file_layout_for_every_batch_size() {
     use phi3_kernels::quant::dot::Activations;
-    use phi3_kernels::quant::{q4_k_panels, q6_k_panels, KPanels};
+    use phi3_kernels::quant::KPanels;
     use phi3_kernels::WeightRef;
     let mut rng = Lcg(91);
     #[cfg(target_arch = "x86_64")]
     let avx2_alone = phi3_kernels::simd::isa() == phi3_kernels::simd::Isa::Avx2;
     #[cfg(not(target_arch = "x86_64"))]
     let avx2_alone = false;
-    type Pack = fn(&[u8], usize, usize, &mut [u8]) -> bool;
-    // (panels, type, random bytes of each superblock, packer)
-    let types: [(KPanels, QuantKind, std::ops::Range<usize>, Pack); 3] = [
-        (KPanels::Q4K, QuantKind::Q4K, 4..144, q4_k_panels::pack),
-        (KPanels::Q5K, QuantKind::Q5K, 4..176, q4_k_panels::pack_q5_k),
-        (KPanels::Q6K, QuantKind::Q6K, 0..208, q6_k_panels::pack),
-    ];
-    for (quant, kind, random, pack) in types {
+    // (panels, random bytes of each superblock: all but d, and dmin)
+    for (quant, random) in [(KPanels::Q4K, 4..144), (KPanels::Q5K, 4..176), (KPanels::Q6K, 0..208)] {
+        let kind = quant.kind();
         for (n, k) in [(16usize, 256usize), (48, 768), (32, 3072)] {
             let mut w = quantize(kind, &(0..n * k).map(|_| rng.f32() * 2.0).collect::<Vec<_>>());
             for block in w.chunks_exact_mut(kind.block_bytes()) {
@@ -750,8 +745,8 @@ fn k_quant_panel_products_equal_the_file_layout_for_every_batch_size() {
                     *b = rng.next() as u8;
                 }
             }
-            let mut packed = vec![0u8; n / 16 * quant.panel_bytes(k)];
-            assert!(pack(&w, n, k, &mut packed), "finite scales");
+            let mut packed = vec![0u8; quant.packed_bytes(n, k)];
+            assert!(quant.pack(&w, n, k, &mut packed), "finite scales");
             let panel_bytes = quant.panel_bytes(k);
             for t in [1usize, 2, 3, 4, 5, 7, 8, 9, 16, 17] {
                 let x: Vec<f32> = (0..t * k).map(|_| rng.f32()).collect();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 use phi3_formats::{DType, GgufFile, HfFolder, Tensor};
-use phi3_kernels::quant::{q4_0_panels, q4_k_panels, q6_k_panels, KPanels, QuantKind};
+use phi3_kernels::quant::{q4_0_panels, KPanels, QuantKind};
 use phi3_kernels::WeightRef;
 
 use crate::config::ModelConfig;
@@ -74,30 +74,25 @@ impl Linear {
         }
     }
 
-    /// Repacks a Q4_0, Q4_K, Q5_K or Q6_K matrix into panels of 16 rows where
-    /// this CPU's kernels read them (`phi3_kernels::packs_q4_0`,
+    /// Repacks a Q4_0, Q4_K, Q5_K or Q6_K matrix into panels of 16 rows
+    /// where this CPU's kernels read them (`phi3_kernels::packs_q4_0`,
     /// `packs_k_quants`; the layouts are explained in
-    /// `phi3_kernels::quant::q4_0_panels`, `q4_k_panels` and `q6_k_panels`), then drops the file's pages of it from memory, so the
+    /// `phi3_kernels::quant::q4_0_panels`, `q4_k_panels` and
+    /// `q6_k_panels`), then drops the file's pages of it from memory, so the
     /// weights are held once. Other matrices, and shapes panels cannot
     /// hold, stay as they are. The scales are checked on the way (see
     /// [`Repacked`]).
     pub fn repack(&mut self) -> Repacked {
         let (rows, cols) = (self.rows, self.cols);
-        type Pack = fn(&[u8], usize, usize, &mut [u8]) -> bool;
-        let (bytes, pack): (usize, Pack) = match self.tensor.dtype {
-            DType::Q4_0 if phi3_kernels::packs_q4_0() && q4_0_panels::can_pack(rows, cols) => {
-                (q4_0_panels::packed_bytes(rows, cols), q4_0_panels::pack)
-            }
-            DType::Q4K if phi3_kernels::packs_k_quants() && q4_k_panels::can_pack(rows, cols) => {
-                (q4_k_panels::packed_bytes(rows, cols), q4_k_panels::pack)
-            }
-            DType::Q5K if phi3_kernels::packs_k_quants() && q4_k_panels::can_pack(rows, cols) => {
-                (q4_k_panels::q5_packed_bytes(rows, cols), q4_k_panels::pack_q5_k)
-            }
-            DType::Q6K if phi3_kernels::packs_k_quants() && q6_k_panels::can_pack(rows, cols) => {
-                (q6_k_panels::packed_bytes(rows, cols), q6_k_panels::pack)
-            }
-            _ => return Repacked::Unchanged,
+        let kind = quant_kind(self.tensor.dtype);
+        let q4_0 = kind == Some(QuantKind::Q4_0) && phi3_kernels::packs_q4_0() && q4_0_panels::can_pack(rows, cols);
+        let k_panels = kind
+            .and_then(KPanels::of)
+            .filter(|_| phi3_kernels::packs_k_quants() && KPanels::can_pack(rows, cols));
+        let bytes = match k_panels {
+            Some(quant) => quant.packed_bytes(rows, cols),
+            None if q4_0 => q4_0_panels::packed_bytes(rows, cols),
+            None => return Repacked::Unchanged,
         };
         if self.panels.is_some() {
             return Repacked::Unchanged;
@@ -106,7 +101,12 @@ impl Linear {
         let Ok(mut panels) = PanelMemory::new(bytes) else {
             return Repacked::Unchanged;
         };
-        if !pack(self.tensor.bytes(), rows, cols, &mut panels.0) {
+        let w = self.tensor.bytes();
+        let finite = match k_panels {
+            Some(quant) => quant.pack(w, rows, cols, &mut panels.0),
+            None => q4_0_panels::pack(w, rows, cols, &mut panels.0),
+        };
+        if !finite {
             return Repacked::NonFiniteScales;
         }
         self.tensor.release_pages();
@@ -118,23 +118,9 @@ impl Linear {
     pub fn weight_ref(&self) -> WeightRef<'_> {
         if let Some(panels) = &self.panels {
             let (k, bytes) = (self.cols, panels.as_slice());
-            return match self.tensor.dtype {
-                DType::Q4K => WeightRef::KPanels {
-                    quant: KPanels::Q4K,
-                    k,
-                    bytes,
-                },
-                DType::Q5K => WeightRef::KPanels {
-                    quant: KPanels::Q5K,
-                    k,
-                    bytes,
-                },
-                DType::Q6K => WeightRef::KPanels {
-                    quant: KPanels::Q6K,
-                    k,
-                    bytes,
-                },
-                _ => WeightRef::Q4_0Panels { k, bytes },
+            return match quant_kind(self.tensor.dtype).and_then(KPanels::of) {
+                Some(quant) => WeightRef::KPanels { quant, k, bytes },
+                None => WeightRef::Q4_0Panels { k, bytes },
             };
         }
         let b = self.tensor.bytes();
@@ -239,9 +225,9 @@ pub type Progress<'a> = &'a dyn Fn(u64);
 /// How the weight matrices are held once loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightLayout {
-    /// Repacked where this CPU's kernels read another layout faster (Q4_0
-    /// the K-quants Q4_K, Q5_K and Q6_K as panels of 16 rows, `Linear::repack`):
-    /// for running the model.
+    /// Repacked where this CPU's kernels read another layout faster (Q4_0,
+    /// Q4_K, Q5_K and Q6_K as panels of 16 rows, `Linear::repack`): for
+    /// running the model.
     #[default]
     ForKernels,
     /// As the file stores them (only mapped): for reading the weights back,

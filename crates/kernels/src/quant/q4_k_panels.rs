@@ -66,11 +66,6 @@ pub const DMIN_AT: usize = 2080;
 /// Offset of the packed scale words (three vectors of 16 words).
 pub const SCALES_AT: usize = 2112;
 
-/// Whether an `n × k` Q4_K matrix can be held as panels.
-pub fn can_pack(n: usize, k: usize) -> bool {
-    n > 0 && n.is_multiple_of(ROWS) && k > 0 && k.is_multiple_of(SUPER)
-}
-
 /// Bytes of one Q4_K panel of rows of `k` weights (a multiple of 64).
 pub fn panel_bytes(k: usize) -> usize {
     k / SUPER * SUPER_BYTES
@@ -81,33 +76,23 @@ pub fn q5_panel_bytes(k: usize) -> usize {
     k / SUPER * Q5_SUPER_BYTES
 }
 
-/// Bytes of an `n × k` Q4_K matrix as panels (the file's size).
-pub fn packed_bytes(n: usize, k: usize) -> usize {
-    n / ROWS * panel_bytes(k)
-}
-
-/// Bytes of an `n × k` Q5_K matrix as panels (the file's size).
-pub fn q5_packed_bytes(n: usize, k: usize) -> usize {
-    n / ROWS * q5_panel_bytes(k)
-}
-
 /// Repacks the `n × k` Q4_K matrix `w` (file layout) into panels in `out`
-/// ([`packed_bytes`] long), panels shared out over the pool. Returns
-/// whether every d and dmin is finite (the check `QuantKind::scales_finite`
-/// makes, done here on the way, so that loading reads the weights once).
-#[must_use = "a matrix with a NaN or infinite scale must be refused"]
-pub fn pack(w: &[u8], n: usize, k: usize, out: &mut [u8]) -> bool {
+/// (as `KPanels::pack`, the way in); returns whether every d and dmin is
+/// finite.
+pub(super) fn pack(w: &[u8], n: usize, k: usize, out: &mut [u8]) -> bool {
     pack_as::<false>(w, n, k, out)
 }
 
 /// [`pack`] for a Q5_K matrix.
-#[must_use = "a matrix with a NaN or infinite scale must be refused"]
-pub fn pack_q5_k(w: &[u8], n: usize, k: usize, out: &mut [u8]) -> bool {
+pub(super) fn pack_q5_k(w: &[u8], n: usize, k: usize, out: &mut [u8]) -> bool {
     pack_as::<true>(w, n, k, out)
 }
 
 fn pack_as<const Q5: bool>(w: &[u8], n: usize, k: usize, out: &mut [u8]) -> bool {
-    assert!(can_pack(n, k), "{n} × {k} K-quant cannot be held as panels");
+    assert!(
+        super::KPanels::can_pack(n, k),
+        "{n} × {k} K-quant cannot be held as panels"
+    );
     let (super_bytes, block_bytes) = sizes(Q5);
     let row_bytes = k / SUPER * block_bytes;
     assert_eq!(w.len(), n * row_bytes, "K-quant matrix size");
@@ -193,15 +178,11 @@ mod tests {
     #[test]
     fn panels_hold_the_rows_unchanged() {
         let (n, k) = (32, 512);
-        type Pack = fn(&[u8], usize, usize, &mut [u8]) -> bool;
-        let types: [(KPanels, QuantKind, Pack); 2] = [
-            (KPanels::Q4K, QuantKind::Q4K, pack),
-            (KPanels::Q5K, QuantKind::Q5K, pack_q5_k),
-        ];
-        for (quant, kind, pack) in types {
+        for quant in [KPanels::Q4K, KPanels::Q5K] {
+            let kind = quant.kind();
             let w = crate::quant::random_matrix(kind, n, k, 5);
-            let mut packed = vec![0u8; n / ROWS * quant.panel_bytes(k)];
-            assert!(pack(&w, n, k, &mut packed), "finite scales");
+            let mut packed = vec![0u8; quant.packed_bytes(n, k)];
+            assert!(quant.pack(&w, n, k, &mut packed), "finite scales");
             assert_eq!(packed.len(), w.len(), "a panel is its rows' size");
             let row_bytes = kind.row_bytes(k);
             let mut back = vec![0u8; row_bytes];
@@ -214,14 +195,14 @@ mod tests {
                 assert_eq!(want, got, "{kind:?} row {row}");
             }
         }
-        assert!(can_pack(16, 256) && !can_pack(8, 256) && !can_pack(16, 128));
+        assert!(KPanels::can_pack(16, 256) && !KPanels::can_pack(8, 256) && !KPanels::can_pack(16, 128));
     }
 
     #[test]
     fn packing_finds_a_non_finite_d_or_dmin_in_any_row_and_superblock() {
         let (n, k) = (32, 512);
         let w = random_q4_k(n, k, 9);
-        let mut packed = vec![0u8; packed_bytes(n, k)];
+        let mut packed = vec![0u8; KPanels::Q4K.packed_bytes(n, k)];
         assert!(pack(&w, n, k, &mut packed));
         for (row, block, field, bad) in [
             (0, 0, 0, half::f16::NAN),

@@ -36,11 +36,6 @@ pub const QH_AT: usize = 2048;
 /// Offset of the scales in a superblock.
 pub const SCALES_AT: usize = 3072;
 
-/// Whether an `n × k` Q6_K matrix can be held as panels.
-pub fn can_pack(n: usize, k: usize) -> bool {
-    n > 0 && n.is_multiple_of(ROWS) && k > 0 && k.is_multiple_of(SUPER)
-}
-
 /// Offset of the superblocks' d within a panel of rows of `k` weights.
 pub fn d_at(k: usize) -> usize {
     k / SUPER * SUPER_BYTES
@@ -49,11 +44,6 @@ pub fn d_at(k: usize) -> usize {
 /// Bytes of one panel of rows of `k` weights (a multiple of 64).
 pub fn panel_bytes(k: usize) -> usize {
     (k / SUPER * ROWS * q6_k::BYTES).next_multiple_of(64)
-}
-
-/// Bytes of an `n × k` matrix as panels.
-pub fn packed_bytes(n: usize, k: usize) -> usize {
-    n / ROWS * panel_bytes(k)
 }
 
 /// Where each run of four bytes of a row's superblock goes in the panel's
@@ -66,15 +56,16 @@ fn runs() -> impl Iterator<Item = (usize, usize)> {
 }
 
 /// Repacks the `n × k` Q6_K matrix `w` (file layout) into panels in `out`
-/// ([`packed_bytes`] long; padding bytes are zeroed), panels shared out
-/// over the pool. Returns whether every d is finite (the check
-/// `QuantKind::scales_finite` makes, done here on the way).
-#[must_use = "a matrix with a NaN or infinite scale must be refused"]
-pub fn pack(w: &[u8], n: usize, k: usize, out: &mut [u8]) -> bool {
-    assert!(can_pack(n, k), "{n} × {k} Q6_K cannot be held as panels");
+/// (as `KPanels::pack`, the way in; padding bytes are zeroed); returns
+/// whether every d is finite.
+pub(super) fn pack(w: &[u8], n: usize, k: usize, out: &mut [u8]) -> bool {
+    assert!(
+        super::KPanels::can_pack(n, k),
+        "{n} × {k} Q6_K cannot be held as panels"
+    );
     let row_bytes = k / SUPER * q6_k::BYTES;
     assert_eq!(w.len(), n * row_bytes, "Q6_K matrix size");
-    assert_eq!(out.len(), packed_bytes(n, k), "panel buffer size");
+    assert_eq!(out.len(), n / ROWS * panel_bytes(k), "panel buffer size");
     let non_finite = std::sync::atomic::AtomicBool::new(false);
     crate::pool::global().for_each_row(out, panel_bytes(k), &|p, panel| {
         if !pack_panel(&w[p * ROWS * row_bytes..(p + 1) * ROWS * row_bytes], k, panel) {
@@ -86,7 +77,7 @@ pub fn pack(w: &[u8], n: usize, k: usize, out: &mut [u8]) -> bool {
 
 /// Repacks 16 rows (file layout) into one panel; returns whether every d
 /// is finite.
-pub fn pack_panel(rows: &[u8], k: usize, panel: &mut [u8]) -> bool {
+fn pack_panel(rows: &[u8], k: usize, panel: &mut [u8]) -> bool {
     let (supers, row_bytes) = (k / SUPER, k / SUPER * q6_k::BYTES);
     assert!(
         rows.len() >= ROWS * row_bytes && panel.len() >= panel_bytes(k),
@@ -128,8 +119,8 @@ mod tests {
         // 3 superblocks: 10080 bytes per panel, rounded up to 10112
         let (n, k) = (32, 768);
         let w = crate::quant::random_matrix(QuantKind::Q6K, n, k, 5);
-        let mut packed = vec![0u8; packed_bytes(n, k)];
-        assert!(pack(&w, n, k, &mut packed), "finite scales");
+        let mut packed = vec![0u8; KPanels::Q6K.packed_bytes(n, k)];
+        assert!(KPanels::Q6K.pack(&w, n, k, &mut packed), "finite scales");
         assert_eq!(panel_bytes(k), 10112);
         let row_bytes = QuantKind::Q6K.row_bytes(k);
         let mut back = vec![0u8; row_bytes];
@@ -146,15 +137,14 @@ mod tests {
         places.sort();
         assert_eq!(places.len(), 208);
         assert!(places.windows(2).all(|p| p[0] < p[1]));
-        assert!(can_pack(16, 256) && !can_pack(8, 256) && !can_pack(16, 128));
     }
 
     #[test]
     fn packing_finds_a_non_finite_d_in_any_row_and_superblock() {
         let (n, k) = (32, 512);
         let w = crate::quant::random_matrix(QuantKind::Q6K, n, k, 9);
-        let mut packed = vec![0u8; packed_bytes(n, k)];
-        assert!(pack(&w, n, k, &mut packed));
+        let mut packed = vec![0u8; KPanels::Q6K.packed_bytes(n, k)];
+        assert!(KPanels::Q6K.pack(&w, n, k, &mut packed));
         for (row, block, bad) in [
             (0, 0, half::f16::NAN),
             (31, 1, half::f16::INFINITY),

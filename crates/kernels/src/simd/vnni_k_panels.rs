@@ -48,8 +48,8 @@ unsafe fn field(lo: __m512i, hi: __m512i, j: usize) -> __m512i {
     )
 }
 
-/// Rows of one panel × tokens `m0..m0 + C` of `x` (Q8_K rows of
-/// `row_bytes`): `out[(m0 + c) · n + row0 + r]`.
+/// Q4_K (`Q5` false) or Q5_K: rows of one panel × tokens `m0..m0 + C` of
+/// `x` (Q8_K rows of `row_bytes`): `out[(m0 + c) · n + row0 + r]`.
 ///
 /// # Safety
 /// AVX-512 F/BW/VNNI and FMA present; `panel` holds a whole panel of
@@ -172,40 +172,6 @@ unsafe fn pass<const Q5: bool, const C: usize>(
 unsafe fn nibble_or(a: __m512i, b: __m512i, mask: __m512i) -> __m512i {
     // truth table of (a & c) | b, bit (a·4 + b·2 + c)
     _mm512_ternarylogic_epi32::<0xEC>(a, b, mask)
-}
-
-/// [`pass`] for Q4_K.
-#[inline]
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn pass_q4_k<const C: usize>(
-    panel: *const u8,
-    supers: usize,
-    x: &[u8],
-    row_bytes: usize,
-    m0: usize,
-    out: *mut f32,
-    n: usize,
-    row0: usize,
-) {
-    pass::<false, C>(panel, supers, x, row_bytes, m0, out, n, row0)
-}
-
-/// [`pass`] for Q5_K.
-#[inline]
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn pass_q5_k<const C: usize>(
-    panel: *const u8,
-    supers: usize,
-    x: &[u8],
-    row_bytes: usize,
-    m0: usize,
-    out: *mut f32,
-    n: usize,
-    row0: usize,
-) {
-    pass::<true, C>(panel, supers, x, row_bytes, m0, out, n, row0)
 }
 
 /// Byte `i` (0..4) of each lane of `v`, sign-extended to the lane.
@@ -331,28 +297,29 @@ pub unsafe fn panel(
     let supers = k / crate::quant::q4_k_panels::SUPER;
     let row_bytes = supers * q8_k::BYTES;
     debug_assert_eq!(x.len(), t * row_bytes);
+    // `$pass::<$($first,)? C>` over the tokens by passes of up to MAX_TOKENS
     macro_rules! passes {
-        ($pass:ident) => {{
+        ($pass:ident $(, $first:literal)?) => {{
             let mut m0 = 0;
             while m0 < t {
                 let c = (t - m0).min(MAX_TOKENS);
                 match c {
-                    1 => $pass::<1>(panel, supers, x, row_bytes, m0, out, n, row0),
-                    2 => $pass::<2>(panel, supers, x, row_bytes, m0, out, n, row0),
-                    3 => $pass::<3>(panel, supers, x, row_bytes, m0, out, n, row0),
-                    4 => $pass::<4>(panel, supers, x, row_bytes, m0, out, n, row0),
-                    5 => $pass::<5>(panel, supers, x, row_bytes, m0, out, n, row0),
-                    6 => $pass::<6>(panel, supers, x, row_bytes, m0, out, n, row0),
-                    7 => $pass::<7>(panel, supers, x, row_bytes, m0, out, n, row0),
-                    _ => $pass::<8>(panel, supers, x, row_bytes, m0, out, n, row0),
+                    1 => $pass::<$($first,)? 1>(panel, supers, x, row_bytes, m0, out, n, row0),
+                    2 => $pass::<$($first,)? 2>(panel, supers, x, row_bytes, m0, out, n, row0),
+                    3 => $pass::<$($first,)? 3>(panel, supers, x, row_bytes, m0, out, n, row0),
+                    4 => $pass::<$($first,)? 4>(panel, supers, x, row_bytes, m0, out, n, row0),
+                    5 => $pass::<$($first,)? 5>(panel, supers, x, row_bytes, m0, out, n, row0),
+                    6 => $pass::<$($first,)? 6>(panel, supers, x, row_bytes, m0, out, n, row0),
+                    7 => $pass::<$($first,)? 7>(panel, supers, x, row_bytes, m0, out, n, row0),
+                    _ => $pass::<$($first,)? 8>(panel, supers, x, row_bytes, m0, out, n, row0),
                 }
                 m0 += c;
             }
         }};
     }
     match quant {
-        KPanels::Q4K => passes!(pass_q4_k),
-        KPanels::Q5K => passes!(pass_q5_k),
+        KPanels::Q4K => passes!(pass, false),
+        KPanels::Q5K => passes!(pass, true),
         KPanels::Q6K => passes!(pass_q6_k),
     }
 }
